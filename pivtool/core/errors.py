@@ -1,0 +1,124 @@
+"""pivtool's exception hierarchy.
+
+Two families: :class:`ApduError` for a card that answered with an error status word, and
+:class:`TransportError` for a card or reader that could not be talked to at all. The CLI maps
+each family to one exit code in one place. Messages are one line and never contain secrets.
+"""
+
+from __future__ import annotations
+
+from .sw import SW, sw_name
+
+
+class PivToolError(Exception):
+    """Base of every error pivtool raises on purpose."""
+
+
+class UsageError(PivToolError):
+    """Bad input detected before the card is touched (wrong PIN length, unknown slot...)."""
+
+
+class NotSupportedError(PivToolError):
+    """The card or its firmware does not offer this function (e.g. a YubiKey extension on a
+    generic PIV card, Ed25519 before firmware 5.7)."""
+
+
+class BadResponseError(PivToolError):
+    """The card answered 9000 but the data could not be parsed."""
+
+
+class ApduError(PivToolError):
+    """A command APDU ended with a status word other than 9000."""
+
+    def __init__(self, sw: int, data: bytes = b"", message: str | None = None) -> None:
+        self.sw = sw
+        self.data = data
+        text = f"SW={sw:04X} ({sw_name(sw)})"
+        super().__init__(f"{message}: {text}" if message else text)
+
+
+class InvalidPinError(ApduError):
+    """Wrong PIN or PUK (63Cx). ``tries_left`` is what the card reported."""
+
+    def __init__(self, sw: int, tries_left: int, what: str = "PIN") -> None:
+        self.tries_left = tries_left
+        self.what = what
+        super().__init__(sw, b"", f"wrong {what}, {tries_left} tries left")
+
+
+class BlockedError(ApduError):
+    """The PIN, PUK or key reference is blocked (6983)."""
+
+
+class NotFoundError(ApduError):
+    """The object, applet or key does not exist (6A82, 6A88)."""
+
+
+class SecurityStatusError(ApduError):
+    """The operation needs a PIN or management key that has not been presented (6982)."""
+
+
+class ConditionsNotSatisfiedError(ApduError):
+    """The card refuses in its current state (6985), e.g. RESET while the PIN still works."""
+
+
+class WrongLengthError(ApduError):
+    """Wrong Lc/Le or data length (6700)."""
+
+
+class IncorrectDataError(ApduError):
+    """The command data is malformed or out of range (6A80)."""
+
+
+class NoSpaceError(ApduError):
+    """The card has no room for the object (6A84)."""
+
+
+class InsNotSupportedError(ApduError, NotSupportedError):
+    """The card does not know the instruction (6D00) — typical of YubiKey-only commands on a
+    generic PIV card, or of a command newer than the firmware."""
+
+
+class TransportError(PivToolError):
+    """The card could not be talked to: no service, no reader, no card, removed, busy."""
+
+
+class NoServiceError(TransportError):
+    """The PC/SC service (pcscd) is not running or not reachable."""
+
+
+class NoReaderError(TransportError):
+    """No reader matches (or several match) the selection."""
+
+
+class NoCardError(TransportError):
+    """The reader has no card, or the card is not a PIV card."""
+
+
+class CardRemovedError(TransportError):
+    """The card was removed (or the reader reset it) in the middle of an operation."""
+
+
+class SharingViolationError(TransportError):
+    """Another program holds the card exclusively (e.g. scdaemon, another pivtool)."""
+
+
+_SW_CLASSES: dict[int, type[ApduError]] = {
+    SW.AUTH_METHOD_BLOCKED: BlockedError,
+    SW.FILE_NOT_FOUND: NotFoundError,
+    SW.REFERENCE_NOT_FOUND: NotFoundError,
+    SW.SECURITY_STATUS_NOT_SATISFIED: SecurityStatusError,
+    SW.CONDITIONS_NOT_SATISFIED: ConditionsNotSatisfiedError,
+    SW.WRONG_LENGTH: WrongLengthError,
+    SW.INCORRECT_PARAMETERS: IncorrectDataError,
+    SW.NO_SPACE: NoSpaceError,
+    SW.INS_NOT_SUPPORTED: InsNotSupportedError,
+}
+
+
+def error_for_sw(sw: int, data: bytes = b"", what: str = "PIN") -> ApduError:
+    """Return the most specific :class:`ApduError` subclass for *sw*."""
+    if 0x63C0 <= sw <= 0x63CF:
+        return InvalidPinError(sw, sw & 0x0F, what)
+    cls = _SW_CLASSES.get(sw, ApduError)
+    return cls(sw, data)
