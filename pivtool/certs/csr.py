@@ -20,12 +20,24 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 from .errors import CertInputError
 from .profile import CertRequest, key_usage_extension
 
-__all__ = ["build_csr", "build_self_signed", "default_hash", "request_extensions"]
+__all__ = ["SignatureHash", "build_csr", "build_self_signed", "default_hash", "request_extensions"]
 
 _Extension = tuple[x509.ExtensionType, bool]
 
+#: Hash algorithms cryptography's builders accept for a signature.
+SignatureHash = (
+    hashes.SHA224
+    | hashes.SHA256
+    | hashes.SHA384
+    | hashes.SHA512
+    | hashes.SHA3_224
+    | hashes.SHA3_256
+    | hashes.SHA3_384
+    | hashes.SHA3_512
+)
 
-def default_hash(public_key: CertificatePublicKeyTypes) -> hashes.HashAlgorithm | None:
+
+def default_hash(public_key: CertificatePublicKeyTypes) -> SignatureHash | None:
     """The signature hash that matches the key: SHA-256 for RSA and P-256, SHA-384 for P-384,
     SHA-512 for P-521, None for Ed25519/Ed448 (they hash internally)."""
     if isinstance(public_key, ec.EllipticCurvePublicKey):
@@ -41,8 +53,8 @@ def default_hash(public_key: CertificatePublicKeyTypes) -> hashes.HashAlgorithm 
 
 
 def _pick_hash(
-    public_key: CertificatePublicKeyTypes, hash_alg: hashes.HashAlgorithm | None
-) -> hashes.HashAlgorithm | None:
+    public_key: CertificatePublicKeyTypes, hash_alg: SignatureHash | None
+) -> SignatureHash | None:
     is_eddsa = isinstance(public_key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey))
     if hash_alg is None:
         return default_hash(public_key)
@@ -51,7 +63,9 @@ def _pick_hash(
     return hash_alg
 
 
-def request_extensions(public_key: CertificatePublicKeyTypes, request: CertRequest) -> list[_Extension]:
+def request_extensions(
+    public_key: CertificatePublicKeyTypes, request: CertRequest
+) -> list[_Extension]:
     """The extensions (value, critical) that ``request`` asks for, for a key like ``public_key``.
 
     SAN is critical only when the subject is empty (RFC 5280 §4.2.1.6); key usage is critical
@@ -68,7 +82,12 @@ def request_extensions(public_key: CertificatePublicKeyTypes, request: CertReque
         extensions.append((x509.ExtendedKeyUsage(list(request.ekus)), False))
     if request.policies:
         extensions.append(
-            (x509.CertificatePolicies([x509.PolicyInformation(p, None) for p in request.policies]), False)
+            (
+                x509.CertificatePolicies(
+                    [x509.PolicyInformation(p, None) for p in request.policies]
+                ),
+                False,
+            )
         )
     return extensions
 
@@ -76,7 +95,7 @@ def request_extensions(public_key: CertificatePublicKeyTypes, request: CertReque
 def build_csr(
     private_key: CertificateIssuerPrivateKeyTypes,
     request: CertRequest,
-    hash_alg: hashes.HashAlgorithm | None = None,
+    hash_alg: SignatureHash | None = None,
 ) -> x509.CertificateSigningRequest:
     """Build and sign a PKCS#10 CSR for ``request`` with ``private_key``.
 
@@ -94,7 +113,7 @@ def build_self_signed(
     private_key: CertificateIssuerPrivateKeyTypes,
     request: CertRequest,
     days: int = 365,
-    hash_alg: hashes.HashAlgorithm | None = None,
+    hash_alg: SignatureHash | None = None,
     *,
     now: _dt.datetime | None = None,
 ) -> x509.Certificate:
@@ -123,4 +142,3 @@ def build_self_signed(
     for value, critical in request_extensions(public_key, request):
         builder = builder.add_extension(value, critical=critical)
     return builder.sign(private_key, _pick_hash(public_key, hash_alg))
-

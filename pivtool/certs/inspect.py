@@ -122,7 +122,9 @@ def load_private_key(data: bytes | str, password: bytes | str | None = None) -> 
         raise CertInputError("unsupported private key type or encryption") from e
     except ValueError as e:
         if pw is not None:
-            raise CertInputError("could not load private key: wrong password or malformed data") from e
+            raise CertInputError(
+                "could not load private key: wrong password or malformed data"
+            ) from e
         raise CertInputError("malformed private key (expected PEM or DER)") from e
 
 
@@ -152,7 +154,9 @@ def load_pkcs12(
             raise CertInputError("PKCS#12 uses an unsupported algorithm") from e
         return key, cert, list(extra)
     if pw is None:
-        raise CertInputError("could not read PKCS#12: a password is required or the file is corrupt") from last
+        raise CertInputError(
+            "could not read PKCS#12: a password is required or the file is corrupt"
+        ) from last
     raise CertInputError("could not read PKCS#12: wrong password or corrupt file") from last
 
 

@@ -122,7 +122,9 @@ def parse_eku(text: str | ObjectIdentifier) -> ObjectIdentifier:
     if key and key[0].isdigit():
         return parse_oid(key)
     names = ", ".join(EKU_NAMES)
-    raise CertInputError(f"unknown extended key usage {text[:80]!r} (use one of {names}, or an OID)")
+    raise CertInputError(
+        f"unknown extended key usage {text[:80]!r} (use one of {names}, or an OID)"
+    )
 
 
 def eku_display_name(oid: ObjectIdentifier) -> str:
@@ -151,7 +153,8 @@ def parse_name(text: str | x509.Name) -> x509.Name:
         # cryptography's messages are often empty; say what we tried instead.
         detail = str(e).strip().splitlines()[0] if str(e).strip() else "syntax error"
         raise CertInputError(
-            f"invalid subject DN {value[:120]!r}: {detail} (expected RFC 4514, e.g. CN=Alice,O=Contoso)"
+            f"invalid subject DN {value[:120]!r}: {detail} "
+            "(expected RFC 4514, e.g. CN=Alice,O=Contoso)"
         ) from e
 
 
@@ -166,7 +169,9 @@ def parse_upn(text: str) -> str:
     if not sep or not local or not domain:
         raise CertInputError(f"UPN must look like user@domain: {value[:120]!r}")
     if _LOCAL_FORBIDDEN.search(local):
-        raise CertInputError(f"UPN user part contains '@', spaces or control characters: {value[:120]!r}")
+        raise CertInputError(
+            f"UPN user part contains '@', spaces or control characters: {value[:120]!r}"
+        )
     if not _DOMAIN_RE.match(domain):
         raise CertInputError(f"UPN domain is not a valid DNS name: {value[:120]!r}")
     return value

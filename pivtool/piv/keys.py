@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
 from cryptography.hazmat.primitives.asymmetric import padding as apad
-from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from cryptography.hazmat.primitives.asymmetric.utils import NoDigestInfo, Prehashed
 from cryptography.utils import Buffer
 
 from ..core.errors import UsageError
 from .constants import KeyType, Slot
-from .padding import digest, pad_for_signature, unpad_decrypted
+from .padding import digest, emsa_pkcs1_v15_raw, pad_for_signature, unpad_decrypted
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
@@ -70,9 +70,12 @@ class PivRsaPrivateKey(_CardKey, rsa.RSAPrivateKey):
         return self._public
 
     def sign(self, data: Buffer, padding: apad.AsymmetricPadding,
-             algorithm: hashes.HashAlgorithm | Prehashed) -> bytes:
+             algorithm: hashes.HashAlgorithm | Prehashed | NoDigestInfo) -> bytes:
         """Sign on the card with PKCS#1 v1.5 or PSS padding built on the host."""
-        em = pad_for_signature(bytes(data), padding, algorithm, self.key_size)
+        if isinstance(algorithm, NoDigestInfo):
+            em = emsa_pkcs1_v15_raw(bytes(data), (self.key_size + 7) // 8)
+        else:
+            em = pad_for_signature(bytes(data), padding, algorithm, self.key_size)
         return self._op(em).rjust(self.key_size // 8, b"\x00")
 
     def decrypt(self, ciphertext: Buffer, padding: apad.AsymmetricPadding) -> bytes:

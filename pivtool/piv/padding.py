@@ -54,15 +54,19 @@ def _mgf1(seed: bytes, length: int, alg: hashes.HashAlgorithm) -> bytes:
     return out[:length]
 
 
+def emsa_pkcs1_v15_raw(t: bytes, em_len: int) -> bytes:
+    """PKCS#1 v1.5 type-1 padding around *t* as given (no DigestInfo added)."""
+    if em_len < len(t) + 11:
+        raise UsageError("RSA key too short for this message")
+    return b"\x00\x01" + b"\xff" * (em_len - len(t) - 3) + b"\x00" + t
+
+
 def emsa_pkcs1_v15(mhash: bytes, alg: hashes.HashAlgorithm, em_len: int) -> bytes:
     """EMSA-PKCS1-v1_5 (RFC 8017 §9.2): 00 01 FF..FF 00 DigestInfo."""
     prefix = DIGEST_INFO_PREFIX.get(alg.name)
     if prefix is None:
         raise UsageError(f"hash {alg.name} is not supported for RSA PKCS#1 v1.5")
-    t = prefix + mhash
-    if em_len < len(t) + 11:
-        raise UsageError("RSA key too short for this hash")
-    return b"\x00\x01" + b"\xff" * (em_len - len(t) - 3) + b"\x00" + t
+    return emsa_pkcs1_v15_raw(prefix + mhash, em_len)
 
 
 def emsa_pss(mhash: bytes, alg: hashes.HashAlgorithm, mgf_alg: hashes.HashAlgorithm,

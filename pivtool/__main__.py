@@ -1,0 +1,5 @@
+"""``python -m pivtool`` = the ``pivtool`` command."""
+
+from pivtool.cli.main import entry
+
+entry()

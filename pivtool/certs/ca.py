@@ -1,0 +1,649 @@
+"""A small file-based lab CA that issues Entra CBA / smart-card-logon certificates.
+
+For labs, demos and tests only: one self-signed root that signs end-entity certificates
+directly. Directory layout::
+
+    ca.key      root private key, PKCS#8 PEM, mode 0600, encrypted when a passphrase is set
+    ca.pem      root certificate
+    ca.json     settings (subject, key type, CRL/AIA URLs, last CRL number)
+    index.json  one record per issued certificate (status, revocation)
+    certs/      issued certificates, <serial>.pem
+    crl.pem, crl.der   the last CRL produced by :meth:`LabCA.crl` (publish crl.der over HTTP)
+
+JSON files are replaced atomically (write to a temporary file, fsync, rename). There is no
+cross-process locking: use one writer at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import secrets
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificatePublicKeyTypes,
+)
+from cryptography.x509.oid import AuthorityInformationAccessOID
+
+from .csr import SignatureHash, default_hash
+from .errors import CertInputError, CertMismatchError, CertRequestRefusedError, LabCAError
+from .inspect import iso_utc, load_certificate, load_private_key, public_key_matches, serial_hex
+from .profile import (
+    ENTRA_SMARTCARD_LOGON,
+    UPN_OID,
+    decode_upn,
+    key_usage_extension,
+    parse_email,
+    parse_name,
+    parse_upn,
+    upn_other_name,
+)
+
+__all__ = ["CA_KEY_TYPES", "IssuedRecord", "LabCA"]
+
+#: Key types accepted for the root key (ykman's names).
+CA_KEY_TYPES = ("eccp256", "eccp384", "rsa2048", "rsa3072", "rsa4096")
+
+_KEY_FILE, _CERT_FILE, _CONFIG_FILE, _INDEX_FILE = "ca.key", "ca.pem", "ca.json", "index.json"
+_CERTS_DIR = "certs"
+_FORMAT_VERSION = 1
+# Clock skew allowance: a certificate that is "not yet valid" on a slightly slow client is a
+# classic first sign-in failure.
+_BACKDATE = _dt.timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class IssuedRecord:
+    """One line of the CA index."""
+
+    serial: str
+    subject: str
+    upns: list[str]
+    emails: list[str]
+    not_before: str
+    not_after: str
+    sha256: str
+    status: str = "valid"
+    revoked_at: str | None = None
+    reason: str | None = None
+
+    @property
+    def serial_number(self) -> int:
+        """The serial as an int."""
+        return int(self.serial, 16)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict (the same layout as in index.json)."""
+        return asdict(self)
+
+
+def _now(now: _dt.datetime | None) -> _dt.datetime:
+    moment = now or _dt.datetime.now(_dt.timezone.utc)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_dt.timezone.utc)
+    return moment.astimezone(_dt.timezone.utc).replace(microsecond=0)
+
+
+def _check_http_url(url: str, what: str) -> str:
+    value = url.strip()
+    # Plain HTTP on purpose: CRLs and CA certificates are signed, and Windows (and the PKI
+    # guidance Entra relies on) does not fetch CDP/AIA over HTTPS or wants LDAP avoided.
+    if not value.lower().startswith("http://") or len(value) <= len("http://"):
+        raise CertInputError(f"{what} must be an http:// URL: {value[:120]!r}")
+    return value
+
+
+def _generate_key(key_type: str) -> CertificateIssuerPrivateKeyTypes:
+    if key_type == "eccp256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if key_type == "eccp384":
+        return ec.generate_private_key(ec.SECP384R1())
+    if key_type.startswith("rsa") and key_type in CA_KEY_TYPES:
+        return rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[3:]))
+    raise CertInputError(
+        f"unsupported CA key type {key_type!r} (use one of {', '.join(CA_KEY_TYPES)})"
+    )
+
+
+def _parse_serial(serial: int | str) -> int:
+    if isinstance(serial, int):
+        return serial
+    text = serial.strip().lower().replace(":", "")
+    text = text.removeprefix("0x")
+    try:
+        return int(text, 16)
+    except ValueError as e:
+        raise CertInputError(f"serial must be hexadecimal: {serial[:60]!r}") from e
+
+
+def _parse_reason(reason: x509.ReasonFlags | str | None) -> x509.ReasonFlags:
+    if reason is None:
+        return x509.ReasonFlags.unspecified
+    if isinstance(reason, x509.ReasonFlags):
+        flag = reason
+    else:
+        wanted = reason.strip().replace("-", "_").replace(" ", "_").lower()
+        matches = [f for f in x509.ReasonFlags if wanted in (f.name.lower(), f.value.lower())]
+        if not matches:
+            names = ", ".join(
+                f.name for f in x509.ReasonFlags if f != x509.ReasonFlags.remove_from_crl
+            )
+            raise CertInputError(f"unknown revocation reason {reason[:40]!r} (use one of {names})")
+        flag = matches[0]
+    if flag == x509.ReasonFlags.remove_from_crl:
+        raise CertInputError("removeFromCRL is only meaningful in delta CRLs")
+    return flag
+
+
+def _atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # persist the rename; not possible on every platform
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    _atomic_write(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise LabCAError(f"{path.name} is missing in {path.parent}") from e
+    except (OSError, ValueError) as e:
+        raise LabCAError(f"{path.name} in {path.parent} is unreadable or not JSON") from e
+    if not isinstance(data, dict) or data.get("version") != _FORMAT_VERSION:
+        raise LabCAError(f"{path.name} in {path.parent} has an unknown format")
+    return data
+
+
+class LabCA:
+    """A lab CA stored in a directory. Create with :meth:`init`, reopen with :meth:`open`."""
+
+    def __init__(
+        self,
+        directory: Path,
+        key: CertificateIssuerPrivateKeyTypes,
+        certificate: x509.Certificate,
+        config: dict[str, Any],
+    ) -> None:
+        """Internal: use :meth:`init` or :meth:`open`."""
+        self._dir = directory
+        self._key = key
+        self._cert = certificate
+        self._config = config
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def init(
+        cls,
+        directory: str | os.PathLike[str],
+        subject: str | x509.Name,
+        crl_url: str | None = None,
+        passphrase: bytes | str | None = None,
+        key_type: str = "eccp256",
+        days: int = 3650,
+        *,
+        aia_url: str | None = None,
+        now: _dt.datetime | None = None,
+    ) -> LabCA:
+        """Create a new CA in ``directory`` (created if needed; must not hold a CA already).
+
+        ``crl_url`` (http://) goes into every issued certificate as its single CRL
+        distribution point; ``aia_url`` (http://) as the AIA caIssuers location. The root key
+        file is created with mode 0600 and encrypted with ``passphrase`` when one is given.
+        """
+        path = Path(directory)
+        name = parse_name(subject)
+        if crl_url is not None:
+            crl_url = _check_http_url(crl_url, "CRL URL")
+        if aia_url is not None:
+            aia_url = _check_http_url(aia_url, "AIA URL")
+        if days < 1:
+            raise CertInputError("CA validity must be at least one day")
+        key = _generate_key(key_type)
+        if passphrase is not None and not passphrase:
+            raise CertInputError("passphrase is empty (omit it for an unencrypted lab key)")
+
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if (path / _KEY_FILE).exists() or (path / _CONFIG_FILE).exists():
+            raise LabCAError(f"{path} already contains a CA")
+        (path / _CERTS_DIR).mkdir(mode=0o700, exist_ok=True)
+
+        start = _now(now)
+        public_key = key.public_key()
+        ski = x509.SubjectKeyIdentifier.from_public_key(public_key)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(public_key)
+            .serial_number(cls._new_serial(set()))
+            .not_valid_before(start - _BACKDATE)
+            .not_valid_after(start + _dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(ski, critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+            )
+            .sign(key, default_hash(public_key))
+        )
+
+        encryption: serialization.KeySerializationEncryption = (
+            serialization.BestAvailableEncryption(
+                passphrase.encode("utf-8") if isinstance(passphrase, str) else passphrase
+            )
+            if passphrase
+            else serialization.NoEncryption()
+        )
+        pem_key = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+        )
+        # O_EXCL + 0o600 at creation: the key is never readable by others, not even briefly.
+        fd = os.open(path / _KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o600)  # umask can only remove bits; make it exact
+            handle.write(pem_key)
+            handle.flush()
+            os.fsync(handle.fileno())
+        _atomic_write(path / _CERT_FILE, cert.public_bytes(serialization.Encoding.PEM))
+        config = {
+            "version": _FORMAT_VERSION,
+            "subject": name.rfc4514_string(),
+            "key_type": key_type,
+            "crl_url": crl_url,
+            "aia_url": aia_url,
+            "crl_number": 0,
+            "encrypted": bool(passphrase),
+            "created": iso_utc(start),
+        }
+        _write_json(path / _INDEX_FILE, {"version": _FORMAT_VERSION, "issued": []})
+        _write_json(path / _CONFIG_FILE, config)
+        return cls(path, key, cert, config)
+
+    @classmethod
+    def open(
+        cls, directory: str | os.PathLike[str], passphrase: bytes | str | None = None
+    ) -> LabCA:
+        """Open an existing CA. Raises :class:`LabCAError` if the directory holds no CA and
+        :class:`CertInputError` if the key cannot be decrypted with ``passphrase``."""
+        path = Path(directory)
+        config = _read_json(path / _CONFIG_FILE)
+        try:
+            key_pem = (path / _KEY_FILE).read_bytes()
+            cert_pem = (path / _CERT_FILE).read_bytes()
+        except OSError as e:
+            raise LabCAError(f"CA files in {path} are missing or unreadable") from e
+        try:
+            key = load_private_key(key_pem, passphrase)
+        except CertInputError as e:
+            raise CertInputError(f"cannot open the CA key in {path}: {e}") from e
+        if not isinstance(
+            key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey)
+        ):
+            raise LabCAError(f"the CA key in {path} has an unsupported type")
+        cert = load_certificate(cert_pem)
+        if not public_key_matches(cert, key.public_key()):
+            raise CertMismatchError(f"ca.key and ca.pem in {path} do not belong together")
+        return cls(path, key, cert, config)
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def directory(self) -> Path:
+        """The CA directory."""
+        return self._dir
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        """The root certificate."""
+        return self._cert
+
+    @property
+    def crl_url(self) -> str | None:
+        """The CRL distribution point written into issued certificates."""
+        value = self._config.get("crl_url")
+        return str(value) if value else None
+
+    @property
+    def aia_url(self) -> str | None:
+        """The AIA caIssuers URL written into issued certificates."""
+        value = self._config.get("aia_url")
+        return str(value) if value else None
+
+    # ------------------------------------------------------------------ index
+
+    def _load_index(self) -> list[IssuedRecord]:
+        data = _read_json(self._dir / _INDEX_FILE)
+        try:
+            return [IssuedRecord(**item) for item in data.get("issued", [])]
+        except TypeError as e:
+            raise LabCAError(f"index.json in {self._dir} has malformed records") from e
+
+    def _save_index(self, records: list[IssuedRecord]) -> None:
+        _write_json(
+            self._dir / _INDEX_FILE,
+            {"version": _FORMAT_VERSION, "issued": [r.to_json() for r in records]},
+        )
+
+    def issued(self) -> list[IssuedRecord]:
+        """Every certificate this CA issued, oldest first."""
+        return self._load_index()
+
+    def get(self, serial: int | str) -> IssuedRecord:
+        """The index record of ``serial`` (int or hex). Raises :class:`LabCAError` if unknown."""
+        number = _parse_serial(serial)
+        for record in self._load_index():
+            if record.serial_number == number:
+                return record
+        raise LabCAError(f"no certificate with serial {serial_hex(number)} was issued by this CA")
+
+    def load_issued(self, serial: int | str) -> x509.Certificate:
+        """The issued certificate with ``serial``."""
+        record = self.get(serial)
+        try:
+            return load_certificate((self._dir / _CERTS_DIR / f"{record.serial}.pem").read_bytes())
+        except OSError as e:
+            raise LabCAError(f"certificate file for serial {record.serial} is missing") from e
+
+    @staticmethod
+    def _new_serial(taken: set[int]) -> int:
+        # 16 random bytes with the top bits set to 01: always positive, always exactly 16 DER
+        # bytes (no 0x00 sign byte), which keeps certificateUserIds serial strings uniform.
+        while True:
+            raw = bytearray(secrets.token_bytes(16))
+            raw[0] = (raw[0] & 0x3F) | 0x40
+            serial = int.from_bytes(raw, "big")
+            if serial not in taken:
+                return serial
+
+    # ------------------------------------------------------------------ issuing
+
+    def _signing_hash(self) -> SignatureHash | None:
+        return default_hash(self._key.public_key())
+
+    def issue(
+        self,
+        csr: x509.CertificateSigningRequest | bytes,
+        days: int = 365,
+        *,
+        now: _dt.datetime | None = None,
+    ) -> x509.Certificate:
+        """Issue a smart-card-logon certificate for ``csr`` (object, PEM or DER).
+
+        Verifies the CSR signature and requires at least one UPN (``user@domain``) or e-mail
+        in its SAN. The certificate gets the CSR's subject, a SAN with exactly those UPNs and
+        e-mails (other name types are dropped), key usage digitalSignature (+keyEncipherment
+        for RSA), EKU Smart Card Logon + Client Authentication, the CSR's certificate policies,
+        one HTTP CRL distribution point and AIA caIssuers when configured, SKI/AKI and
+        BasicConstraints CA=false. Raises :class:`CertRequestRefusedError` otherwise.
+        """
+        request = self._load_csr(csr)
+        if days < 1:
+            raise CertInputError("validity must be at least one day")
+        public_key = self._check_request_key(request)
+        upns, emails, policies = self._check_request_extensions(request)
+
+        records = self._load_index()
+        start = _now(now)
+        not_after = min(start + _dt.timedelta(days=days), self._cert.not_valid_after_utc)
+        if not_after <= start:
+            raise LabCAError("the CA certificate has expired; create a new CA")
+        san: list[x509.GeneralName] = [upn_other_name(u) for u in upns]
+        san += [x509.RFC822Name(e) for e in emails]
+        ca_ski = self._cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(request.subject)
+            .issuer_name(self._cert.subject)
+            .public_key(public_key)
+            .serial_number(self._new_serial({r.serial_number for r in records}))
+            .not_valid_before(start - _BACKDATE)
+            .not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                key_usage_extension(
+                    public_key, ENTRA_SMARTCARD_LOGON.key_usage, ENTRA_SMARTCARD_LOGON.rsa_key_usage
+                ),
+                critical=True,
+            )
+            .add_extension(x509.ExtendedKeyUsage(list(ENTRA_SMARTCARD_LOGON.ekus)), critical=False)
+            # RFC 5280: the SAN must be critical when the subject is empty.
+            .add_extension(x509.SubjectAlternativeName(san), critical=len(request.subject) == 0)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
+                critical=False,
+            )
+        )
+        if policies:
+            builder = builder.add_extension(x509.CertificatePolicies(policies), critical=False)
+        if self.crl_url:
+            point = x509.DistributionPoint(
+                full_name=[x509.UniformResourceIdentifier(self.crl_url)],
+                relative_name=None,
+                reasons=None,
+                crl_issuer=None,
+            )
+            builder = builder.add_extension(x509.CRLDistributionPoints([point]), critical=False)
+        if self.aia_url:
+            access = x509.AccessDescription(
+                AuthorityInformationAccessOID.CA_ISSUERS,
+                x509.UniformResourceIdentifier(self.aia_url),
+            )
+            builder = builder.add_extension(
+                x509.AuthorityInformationAccess([access]), critical=False
+            )
+        cert = builder.sign(self._key, self._signing_hash())
+
+        record = IssuedRecord(
+            serial=serial_hex(cert.serial_number),
+            subject=cert.subject.rfc4514_string(),
+            upns=upns,
+            emails=emails,
+            not_before=iso_utc(cert.not_valid_before_utc),
+            not_after=iso_utc(cert.not_valid_after_utc),
+            sha256=cert.fingerprint(hashes.SHA256()).hex(),
+        )
+        # Certificate file first, index second: a crash in between leaves an orphan file,
+        # never an index entry without its certificate.
+        _atomic_write(
+            self._dir / _CERTS_DIR / f"{record.serial}.pem",
+            cert.public_bytes(serialization.Encoding.PEM),
+        )
+        self._save_index([*records, record])
+        return cert
+
+    @staticmethod
+    def _load_csr(csr: x509.CertificateSigningRequest | bytes) -> x509.CertificateSigningRequest:
+        if isinstance(csr, x509.CertificateSigningRequest):
+            return csr
+        raw = bytes(csr)
+        try:
+            if b"-----BEGIN" in raw:
+                return x509.load_pem_x509_csr(raw)
+            return x509.load_der_x509_csr(raw)
+        except ValueError as e:
+            raise CertInputError(
+                "malformed certificate signing request (expected PEM or DER PKCS#10)"
+            ) from e
+
+    @staticmethod
+    def _check_request_key(request: x509.CertificateSigningRequest) -> CertificatePublicKeyTypes:
+        try:
+            public_key = request.public_key()
+            valid = request.is_signature_valid
+        except Exception as e:  # any parse failure means "refuse"
+            raise CertRequestRefusedError("CSR public key or signature cannot be processed") from e
+        if not valid:
+            raise CertRequestRefusedError(
+                "CSR signature does not verify (proof of possession failed)"
+            )
+        if isinstance(public_key, rsa.RSAPublicKey):
+            if public_key.key_size < 1024:
+                raise CertRequestRefusedError(f"RSA key of {public_key.key_size} bits is too small")
+        elif isinstance(public_key, ec.EllipticCurvePublicKey):
+            if public_key.curve.name not in ("secp256r1", "secp384r1", "secp521r1"):
+                raise CertRequestRefusedError(f"EC curve {public_key.curve.name} is not supported")
+        elif not isinstance(public_key, ed25519.Ed25519PublicKey):
+            raise CertRequestRefusedError(
+                "CSR key type is not supported (use RSA, ECC P-256/P-384 or Ed25519)"
+            )
+        return public_key
+
+    @staticmethod
+    def _check_request_extensions(
+        request: x509.CertificateSigningRequest,
+    ) -> tuple[list[str], list[str], list[x509.PolicyInformation]]:
+        try:
+            extensions = request.extensions
+            san = extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound as e:
+            raise CertRequestRefusedError(
+                "CSR has no subject alternative name (UPN or e-mail needed)"
+            ) from e
+        except ValueError as e:
+            raise CertRequestRefusedError("CSR has a malformed extension") from e
+        upns: list[str] = []
+        for other in san.get_values_for_type(x509.OtherName):
+            if other.type_id != UPN_OID:
+                continue
+            try:
+                upns.append(parse_upn(decode_upn(other.value)))
+            except CertInputError as e:
+                raise CertRequestRefusedError(f"CSR UPN rejected: {e}") from e
+        emails: list[str] = []
+        for email in san.get_values_for_type(x509.RFC822Name):
+            try:
+                emails.append(parse_email(email))
+            except CertInputError as e:
+                raise CertRequestRefusedError(f"CSR e-mail rejected: {e}") from e
+        if not upns and not emails:
+            raise CertRequestRefusedError("CSR SAN has neither a UPN nor an e-mail address")
+        policies: list[x509.PolicyInformation] = []
+        with contextlib.suppress(x509.ExtensionNotFound):
+            requested = extensions.get_extension_for_class(x509.CertificatePolicies).value
+            # Copy the policy OIDs only: qualifiers (CPS URLs, notices) are the CA's to set.
+            policies = [x509.PolicyInformation(p.policy_identifier, None) for p in requested]
+        return upns, emails, policies
+
+    # ------------------------------------------------------------------ revocation
+
+    def revoke(
+        self,
+        serial: int | str,
+        reason: x509.ReasonFlags | str | None = None,
+        *,
+        now: _dt.datetime | None = None,
+    ) -> IssuedRecord:
+        """Mark ``serial`` revoked (it appears on the next :meth:`crl`). Returns the record.
+
+        Raises :class:`LabCAError` for an unknown or already revoked serial.
+        """
+        number = _parse_serial(serial)
+        flag = _parse_reason(reason)
+        records = self._load_index()
+        for i, record in enumerate(records):
+            if record.serial_number != number:
+                continue
+            if record.status == "revoked":
+                raise LabCAError(f"serial {record.serial} is already revoked")
+            updated = IssuedRecord(
+                **{
+                    **record.to_json(),
+                    "status": "revoked",
+                    "revoked_at": iso_utc(_now(now)),
+                    "reason": flag.value,
+                }
+            )
+            records[i] = updated
+            self._save_index(records)
+            return updated
+        raise LabCAError(f"no certificate with serial {serial_hex(number)} was issued by this CA")
+
+    def crl(
+        self, days: int = 7, *, now: _dt.datetime | None = None
+    ) -> x509.CertificateRevocationList:
+        """Sign a new CRL (number incremented, next update in ``days``), store it as crl.pem
+        and crl.der in the CA directory, and return it."""
+        if days < 1:
+            raise CertInputError("CRL validity must be at least one day")
+        start = _now(now)
+        number = int(self._config.get("crl_number", 0)) + 1
+        ca_ski = self._cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self._cert.subject)
+            .last_update(start)
+            .next_update(start + _dt.timedelta(days=days))
+            .add_extension(x509.CRLNumber(number), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
+                critical=False,
+            )
+        )
+        for record in self._load_index():
+            if record.status != "revoked":
+                continue
+            revoked_at = _dt.datetime.strptime(
+                str(record.revoked_at), "%Y-%m-%dT%H:%M:%SZ"
+            ).replace(tzinfo=_dt.timezone.utc)
+            entry = (
+                x509.RevokedCertificateBuilder()
+                .serial_number(record.serial_number)
+                .revocation_date(revoked_at)
+            )
+            reason = (
+                x509.ReasonFlags(record.reason) if record.reason else x509.ReasonFlags.unspecified
+            )
+            if reason != x509.ReasonFlags.unspecified:
+                # RFC 5280 §5.3.1: omit the reason code rather than use "unspecified".
+                entry = entry.add_extension(x509.CRLReason(reason), critical=False)
+            builder = builder.add_revoked_certificate(entry.build())
+        crl = builder.sign(self._key, self._signing_hash())
+
+        _atomic_write(self._dir / "crl.der", crl.public_bytes(serialization.Encoding.DER))
+        _atomic_write(self._dir / "crl.pem", crl.public_bytes(serialization.Encoding.PEM))
+        self._config = {**self._config, "crl_number": number}
+        _write_json(self._dir / _CONFIG_FILE, self._config)
+        return crl

@@ -1,0 +1,77 @@
+"""The CLI's shared state (global options) and how it opens a card."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from ..core.connection import TRACE, Connection
+from ..core.errors import NoReaderError, UsageError
+
+
+@dataclass
+class CliContext:
+    """Global options, resolved once per invocation."""
+
+    reader: str | None = None
+    serial: int | None = None
+    sim: str | None = None
+    json: bool = False
+    verbose: int = 0
+    interactive: bool = field(default_factory=lambda: sys.stdin.isatty())
+
+    def setup_logging(self) -> None:
+        """``-v`` shows pivtool's debug log, ``-vv`` also the (redacted) APDU trace."""
+        if not self.verbose:
+            return
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        root = logging.getLogger("pivtool")
+        root.addHandler(handler)
+        root.setLevel(TRACE if self.verbose >= 1 else logging.DEBUG)
+
+    def open_connection(self) -> Connection:
+        """Open the card the global options select."""
+        chosen = [x for x in (self.reader, self.serial, self.sim) if x is not None]
+        if len(chosen) > 1:
+            raise UsageError("use only one of --reader, --serial and --sim")
+        if self.sim is not None:
+            from ..sim.attach import open_sim
+
+            return open_sim(self.sim)
+        from .. import pcsc
+
+        if self.serial is not None:
+            return pcsc.find_by_serial(self.serial)
+        try:
+            return pcsc.open_reader(self.reader)
+        except NoReaderError:
+            raise
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Any]:
+        """Open the card and a :class:`~pivtool.piv.session.PivSession` on it; close after."""
+        from ..piv.session import PivSession
+
+        conn = self.open_connection()
+        try:
+            yield PivSession(conn)
+        finally:
+            conn.close()
+
+    def emit(self, data: Any, text: str | None = None) -> None:
+        """Print *data* as JSON under ``--json``, else *text* (or nothing)."""
+        if self.json:
+            click.echo(json.dumps(data, indent=2, sort_keys=False))
+        elif text is not None:
+            click.echo(text)
+
+
+pass_ctx = click.make_pass_decorator(CliContext)

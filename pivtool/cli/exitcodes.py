@@ -1,0 +1,54 @@
+"""Exit codes and the one place that maps exceptions to them."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from ..core.errors import (
+    ApduError,
+    BlockedError,
+    InvalidPinError,
+    NotSupportedError,
+    PivToolError,
+    SecurityStatusError,
+    TransportError,
+    UsageError,
+)
+
+
+class Exit(IntEnum):
+    """pivtool's documented exit codes."""
+
+    OK = 0
+    FAILED = 1  # the card (or a check) refused or failed the operation
+    USAGE = 2  # bad input or options, detected before the card was touched
+    AUTH = 3  # wrong PIN, PUK or management key
+    BLOCKED = 4  # PIN/PUK blocked
+    NO_CARD = 5  # no PC/SC service, reader or card; card removed
+
+
+EXIT_HELP = """\b
+Exit codes:
+  0  success
+  1  the operation failed on the card (or a check failed)
+  2  usage error or bad input (nothing was sent to the card)
+  3  authentication failed (wrong PIN, PUK or management key)
+  4  PIN or PUK blocked
+  5  no PC/SC service, reader or card; card removed"""
+
+
+def exit_code_for(exc: BaseException) -> Exit:
+    """Map an exception to pivtool's exit code."""
+    from ..certs.errors import CertInputError
+
+    if isinstance(exc, (InvalidPinError, SecurityStatusError)):
+        return Exit.AUTH
+    if isinstance(exc, BlockedError):
+        return Exit.BLOCKED
+    if isinstance(exc, TransportError):
+        return Exit.NO_CARD
+    if isinstance(exc, (UsageError, CertInputError)):
+        return Exit.USAGE
+    if isinstance(exc, (ApduError, NotSupportedError, PivToolError)):
+        return Exit.FAILED
+    return Exit.FAILED

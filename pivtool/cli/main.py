@@ -1,0 +1,110 @@
+"""``pivtool`` command line: parse, call a workflow, render text or JSON, pick the exit code.
+
+Subcommands are imported only when used, so ``pivtool --version`` stays fast (no
+cryptography, no pyscard at start-up)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from .. import __version__
+from .context import CliContext
+from .exitcodes import EXIT_HELP, Exit, exit_code_for
+
+#: command name -> "module:attribute" under pivtool.cli
+COMMANDS: dict[str, str] = {
+    "info": "info:info",
+    "list": "info:list_cmd",
+    "sim": "sim:sim",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            module, attr = self.lazy[cmd_name].split(":")
+            mod = importlib.import_module(f"pivtool.cli.{module}")
+            cmd = getattr(mod, attr)
+            assert isinstance(cmd, click.Command)
+            return cmd
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, epilog=EXIT_HELP,
+             context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--reader", "-r", metavar="NAME",
+              help="Reader name (case-insensitive substring matching exactly one reader).")
+@click.option("--serial", "-s", type=int, metavar="N", help="YubiKey serial number.")
+@click.option("--sim", metavar="STATE_FILE",
+              help="Use the virtual YubiKey stored in STATE_FILE (see 'pivtool sim create').")
+@click.option("--json", "json_", is_flag=True, help="Machine-readable JSON output.")
+@click.option("-v", "--verbose", count=True,
+              help="Log to stderr; includes the APDU trace (secrets redacted).")
+@click.version_option(__version__, prog_name="pivtool")
+@click.pass_context
+def cli(ctx: click.Context, reader: str | None, serial: int | None, sim: str | None,
+        json_: bool, verbose: int) -> None:
+    """pivtool: make YubiKeys and PIV cards ready for Microsoft Entra certificate-based
+    authentication.
+
+    Secrets (PIN, PUK, management key) come from a hidden prompt, an environment variable
+    (PIVTOOL_PIN, PIVTOOL_PUK, PIVTOOL_MGMT_KEY, ...) or a file option, never from the
+    command line."""
+    obj = CliContext(reader=reader, serial=serial, sim=sim, json=json_, verbose=verbose)
+    obj.setup_logging()
+    ctx.obj = obj
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: run the CLI and turn pivtool errors into one line and an exit
+    code (the single place where that happens)."""
+    try:
+        cli.main(args=argv, prog_name="pivtool", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        return Exit.FAILED
+    except click.ClickException as e:
+        e.show()
+        return Exit.USAGE
+    except click.exceptions.Exit as e:
+        return int(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        return 130
+    except Exception as e:
+        from ..core.errors import PivToolError
+
+        code = exit_code_for(e)
+        if not isinstance(e, PivToolError) and not _is_known(e):
+            raise
+        click.echo(f"Error: {e}", err=True)
+        return code
+    return Exit.OK
+
+
+def _is_known(e: Exception) -> bool:
+    from ..certs.errors import CertError
+
+    try:
+        from ..sim.state import SimStateError
+    except ImportError:  # pragma: no cover
+        return isinstance(e, CertError)
+    return isinstance(e, (CertError, SimStateError))
+
+
+def entry() -> None:
+    """setuptools console-script wrapper."""
+    sys.exit(main())

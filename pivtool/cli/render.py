@@ -1,0 +1,75 @@
+"""Human-readable renderings shared by commands (JSON comes from the workflows' to_json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def counter_text(tries_left: int | None, total: int | None, default: bool | None) -> str:
+    """``2/3 tries left (default)`` style text."""
+    if tries_left is None:
+        text = "tries unknown (the card only tells by spending one)"
+    elif tries_left == 0:
+        text = "BLOCKED"
+    else:
+        text = f"{tries_left}/{total} tries left" if total else f"{tries_left} tries left"
+    if default:
+        text += ", factory default"
+    return text
+
+
+def cert_lines(summary: dict[str, Any], indent: str = "    ") -> list[str]:
+    """A certificate summary in a few lines."""
+    lines = [f"{indent}subject:  {summary.get('subject')}",
+             f"{indent}issuer:   {summary.get('issuer')}"]
+    upns = summary.get("upns") or []
+    if upns:
+        lines.append(f"{indent}UPN:      {', '.join(upns)}")
+    lines.append(f"{indent}valid:    {summary.get('not_before')} .. {summary.get('not_after')}")
+    lines.append(f"{indent}sha256:   {summary.get('sha256')}")
+    return lines
+
+
+def info_text(data: dict[str, Any]) -> str:
+    """Render ``pivtool.info/1`` JSON as text."""
+    card = (f"YubiKey {data['version']}" if data["card"] == "yubikey" else "generic PIV card")
+    if data.get("serial") is not None:
+        card += f", serial {data['serial']}"
+    mk = data["management_key"]
+    mk_text = mk["algorithm"].upper()
+    if mk.get("default"):
+        mk_text += ", factory default"
+    if mk.get("protected"):
+        mk_text += ", stored PIN-protected"
+    if mk.get("touch_policy") not in (None, "never"):
+        mk_text += f", touch {mk['touch_policy']}"
+    pin, puk = data["pin"], data["puk"]
+    lines = [
+        f"Card:      {card}",
+        f"Reader:    {data['reader']}",
+        f"PIN:       {counter_text(pin['tries_left'], pin['tries_total'], pin['is_default'])}",
+        f"PUK:       {counter_text(puk['tries_left'], puk['tries_total'], puk['is_default'])}",
+        f"Mgmt key:  {mk_text}",
+        f"CHUID:     {data['chuid']['guid'] if data.get('chuid') else 'none'}",
+        f"CCC:       {data['ccc']['card_id'] if data.get('ccc') else 'none'}",
+    ]
+    if not data["slots"]:
+        lines.append("Slots:     all empty")
+    for s in data["slots"]:
+        key = s.get("key")
+        if key:
+            key_text = (f"{key['algorithm']}, {key['origin']}, PIN {key['pin_policy']}, "
+                        f"touch {key['touch_policy']}")
+        else:
+            key_text = "no key" if data["card"] == "yubikey" else "key unknown"
+        lines.append(f"Slot {s['slot']} ({s['name']}): {key_text}")
+        cert = s.get("certificate")
+        if cert:
+            match = s.get("certificate_matches_key")
+            suffix = {True: "matches the key", False: "DOES NOT match the key",
+                      None: "key not checked"}[match]
+            lines.append(f"  certificate ({suffix}):")
+            lines.extend(cert_lines(cert))
+    for w in data.get("warnings", []):
+        lines.append(f"! {w}")
+    return "\n".join(lines)

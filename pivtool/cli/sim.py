@@ -1,0 +1,59 @@
+"""``pivtool sim``: the virtual YubiKey."""
+
+from __future__ import annotations
+
+import click
+
+from .context import CliContext, pass_ctx
+
+
+@click.group()
+def sim() -> None:
+    """Create and serve virtual YubiKeys (a PIV card emulator with real cryptography)."""
+
+
+@sim.command("create")
+@click.argument("state_file", type=click.Path(dir_okay=False))
+@click.option("--firmware", default="5.7.1", show_default=True, metavar="X.Y.Z",
+              help="Firmware version to emulate (e.g. 5.4.3 for a 3DES default key).")
+@click.option("--serial", type=int, default=None, help="Serial number (random if omitted).")
+@click.option("--generic", is_flag=True,
+              help="A generic PIV card without YubiKey extensions.")
+@click.option("--force", is_flag=True, help="Overwrite an existing state file.")
+@pass_ctx
+def create(obj: CliContext, state_file: str, firmware: str, serial: int | None,
+           generic: bool, force: bool) -> None:
+    """Make a factory-fresh virtual YubiKey in STATE_FILE (mode 0600)."""
+    import os
+
+    from ..core.errors import UsageError
+    from ..piv.version import Version
+    from ..sim.state import new_card_state, save_state
+
+    try:
+        fw = Version.parse(firmware)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if os.path.exists(state_file) and not force:
+        raise UsageError(f"{state_file} exists; use --force to replace that virtual card")
+    state = new_card_state(firmware=(fw.major, fw.minor, fw.patch), serial=serial, generic=generic)
+    save_state(state, state_file)
+    obj.emit({"state_file": state_file, "firmware": str(fw), "serial": state.serial,
+              "generic": generic},
+             f"Created virtual {'PIV card' if generic else 'YubiKey ' + str(fw)}"
+             f" serial {state.serial} in {state_file}")
+
+
+@sim.command("serve")
+@click.argument("state_file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--port", type=int, default=35963, show_default=True,
+              help="vpcd port (35963 = 'Virtual PCD 00 00', 35964 = '... 00 01').")
+@click.option("--host", default="127.0.0.1", show_default=True, help="vpcd host.")
+def serve(state_file: str, port: int, host: str) -> None:
+    """Insert the virtual card into pcscd's vpcd reader until Ctrl-C or SIGTERM.
+
+    Every state change is saved atomically before the card answers, so killing this process
+    is exactly pulling the card out."""
+    from ..sim.vpcd import serve as run
+
+    run(state_file, port=port, host=host)

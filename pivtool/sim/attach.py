@@ -1,0 +1,151 @@
+"""In-process attachment of a virtual card: pivtool's connection protocol, no PC/SC.
+
+:class:`SimConnection` has the shape of pivtool's connections (``transmit(apdu) ->
+(data, sw)``, ``close()``, ``atr``, ``reader_name``), opens a fresh card connection
+(security status cleared), and writes the card state back to its file after every command
+that changed it. An optional :class:`Faults` plan injects transport failures.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from types import TracebackType
+
+from .card import VirtualCard
+from .state import CardState, load_state, save_state
+
+READER_NAME = "pivtool virtual YubiKey (sim)"
+
+
+class SimTransportError(Exception):
+    """The in-process link failed (closed connection or an injected fault)."""
+
+
+class SimCardRemovedError(SimTransportError):
+    """Injected fault: the card went away during the command."""
+
+
+class SimCardResetError(SimTransportError):
+    """Injected fault: the card was reset by another party; security status is gone."""
+
+
+class FaultKind(Enum):
+    """What happens at the faulted command."""
+
+    CARD_REMOVED = "card-removed"
+    TRANSMISSION_ERROR = "transmission-error"
+    RESET = "reset"
+    GARBAGE = "garbage"
+
+
+@dataclass
+class Faults:
+    """Fault plan: at the ``at``-th command APDU (1-based) of the connection, fail.
+
+    ``CARD_REMOVED`` raises :class:`SimCardRemovedError` and the connection stays dead;
+    ``TRANSMISSION_ERROR`` raises :class:`SimTransportError` once; ``RESET`` power-cycles
+    the card and raises :class:`SimCardResetError`; ``GARBAGE`` returns a response that
+    is not what the card sent (the command is not executed). ``count`` faults in a row.
+    """
+
+    at: int
+    kind: FaultKind = FaultKind.TRANSMISSION_ERROR
+    count: int = 1
+    fired: list[int] = field(default_factory=list)
+
+    def check(self, n: int) -> FaultKind | None:
+        """The fault to inject for command number ``n``, if any."""
+        if self.at <= n < self.at + self.count:
+            self.fired.append(n)
+            return self.kind
+        return None
+
+
+GARBAGE_RESPONSE = (b"\x6f\x00\xde\xad\xbe", 0x9000)
+
+
+class SimConnection:
+    """A connection to a :class:`VirtualCard` inside this process.
+
+    If ``state_path`` is given, the card state is saved there (atomically, mode 0600)
+    after every state-changing command.
+    """
+
+    def __init__(
+        self,
+        card: VirtualCard,
+        state_path: str | os.PathLike[str] | None = None,
+        *,
+        faults: Faults | None = None,
+        reader_name: str = READER_NAME,
+    ) -> None:
+        self.card = card
+        self.state_path = Path(state_path) if state_path is not None else None
+        self.faults = faults
+        self.reader_name = reader_name
+        self.commands = 0
+        self._closed = False
+        self._removed = False
+        # Connecting is what resets a card's per-connection security status.
+        card.reset_connection()
+
+    @property
+    def atr(self) -> bytes:
+        """The card's ATR."""
+        return self.card.atr
+
+    @property
+    def state(self) -> CardState:
+        """The card's persistent state."""
+        return self.card.state
+
+    def transmit(self, apdu: bytes) -> tuple[bytes, int]:
+        """Send one command APDU; return response data and the SW as an int."""
+        if self._closed:
+            raise SimTransportError("connection closed")
+        if self._removed:
+            raise SimCardRemovedError("card removed")
+        self.commands += 1
+        fault = self.faults.check(self.commands) if self.faults is not None else None
+        if fault is FaultKind.CARD_REMOVED:
+            self._removed = True
+            raise SimCardRemovedError("card removed")
+        if fault is FaultKind.TRANSMISSION_ERROR:
+            raise SimTransportError("transmission error")
+        if fault is FaultKind.RESET:
+            self.card.power_cycle()
+            raise SimCardResetError("card was reset")
+        if fault is FaultKind.GARBAGE:
+            return GARBAGE_RESPONSE
+        before = self.card.changed
+        response = self.card.execute(bytes(apdu))
+        if self.state_path is not None and self.card.changed != before:
+            save_state(self.card.state, self.state_path)
+        return response[:-2], int.from_bytes(response[-2:], "big")
+
+    def close(self) -> None:
+        """End the connection (idempotent). The card keeps its state, not its session."""
+        if not self._closed:
+            self._closed = True
+            self.card.reset_connection()
+
+    def __enter__(self) -> SimConnection:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def open_sim(
+    path: str | os.PathLike[str], *, faults: Faults | None = None
+) -> SimConnection:
+    """Load the card in the state file ``path`` and connect to it (saving back to it)."""
+    return SimConnection(VirtualCard(load_state(path)), path, faults=faults)
