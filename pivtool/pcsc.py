@@ -505,6 +505,7 @@ class ReaderMonitor:
         self._first = True
         self._stopped = threading.Event()
         self._lock = threading.Lock()
+        self._waiting = False
 
     @property
     def stopped(self) -> bool:
@@ -551,7 +552,17 @@ class ReaderMonitor:
                 ms = _GUARD_MS
             else:
                 ms = min(_GUARD_MS, max(0, int((deadline - time.monotonic()) * 1000)))
-            hresult, answers = scard.SCardGetStatusChange(self._context, ms, request)
+            with self._lock:
+                # Checked under the lock that stop() takes, so a stop either sees us
+                # waiting (and cancels) or we see it here (and do not start waiting).
+                if self.stopped:
+                    return []
+                self._waiting = True
+            try:
+                hresult, answers = scard.SCardGetStatusChange(self._context, ms, request)
+            finally:
+                with self._lock:
+                    self._waiting = False
             code = _code(hresult)
             if code == _E_CANCELLED or self.stopped:
                 return []
@@ -604,13 +615,19 @@ class ReaderMonitor:
             yield from self.wait()
 
     def stop(self) -> None:
-        """Make the waiting thread return; safe from any thread, idempotent."""
-        with self._lock:
-            if self._stopped.is_set():
-                return
-            self._stopped.set()
-            if self._context is not None:
+        """Make the waiting thread return; safe from any thread (and from a callback)."""
+        self._stopped.set()
+        deadline = time.monotonic() + 1.0
+        while True:
+            with self._lock:
+                if self._context is None or not self._waiting:
+                    return
+                # A cancel that arrives between our flag and pcscd registering the wait
+                # is lost, so repeat it until the waiter is out.
                 _scard().SCardCancel(self._context)
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
 
     def close(self) -> None:
         """Stop and release the PC/SC context. Call from the thread that waits (or after it

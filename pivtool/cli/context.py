@@ -13,7 +13,6 @@ from typing import Any
 import click
 
 from ..core.connection import TRACE, Connection
-from ..core.errors import NoReaderError, UsageError
 
 
 @dataclass
@@ -39,21 +38,9 @@ class CliContext:
 
     def open_connection(self) -> Connection:
         """Open the card the global options select."""
-        chosen = [x for x in (self.reader, self.serial, self.sim) if x is not None]
-        if len(chosen) > 1:
-            raise UsageError("use only one of --reader, --serial and --sim")
-        if self.sim is not None:
-            from ..sim.attach import open_sim
+        from ..connect import open_connection
 
-            return open_sim(self.sim)
-        from .. import pcsc
-
-        if self.serial is not None:
-            return pcsc.find_by_serial(self.serial)
-        try:
-            return pcsc.open_reader(self.reader)
-        except NoReaderError:
-            raise
+        return open_connection(self.reader, self.serial, self.sim)
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Any]:

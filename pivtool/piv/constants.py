@@ -226,7 +226,9 @@ class KeyType(IntEnum):
     @property
     def bits(self) -> int:
         """Key size in bits (256 for the 25519 types)."""
-        return 256 if self in (KeyType.ED25519, KeyType.X25519) else int(self.name[3:])
+        if self in (KeyType.ED25519, KeyType.X25519):
+            return 256
+        return int("".join(c for c in self.name if c.isdigit()))
 
     @property
     def label(self) -> str:

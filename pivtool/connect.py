@@ -1,0 +1,75 @@
+"""Open the card a user selected: a PC/SC reader (by name or YubiKey serial) or a virtual
+YubiKey state file. The emulator knows nothing of pivtool's error classes (it is written
+independently), so its transport failures are translated here, once."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from .core.errors import CardRemovedError, TransportError, UsageError
+
+if TYPE_CHECKING:
+    from .core.connection import Connection
+    from .sim.attach import Faults, SimConnection
+
+
+class SimLink:
+    """A :class:`~pivtool.sim.attach.SimConnection` that raises pivtool's transport errors."""
+
+    def __init__(self, conn: SimConnection) -> None:
+        self.sim = conn
+
+    @property
+    def atr(self) -> bytes:
+        """The virtual card's ATR."""
+        return self.sim.atr
+
+    @property
+    def reader_name(self) -> str:
+        """The virtual reader's name."""
+        return self.sim.reader_name
+
+    def transmit(self, apdu: bytes) -> tuple[bytes, int]:
+        """Send one APDU to the virtual card."""
+        from .sim.attach import SimCardRemovedError, SimCardResetError, SimTransportError
+
+        try:
+            return self.sim.transmit(apdu)
+        except SimCardRemovedError:
+            raise CardRemovedError("the card was removed") from None
+        except SimCardResetError:
+            raise CardRemovedError("the card was reset by another program") from None
+        except SimTransportError as e:
+            raise TransportError(f"transmission error: {e}") from None
+
+    def close(self) -> None:
+        """Close the virtual connection."""
+        self.sim.close()
+
+
+def open_sim_link(path: str | os.PathLike[str], faults: Faults | None = None) -> SimLink:
+    """Open the virtual YubiKey in *path*."""
+    from .sim.attach import open_sim
+    from .sim.state import SimStateError
+
+    if not os.path.exists(path):
+        raise UsageError(f"no virtual card at {path} (create one with 'pivtool sim create')")
+    try:
+        return SimLink(open_sim(path, faults=faults))
+    except SimStateError as e:
+        raise UsageError(f"cannot load virtual card {path}: {e}") from None
+
+
+def open_connection(reader: str | None = None, serial: int | None = None,
+                    sim: str | None = None) -> Connection:
+    """Open the one card the selection names (at most one of the three)."""
+    if sum(x is not None for x in (reader, serial, sim)) > 1:
+        raise UsageError("use only one of --reader, --serial and --sim")
+    if sim is not None:
+        return open_sim_link(sim)
+    from . import pcsc
+
+    if serial is not None:
+        return pcsc.find_by_serial(serial)
+    return pcsc.open_reader(reader)

@@ -1,0 +1,33 @@
+"""Shared fixtures: virtual cards in-process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from pivtool.piv.session import PivSession
+from tests.simcards import MakeSession, new_session
+
+
+@pytest.fixture
+def make_session() -> Iterator[MakeSession]:
+    """Factory: ``make_session(firmware=(5,7,1), generic=False)`` -> a PivSession on a fresh
+    in-process virtual card."""
+    opened: list[PivSession] = []
+
+    def make(firmware: tuple[int, int, int] = (5, 7, 1), generic: bool = False,
+             serial: int = 12345678) -> PivSession:
+        s = new_session(firmware, generic, serial)
+        opened.append(s)
+        return s
+
+    yield make
+    for s in opened:
+        s.connection.close()
+
+
+@pytest.fixture
+def session(make_session: MakeSession) -> PivSession:
+    """A PivSession on a factory-fresh virtual YubiKey 5.7.1."""
+    return make_session()
