@@ -68,6 +68,11 @@ N_ENTRIES = 3
 N_READERS = 2 * N_ENTRIES
 #: Reader names are "<FRIENDLY_PREFIX> <letter> 00 0<slot>", e.g. "pivtool-test A 00 00".
 FRIENDLY_PREFIX = "pivtool-test"
+#: Entries whose readers are named like a YubiKey's own USB CCID interface. ykman derives
+#: the USB product id (and hence "this is a USB YubiKey") from such a name; with any other
+#: name it treats the card as NFC, so both ykman code paths get exercised.
+YUBICO_NAME = "Yubico YubiKey OTP+FIDO+CCID"
+YUBICO_ENTRIES = ("C",)
 
 
 # ------------------------------------------------------------------------------------------
@@ -187,7 +192,12 @@ class VReader:
     #: Substring that selects this reader and no other (for ``--reader``/``-r``).
     @property
     def substring(self) -> str:
-        return self.name.removeprefix(FRIENDLY_PREFIX + " ")
+        return self.name[self.name.index("test "):]
+
+    @property
+    def yubico(self) -> bool:
+        """Named like a YubiKey's USB reader (see :data:`YUBICO_NAME`)."""
+        return self.name.startswith(YUBICO_NAME)
 
 
 @dataclass
@@ -212,13 +222,13 @@ class PcscStack:
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def acquire_reader(self) -> VReader:
+    def acquire_reader(self, yubico: bool = False) -> VReader:
         """A free reader, round-robin, so that a reader whose card was just pulled gets time
-        to report it before it is used again."""
+        to report it before it is used again. *yubico* picks one named like a YubiKey."""
         with self._mutex:
             for i in range(len(self.readers)):
                 reader = self.readers[(self._next + i) % len(self.readers)]
-                if reader.name not in self._busy:
+                if reader.name not in self._busy and reader.yubico == yubico:
                     self._busy.add(reader.name)
                     self._next = (self._next + i + 1) % len(self.readers)
                     return reader
@@ -240,6 +250,8 @@ def _write_conf(conf_dir: Path, lib_dir: Path, base_port: int) -> list[VReader]:
         lib = lib_dir / f"libifdvpcd-{letter}.so"
         shutil.copyfile(VPCD_DRIVER, lib)
         friendly = f"{FRIENDLY_PREFIX} {letter}"
+        if letter in YUBICO_ENTRIES:
+            friendly = f"{YUBICO_NAME} {friendly}"
         # Distinct friendly names: with equal ones pcscd hands out duplicate reader names.
         entries.append(
             f'FRIENDLYNAME "{friendly}"\nDEVICENAME   /dev/null:0x{port:X}\n'
@@ -480,13 +492,14 @@ def card_factory(stack: PcscStack, directory: Path) -> Iterator[VCardFactory]:
         serial: int | None = None,
         state: Any = None,
         start: bool = True,
+        yubico_reader: bool = False,
         **kwargs: Any,
     ) -> VirtualCardProcess:
         from pivtool.sim.state import new_card_state, save_state
 
         if state is None:
             state = new_card_state(firmware=firmware, serial=serial, generic=generic, **kwargs)
-        vreader = stack.acquire_reader()
+        vreader = stack.acquire_reader(yubico=yubico_reader)
         path = directory / f"card-{len(made)}-{vreader.port}.json"
         save_state(state, path)
         card = VirtualCardProcess(stack, vreader, path, None if generic else state.serial)

@@ -227,13 +227,13 @@ class LabCA:
             aia_url = _check_http_url(aia_url, "AIA URL")
         if days < 1:
             raise CertInputError("CA validity must be at least one day")
-        key = _generate_key(key_type)
         if passphrase is not None and not passphrase:
             raise CertInputError("passphrase is empty (omit it for an unencrypted lab key)")
-
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
         if (path / _KEY_FILE).exists() or (path / _CONFIG_FILE).exists():
             raise LabCAError(f"{path} already contains a CA")
+        key = _generate_key(key_type)
+
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
         (path / _CERTS_DIR).mkdir(mode=0o700, exist_ok=True)
 
         start = _now(now)
@@ -282,7 +282,8 @@ class LabCA:
         # O_EXCL + 0o600 at creation: the key is never readable by others, not even briefly.
         fd = os.open(path / _KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o600)  # umask can only remove bits; make it exact
+            if hasattr(os, "fchmod"):  # POSIX; umask can only remove bits, make it exact
+                os.fchmod(handle.fileno(), 0o600)
             handle.write(pem_key)
             handle.flush()
             os.fsync(handle.fileno())

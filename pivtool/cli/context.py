@@ -25,6 +25,18 @@ class CliContext:
     json: bool = False
     verbose: int = 0
     interactive: bool = field(default_factory=lambda: sys.stdin.isatty())
+    yes: bool = False
+    secret_files: dict[str, str | None] = field(default_factory=dict)
+    _prompter: Any = None
+
+    def prompter(self) -> Any:
+        """The invocation's :class:`~pivtool.cli.secrets.CliPrompter` (one, so each secret
+        is asked for once)."""
+        if self._prompter is None:
+            from .secrets import CliPrompter
+
+            self._prompter = CliPrompter(self.secret_files, self.yes, self.interactive)
+        return self._prompter
 
     def setup_logging(self) -> None:
         """``-v`` shows pivtool's debug log, ``-vv`` also the (redacted) APDU trace."""

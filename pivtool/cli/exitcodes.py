@@ -10,6 +10,7 @@ from ..core.errors import (
     InvalidPinError,
     NotSupportedError,
     PivToolError,
+    RetryGuardError,
     SecurityStatusError,
     TransportError,
     UsageError,
@@ -23,7 +24,7 @@ class Exit(IntEnum):
     FAILED = 1  # the card (or a check) refused or failed the operation
     USAGE = 2  # bad input or options, detected before the card was touched
     AUTH = 3  # wrong PIN, PUK or management key
-    BLOCKED = 4  # PIN/PUK blocked
+    BLOCKED = 4  # PIN/PUK blocked, or the retry guard refused to spend the last try
     NO_CARD = 5  # no PC/SC service, reader or card; card removed
 
 
@@ -33,7 +34,7 @@ Exit codes:
   1  the operation failed on the card (or a check failed)
   2  usage error or bad input (nothing was sent to the card)
   3  authentication failed (wrong PIN, PUK or management key)
-  4  PIN or PUK blocked
+  4  PIN or PUK blocked, or only one try left and --force not given
   5  no PC/SC service, reader or card; card removed"""
 
 
@@ -43,7 +44,7 @@ def exit_code_for(exc: BaseException) -> Exit:
 
     if isinstance(exc, (InvalidPinError, SecurityStatusError)):
         return Exit.AUTH
-    if isinstance(exc, BlockedError):
+    if isinstance(exc, (BlockedError, RetryGuardError)):
         return Exit.BLOCKED
     if isinstance(exc, TransportError):
         return Exit.NO_CARD

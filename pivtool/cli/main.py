@@ -18,6 +18,10 @@ from .exitcodes import EXIT_HELP, Exit, exit_code_for
 #: command name -> "module:attribute" under pivtool.cli
 COMMANDS: dict[str, str] = {
     "info": "info:info",
+    "pin": "access:pin",
+    "puk": "access:puk",
+    "mgmt-key": "access:mgmt_key",
+    "reset": "access:reset",
     "list": "info:list_cmd",
     "sim": "sim:sim",
 }
@@ -32,6 +36,19 @@ class LazyGroup(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; pivtool's own errors become one line on stderr and the
+        documented exit code (the single place where that mapping happens)."""
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except Exception as e:
+            if not _is_known(e):
+                raise
+            click.echo(f"Error: {e}", err=True)
+            ctx.exit(exit_code_for(e))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.lazy:
@@ -69,10 +86,10 @@ def cli(ctx: click.Context, reader: str | None, serial: int | None, sim: str | N
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: run the CLI and turn pivtool errors into one line and an exit
-    code (the single place where that happens)."""
+    """Run the CLI and return the exit code (see :data:`EXIT_HELP`)."""
     try:
-        cli.main(args=argv, prog_name="pivtool", standalone_mode=False)
+        # In non-standalone mode click returns ctx.exit()'s code instead of raising.
+        rv = cli.main(args=argv, prog_name="pivtool", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         return Exit.FAILED
@@ -84,19 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         return 130
-    except Exception as e:
-        from ..core.errors import PivToolError
-
-        code = exit_code_for(e)
-        if not isinstance(e, PivToolError) and not _is_known(e):
-            raise
-        click.echo(f"Error: {e}", err=True)
-        return code
-    return Exit.OK
+    return rv if isinstance(rv, int) else Exit.OK
 
 
-def _is_known(e: Exception) -> bool:
+def _is_known(e: BaseException) -> bool:
     from ..certs.errors import CertError
+    from ..core.errors import PivToolError
+
+    if isinstance(e, PivToolError):
+        return True
 
     try:
         from ..sim.state import SimStateError

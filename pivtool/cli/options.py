@@ -30,3 +30,49 @@ def secret_file_option(name: str, what: str) -> Callable[[F], F]:
     """``--pin-file FILE`` style option: read a secret from FILE (``-`` = stdin)."""
     return click.option(f"--{name}-file", metavar="FILE",
                         help=f"Read the {what} from FILE ('-' for stdin).")
+
+
+def secret_options(*names: str) -> Callable[[F], F]:
+    """Add ``--pin-file``-style options for *names* (``pin``, ``puk``, ``mgmt_key``,
+    ``new_pin``...), collected into ``CliContext.secret_files``."""
+
+    def deco(f: F) -> F:
+        for name in reversed(names):
+            from .secrets import SPECS
+
+            spec = SPECS[name]
+            opt = spec.file_option
+            dest = f"_secret_{name}"
+
+            def cb(ctx: click.Context, _p: click.Parameter, value: str | None,
+                   _name: str = name) -> None:
+                from .context import CliContext
+
+                obj = ctx.find_object(CliContext)
+                if obj is not None and value:
+                    obj.secret_files[_name] = value
+
+            f = click.option(opt, dest, metavar="FILE", expose_value=False, callback=cb,
+                             help=f"Read the {spec.name} from FILE ('-' = stdin) instead of "
+                                  f"${spec.env} or a prompt.")(f)
+        return f
+
+    return deco
+
+
+def yes_option(f: F) -> F:
+    """``--yes``: answer confirmations with yes (for scripts)."""
+    def cb(ctx: click.Context, _p: click.Parameter, value: bool) -> None:
+        from .context import CliContext
+
+        obj = ctx.find_object(CliContext)
+        if obj is not None and value:
+            obj.yes = True
+
+    return click.option("--yes", "-y", is_flag=True, expose_value=False, callback=cb,
+                        help="Do not ask for confirmation.")(f)
+
+
+def force_option(help_text: str) -> Callable[[F], F]:
+    """``--force`` with a command-specific meaning."""
+    return click.option("--force", is_flag=True, help=help_text)

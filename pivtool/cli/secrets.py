@@ -68,9 +68,49 @@ def get_secret(spec: SecretSpec, file: str | None, prompt: bool = True,
     return value
 
 
-def parse_hex_key(value: bytes, spec: SecretSpec = MGMT_KEY) -> bytes:
-    """A management key given as hex text (as every PIV tool writes it)."""
-    try:
-        return bytes.fromhex(value.decode("ascii").strip())
-    except (ValueError, UnicodeDecodeError):
-        raise UsageError(f"the {spec.name} must be hex digits") from None
+SPECS: dict[str, SecretSpec] = {
+    "pin": PIN,
+    "puk": PUK,
+    "mgmt_key": MGMT_KEY,
+    "new_pin": NEW_PIN,
+    "new_puk": NEW_PUK,
+    "new_mgmt_key": NEW_MGMT_KEY,
+    "pfx_password": PFX_PASSWORD,
+}
+
+#: Secrets that are typed twice when prompted (a typo there locks the user out).
+CONFIRMED = frozenset({"new_pin", "new_puk", "new_mgmt_key"})
+
+
+class CliPrompter:
+    """The CLI's :class:`~pivtool.workflows.auth.Prompter`: file option, then env var, then
+    a hidden prompt; each secret is asked for at most once per invocation."""
+
+    def __init__(self, files: dict[str, str | None], yes: bool = False,
+                 interactive: bool | None = None) -> None:
+        self.files = files
+        self.yes = yes
+        self.interactive = sys.stdin.isatty() if interactive is None else interactive
+        self._cache: dict[str, bytes] = {}
+
+    def secret(self, name: str) -> bytes:
+        """Resolve the secret *name* (see :data:`SPECS`)."""
+        if name not in self._cache:
+            spec = SPECS[name]
+            value = get_secret(spec, self.files.get(name), prompt=self.interactive,
+                               confirm=name in CONFIRMED)
+            assert value is not None
+            self._cache[name] = value
+        return self._cache[name]
+
+    def has(self, name: str) -> bool:
+        """True when the secret is available without prompting."""
+        return bool(self.files.get(name)) or SPECS[name].env in os.environ
+
+    def confirm(self, message: str) -> bool:
+        """``--yes`` answers yes; otherwise ask on a terminal; never assume yes."""
+        if self.yes:
+            return True
+        if not self.interactive:
+            raise UsageError(f"{message} — confirmation needed: re-run with --yes")
+        return click.confirm(message, default=False, err=True)

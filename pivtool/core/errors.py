@@ -34,7 +34,7 @@ class ApduError(PivToolError):
         self.sw = sw
         self.data = data
         text = f"SW={sw:04X} ({sw_name(sw)})"
-        super().__init__(f"{message}: {text}" if message else text)
+        super().__init__(f"{message} (SW={sw:04X})" if message else text)
 
 
 class InvalidPinError(ApduError):
@@ -43,7 +43,8 @@ class InvalidPinError(ApduError):
     def __init__(self, sw: int, tries_left: int, what: str = "PIN") -> None:
         self.tries_left = tries_left
         self.what = what
-        super().__init__(sw, b"", f"wrong {what}, {tries_left} tries left")
+        tries = "1 try" if tries_left == 1 else f"{tries_left} tries"
+        super().__init__(sw, b"", f"wrong {what}, {tries} left")
 
 
 class BlockedError(ApduError):
@@ -122,3 +123,8 @@ def error_for_sw(sw: int, data: bytes = b"", what: str = "PIN") -> ApduError:
         return InvalidPinError(sw, sw & 0x0F, what)
     cls = _SW_CLASSES.get(sw, ApduError)
     return cls(sw, data)
+
+
+class RetryGuardError(PivToolError):
+    """pivtool refused to spend the last PIN/PUK try (or the reference is already blocked)
+    without an explicit ``--force``."""

@@ -144,8 +144,6 @@ class SimConnection:
         self.close()
 
 
-def open_sim(
-    path: str | os.PathLike[str], *, faults: Faults | None = None
-) -> SimConnection:
+def open_sim(path: str | os.PathLike[str], *, faults: Faults | None = None) -> SimConnection:
     """Load the card in the state file ``path`` and connect to it (saving back to it)."""
     return SimConnection(VirtualCard(load_state(path)), path, faults=faults)

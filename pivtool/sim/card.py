@@ -121,7 +121,7 @@ class VirtualCard:
             data, sw = self._execute(bytes(apdu))
         except SwError as e:
             data, sw = b"", e.sw
-        except Exception as e:  # noqa: BLE001 - the card must answer, never crash
+        except Exception as e:
             # Only the exception type: messages could quote command data.
             self.log(f"internal error ({type(e).__name__})")
             data, sw = b"", Sw.NO_PRECISE_DIAGNOSIS

@@ -23,10 +23,7 @@ PrivateKey: TypeAlias = (
     | x25519.X25519PrivateKey
 )
 PublicKey: TypeAlias = (
-    rsa.RSAPublicKey
-    | ec.EllipticCurvePublicKey
-    | ed25519.Ed25519PublicKey
-    | x25519.X25519PublicKey
+    rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | x25519.X25519PublicKey
 )
 
 RSA_EXPONENT = 65537
@@ -187,5 +184,6 @@ def import_key(key_type: KeyType, fields: dict[int, bytes]) -> PrivateKey:
         if key_type is KeyType.ED25519:
             return ed25519.Ed25519PrivateKey.from_private_bytes(fields[7])
         return x25519.X25519PrivateKey.from_private_bytes(fields[8])
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, ArithmeticError):
+        # Missing fields, non-invertible values, keys OpenSSL rejects: all bad key data.
         raise SwError(Sw.INCORRECT_DATA) from None

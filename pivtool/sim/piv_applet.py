@@ -308,14 +308,18 @@ class PivApplet:
 
     def _mgmt_cipher(self) -> Cipher[modes.ECB]:
         st = self.card.state
-        algo = TripleDES(st.mgmt_key) if st.mgmt_key_type == MgmtKeyType.TDES else (
-            algorithms.AES(st.mgmt_key)
+        algo = (
+            TripleDES(st.mgmt_key)
+            if st.mgmt_key_type == MgmtKeyType.TDES
+            else (algorithms.AES(st.mgmt_key))
         )
-        return Cipher(algo, modes.ECB())  # noqa: S305 - one block, as the PIV spec does
+        return Cipher(algo, modes.ECB())
 
     def _mgmt_authenticate(self, cmd: Command, items: dict[int, bytes]) -> bytes:
         st = self.card.state
-        if cmd.p1 != st.mgmt_key_type:
+        # P1 names the algorithm; 00 is SP 800-78's legacy "3DES" code, which OpenSC still
+        # sends for its GET CHALLENGE (87 00 9B, 7C 02 81 00) and a YubiKey answers.
+        if cmd.p1 not in (0x00, st.mgmt_key_type):
             raise SwError(Sw.INCORRECT_P1P2)
         block = MgmtKeyType(st.mgmt_key_type).block_len
         sess = self.session
@@ -349,12 +353,12 @@ class PivApplet:
             sess.mgmt_challenge = os.urandom(block)
             return tlv(0x7C, tlv(0x81, sess.mgmt_challenge))
         # ... and 82 carries the encrypted challenge back.
-        if 0x82 in items and items[0x82]:
-            challenge, sess.mgmt_challenge = sess.mgmt_challenge, None
-            if challenge is None or len(items[0x82]) != block:
+        if items.get(0x82):
+            issued, sess.mgmt_challenge = sess.mgmt_challenge, None
+            if issued is None or len(items[0x82]) != block:
                 raise SwError(Sw.INCORRECT_DATA)
             enc = cipher.encryptor()
-            expected = enc.update(challenge) + enc.finalize()
+            expected = enc.update(issued) + enc.finalize()
             if not hmac.compare_digest(items[0x82], expected):
                 self.card.log("management key authentication failed")
                 raise SwError(Sw.SECURITY_STATUS_NOT_SATISFIED)
@@ -434,7 +438,7 @@ class PivApplet:
                 raise SwError(Sw.INCORRECT_DATA)
             what = "private key operation"
         else:
-            assert exponentiation is not None  # noqa: S101 - narrowed by the check above
+            assert exponentiation is not None
             if not isinstance(key, (ec.EllipticCurvePrivateKey, x25519.X25519PrivateKey)):
                 raise SwError(Sw.INCORRECT_DATA)
             result = keyops.ecdh(key, exponentiation)
@@ -470,7 +474,12 @@ class PivApplet:
             raise SwError(Sw.INCORRECT_DATA)
 
     def _store_key(
-        self, slot: int, key: keyops.PrivateKey, key_type: KeyType, pin: int, touch: int,
+        self,
+        slot: int,
+        key: keyops.PrivateKey,
+        key_type: KeyType,
+        pin: int,
+        touch: int,
         origin: Origin,
     ) -> None:
         resolved_pin = pin or DEFAULT_PIN_POLICY.get(slot, PinPolicy.ONCE)
@@ -510,12 +519,14 @@ class PivApplet:
         self._require_mgmt()
         try:
             key_type = KeyType(cmd.p1)
+        except ValueError:
+            raise SwError(Sw.INCORRECT_P1P2) from None
+        try:
             fields = parse_dict(cmd.data)
             pin = fields.get(0xAA, b"\x00")[0]
             touch = fields.get(0xAB, b"\x00")[0]
-        except (ValueError, TlvError, IndexError):
-            raise SwError(Sw.INCORRECT_P1P2 if cmd.p1 not in KeyType._value2member_map_
-                          else Sw.INCORRECT_DATA) from None
+        except (TlvError, IndexError):
+            raise SwError(Sw.INCORRECT_DATA) from None
         self._check_key_support(key_type, pin, touch)
         key = keyops.import_key(key_type, fields)
         self._store_key(cmd.p2, key, key_type, pin, touch, Origin.IMPORTED)
@@ -528,7 +539,7 @@ class PivApplet:
         src, dst = cmd.p2, cmd.p1
         if src not in KEY_SLOTS or src == SLOT_ATTESTATION:
             raise SwError(Sw.INCORRECT_P1P2)
-        if dst != 0xFF and (dst not in KEY_SLOTS or dst == SLOT_ATTESTATION or dst == src):
+        if dst != 0xFF and (dst not in KEY_SLOTS or dst in (SLOT_ATTESTATION, src)):
             raise SwError(Sw.INCORRECT_P1P2)
         self._require_mgmt()
         st = self.card.state

@@ -11,6 +11,7 @@ chip it emulates; it is therefore created with mode 0600 and replaced atomically
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -273,10 +274,8 @@ def save_state(state: CardState, path: str | os.PathLike[str]) -> None:
             os.fsync(f.fileno())
         os.replace(tmp_name, target)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
         raise
     dir_fd = os.open(directory, os.O_RDONLY)
     try:

@@ -266,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="vpcd port")
     parser.add_argument("--host", default=DEFAULT_HOST, help="vpcd host")
     parser.add_argument(
-        "--connect-timeout", type=float, default=10.0,
+        "--connect-timeout",
+        type=float,
+        default=10.0,
         help="seconds to keep retrying while vpcd is not listening",
     )
     args = parser.parse_args(argv)

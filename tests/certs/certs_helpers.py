@@ -20,7 +20,9 @@ from cryptography.x509.oid import NameOID
 
 NOW = dt.datetime(2026, 1, 15, 12, 0, 0, tzinfo=dt.timezone.utc)
 
-requires_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI not found")
+requires_openssl = pytest.mark.skipif(
+    shutil.which("openssl") is None, reason="openssl CLI not found"
+)
 
 
 def openssl(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
@@ -74,8 +76,9 @@ def build_cert(
     return builder.sign(signer, algorithm)
 
 
-
-def pem(obj: x509.Certificate | x509.CertificateSigningRequest | x509.CertificateRevocationList) -> bytes:
+def pem(
+    obj: x509.Certificate | x509.CertificateSigningRequest | x509.CertificateRevocationList,
+) -> bytes:
     return obj.public_bytes(serialization.Encoding.PEM)
 
 

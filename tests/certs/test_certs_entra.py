@@ -63,8 +63,12 @@ def test_serial_reversal_keeps_der_sign_byte() -> None:
     assert reversed_serial_hex(0x01) == "01"
 
 
-def test_microsoft_documented_dn_examples(issuer_key: ec.EllipticCurvePrivateKey, p256: ec.EllipticCurvePrivateKey) -> None:
-    cert = build_cert(issuer_key, p256.public_key(), subject=MS_SUBJECT, issuer=MS_ISSUER, serial=MS_SERIAL)
+def test_microsoft_documented_dn_examples(
+    issuer_key: ec.EllipticCurvePrivateKey, p256: ec.EllipticCurvePrivateKey
+) -> None:
+    cert = build_cert(
+        issuer_key, p256.public_key(), subject=MS_SUBJECT, issuer=MS_ISSUER, serial=MS_SERIAL
+    )
     ids = by_kind(certificate_user_ids(cert))
     assert ids["IssuerAndSubject"] == [
         "X509:<I>DC=com,DC=contoso,CN=CONTOSO-DC-CA<S>DC=com,DC=contoso,OU=UserAccounts,CN=mfatest"
@@ -92,16 +96,24 @@ def test_dn_keys_quoting_and_multivalued_rdn() -> None:
     dn = x509.Name(
         [
             x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.COUNTRY_NAME, "US")]),
-            x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.STATE_OR_PROVINCE_NAME, "WA")]),
-            x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Contoso, Inc.")]),
-            x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, 'Say "hi"')]),
+            x509.RelativeDistinguishedName(
+                [x509.NameAttribute(NameOID.STATE_OR_PROVINCE_NAME, "WA")]
+            ),
+            x509.RelativeDistinguishedName(
+                [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Contoso, Inc.")]
+            ),
+            x509.RelativeDistinguishedName(
+                [x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, 'Say "hi"')]
+            ),
             x509.RelativeDistinguishedName(
                 [
                     x509.NameAttribute(NameOID.COMMON_NAME, "Bob"),
                     x509.NameAttribute(NameOID.USER_ID, "bob"),
                 ]
             ),
-            x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.EMAIL_ADDRESS, "bob@contoso.com")]),
+            x509.RelativeDistinguishedName(
+                [x509.NameAttribute(NameOID.EMAIL_ADDRESS, "bob@contoso.com")]
+            ),
         ]
     )
     assert format_dn(dn) == (
@@ -110,9 +122,15 @@ def test_dn_keys_quoting_and_multivalued_rdn() -> None:
     )
 
 
-def test_principal_name_and_rfc822(issuer_key: ec.EllipticCurvePrivateKey, p256: ec.EllipticCurvePrivateKey) -> None:
+def test_principal_name_and_rfc822(
+    issuer_key: ec.EllipticCurvePrivateKey, p256: ec.EllipticCurvePrivateKey
+) -> None:
     san = x509.SubjectAlternativeName(
-        [upn_other_name("bob@woodgrove"), upn_other_name("jöns@contoso.com"), x509.RFC822Name("user@woodgrove.com")]
+        [
+            upn_other_name("bob@woodgrove"),
+            upn_other_name("jöns@contoso.com"),
+            x509.RFC822Name("user@woodgrove.com"),
+        ]
     )
     cert = build_cert(issuer_key, p256.public_key(), extensions=[(san, False)])
     ids = by_kind(certificate_user_ids(cert))
@@ -120,14 +138,20 @@ def test_principal_name_and_rfc822(issuer_key: ec.EllipticCurvePrivateKey, p256:
     assert ids["RFC822Name"] == ["X509:<RFC822>user@woodgrove.com"]
 
 
-def test_ski_from_extension(issuer_key: ec.EllipticCurvePrivateKey, p256: ec.EllipticCurvePrivateKey) -> None:
+def test_ski_from_extension(
+    issuer_key: ec.EllipticCurvePrivateKey, p256: ec.EllipticCurvePrivateKey
+) -> None:
     ski = x509.SubjectKeyIdentifier(bytes.fromhex("eec6b88788d2770a01e01775ce71f1125cd6ad0f"))
     cert = build_cert(issuer_key, p256.public_key(), extensions=[(ski, False)])
-    assert by_kind(certificate_user_ids(cert))["SKI"] == ["X509:<SKI>eec6b88788d2770a01e01775ce71f1125cd6ad0f"]
+    assert by_kind(certificate_user_ids(cert))["SKI"] == [
+        "X509:<SKI>eec6b88788d2770a01e01775ce71f1125cd6ad0f"
+    ]
     assert not any(g.startswith("SKI") for g in certificate_user_id_gaps(cert))
 
 
-def test_no_ski_extension_means_no_ski_value(issuer_key: ec.EllipticCurvePrivateKey, p256: ec.EllipticCurvePrivateKey) -> None:
+def test_no_ski_extension_means_no_ski_value(
+    issuer_key: ec.EllipticCurvePrivateKey, p256: ec.EllipticCurvePrivateKey
+) -> None:
     cert = build_cert(issuer_key, p256.public_key())
     assert "SKI" not in by_kind(certificate_user_ids(cert))
     gaps = certificate_user_id_gaps(cert)
@@ -145,9 +169,13 @@ def test_sha1_pukey_is_sha1_of_the_public_key(
     # The documented input is "the public key": the subjectPublicKey BIT STRING contents,
     # i.e. the X9.62 point for EC and the PKCS#1 RSAPublicKey for RSA.
     if isinstance(public_key, rsa.RSAPublicKey):
-        key_bytes = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
+        key_bytes = public_key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.PKCS1
+        )
     else:
-        key_bytes = public_key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+        key_bytes = public_key.public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
     expected = hashlib.sha1(key_bytes).hexdigest()
     assert subject_public_key_bits(cert) == key_bytes
     assert by_kind(certificate_user_ids(cert))["SHA1PublicKey"] == [f"X509:<SHA1-PUKEY>{expected}"]
@@ -159,14 +187,24 @@ def test_sha1_pukey_is_sha1_of_the_public_key(
     assert only_thumb == [f"X509:<SHA1-PUKEY>{thumbprint}"]
 
 
-def test_sha1_pukey_ed25519(issuer_key: ec.EllipticCurvePrivateKey, ed_key: ed25519.Ed25519PrivateKey) -> None:
-    raw = ed_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+def test_sha1_pukey_ed25519(
+    issuer_key: ec.EllipticCurvePrivateKey, ed_key: ed25519.Ed25519PrivateKey
+) -> None:
+    raw = ed_key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
     cert = build_cert(issuer_key, ed_key.public_key())
-    assert by_kind(certificate_user_ids(cert))["SHA1PublicKey"] == [f"X509:<SHA1-PUKEY>{hashlib.sha1(raw).hexdigest()}"]
+    assert by_kind(certificate_user_ids(cert))["SHA1PublicKey"] == [
+        f"X509:<SHA1-PUKEY>{hashlib.sha1(raw).hexdigest()}"
+    ]
 
 
-def test_affinities_and_order(issuer_key: ec.EllipticCurvePrivateKey, p256: ec.EllipticCurvePrivateKey) -> None:
-    san = x509.SubjectAlternativeName([upn_other_name("alice@contoso.com"), x509.RFC822Name("alice@contoso.com")])
+def test_affinities_and_order(
+    issuer_key: ec.EllipticCurvePrivateKey, p256: ec.EllipticCurvePrivateKey
+) -> None:
+    san = x509.SubjectAlternativeName(
+        [upn_other_name("alice@contoso.com"), x509.RFC822Name("alice@contoso.com")]
+    )
     ski = x509.SubjectKeyIdentifier.from_public_key(p256.public_key())
     cert = build_cert(issuer_key, p256.public_key(), extensions=[(san, False), (ski, False)])
     ids = certificate_user_ids(cert)
@@ -190,7 +228,9 @@ def test_affinities_and_order(issuer_key: ec.EllipticCurvePrivateKey, p256: ec.E
 
 
 def test_graph_patch_body_shape() -> None:
-    body = graph_patch_body(["X509:<PN>user@contoso.com", "X509:<SKI>eec6b88788d2770a01e01775ce71f1125cd6ad0f"])
+    body = graph_patch_body(
+        ["X509:<PN>user@contoso.com", "X509:<SKI>eec6b88788d2770a01e01775ce71f1125cd6ad0f"]
+    )
     assert body == {
         "authorizationInfo": {
             "certificateUserIds": [
@@ -202,9 +242,15 @@ def test_graph_patch_body_shape() -> None:
 
 
 def test_graph_patch_body_accepts_cert_user_ids_merges_and_dedupes() -> None:
-    ids = [CertUserId("PrincipalName", "X509:<PN>a@b.c", "low"), CertUserId("PrincipalName", "X509:<PN>a@b.c", "low")]
+    ids = [
+        CertUserId("PrincipalName", "X509:<PN>a@b.c", "low"),
+        CertUserId("PrincipalName", "X509:<PN>a@b.c", "low"),
+    ]
     body = graph_patch_body(ids, existing=["X509:<RFC822>a@b.c"])
-    assert body["authorizationInfo"]["certificateUserIds"] == ["X509:<RFC822>a@b.c", "X509:<PN>a@b.c"]
+    assert body["authorizationInfo"]["certificateUserIds"] == [
+        "X509:<RFC822>a@b.c",
+        "X509:<PN>a@b.c",
+    ]
 
 
 def test_graph_patch_body_limits() -> None:
@@ -234,7 +280,9 @@ def test_graph_patch_body_rejects_malformed_values(bad: str) -> None:
         graph_patch_body([bad])
 
 
-def test_long_dn_values_are_flagged(issuer_key: ec.EllipticCurvePrivateKey, p256: ec.EllipticCurvePrivateKey) -> None:
+def test_long_dn_values_are_flagged(
+    issuer_key: ec.EllipticCurvePrivateKey, p256: ec.EllipticCurvePrivateKey
+) -> None:
     subject = name(*[(NameOID.ORGANIZATIONAL_UNIT_NAME, "x" * 60) for _ in range(20)])
     cert = build_cert(issuer_key, p256.public_key(), subject=subject)
     too_long = [i for i in certificate_user_ids(cert) if len(i.value) > MAX_VALUE_LENGTH]

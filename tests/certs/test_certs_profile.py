@@ -13,8 +13,8 @@ from pivtool.certs.profile import (
     CertRequest,
     decode_upn,
     encode_upn,
-    parse_email,
     parse_eku,
+    parse_email,
     parse_name,
     parse_oid,
     parse_upn,
@@ -41,7 +41,9 @@ def test_upn_encoding_golden_bytes() -> None:
     long = "u" * 198 + "@b"
     assert encode_upn(long)[:3] == b"\x0c\x81\xc8"
     assert decode_upn(encode_upn(long)) == long
-    assert upn_other_name("alice@contoso.com") == x509.OtherName(UPN_OID, b"\x0c\x11alice@contoso.com")
+    assert upn_other_name("alice@contoso.com") == x509.OtherName(
+        UPN_OID, b"\x0c\x11alice@contoso.com"
+    )
 
 
 @pytest.mark.parametrize(
@@ -53,12 +55,17 @@ def test_upn_decoding_rejects_malformed(value: bytes) -> None:
         decode_upn(value)
 
 
-@pytest.mark.parametrize("upn", ["alice@contoso.com", "bob@woodgrove", "a.b-c_d@sub.example.org", " x@y.z "])
+@pytest.mark.parametrize(
+    "upn", ["alice@contoso.com", "bob@woodgrove", "a.b-c_d@sub.example.org", " x@y.z "]
+)
 def test_parse_upn_accepts(upn: str) -> None:
     assert parse_upn(upn) == upn.strip()
 
 
-@pytest.mark.parametrize("upn", ["alice", "@contoso.com", "alice@", "al ice@contoso.com", "a@b@c", "a@-bad-.com", "a@b..c"])
+@pytest.mark.parametrize(
+    "upn",
+    ["alice", "@contoso.com", "alice@", "al ice@contoso.com", "a@b@c", "a@-bad-.com", "a@b..c"],
+)
 def test_parse_upn_rejects(upn: str) -> None:
     with pytest.raises(CertInputError):
         parse_upn(upn)
@@ -76,7 +83,11 @@ def test_parse_name() -> None:
     assert name.rdns[0].get_attributes_for_oid(NameOID.COUNTRY_NAME)[0].value == "US"
     extended = parse_name("E=a@b.c,S=WA,SN=Smith,G=Al,T=Eng,CN=x")
     oids = [a.oid for a in extended]
-    assert NameOID.EMAIL_ADDRESS in oids and NameOID.STATE_OR_PROVINCE_NAME in oids and NameOID.SURNAME in oids
+    assert (
+        NameOID.EMAIL_ADDRESS in oids
+        and NameOID.STATE_OR_PROVINCE_NAME in oids
+        and NameOID.SURNAME in oids
+    )
 
 
 @pytest.mark.parametrize("bad", ["", "   ", "CN", "FOO=bar", "CN=a,,", "=x", "CN=\\zz", "C=USA"])

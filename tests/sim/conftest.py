@@ -11,7 +11,6 @@ from yubikit.piv import DEFAULT_MANAGEMENT_KEY, PivSession
 
 from pivtool.sim import CardState, VirtualCard, new_card_state
 
-
 _TEMPLATES: dict[tuple[object, ...], CardState] = {}
 
 

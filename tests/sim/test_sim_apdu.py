@@ -130,6 +130,15 @@ def test_management_single_auth_and_wrong_algorithm(make_card: Callable[..., Vir
     assert run(card, "0087039B0C7C0A8208" + answer) == "6A80"  # challenge used up
 
 
+def test_opensc_get_challenge(card: VirtualCard) -> None:
+    """OpenSC's piv_get_challenge: 00 87 00 9B 04 7C028100 -> 7C xx 81 len random."""
+    run(card, SELECT_PIV)
+    first = run(card, "0087009B047C028100")
+    second = run(card, "0087009B047C028100")
+    assert first.startswith("7C1281") and first.endswith("9000")  # AES-192: 16 bytes
+    assert first != second
+
+
 def test_put_data_requires_auth(card: VirtualCard) -> None:
     run(card, SELECT_PIV)
     assert run(card, "00DB3FFF095C035FC1025302AABB") == "6982"

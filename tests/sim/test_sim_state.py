@@ -51,8 +51,8 @@ class _SimYubikit:
 
 
 def test_new_card_defaults() -> None:
-    st = new_card_state(firmware=(5, 4, 3), serial=12345678)
-    assert st.serial == 12345678
+    st = new_card_state(firmware=(5, 4, 3), serial=87654321)
+    assert st.serial == 87654321
     assert st.mgmt_key_type == 0x03
     assert new_card_state().mgmt_key_type == 0x0A
     assert (st.pin, st.puk) == (b"123456", b"12345678")

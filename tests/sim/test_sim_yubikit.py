@@ -313,7 +313,9 @@ def test_pin_policies_enforced(piv: PivSession, card: VirtualCard) -> None:
             piv.sign(slot, KEY_TYPE.ECCP256, MSG, h)
         assert e.value.sw == 0x6982
     piv.verify_pin("123456")
-    assert isinstance(once, ec.EllipticCurvePublicKey) and isinstance(always, ec.EllipticCurvePublicKey)
+    assert isinstance(once, ec.EllipticCurvePublicKey) and isinstance(
+        always, ec.EllipticCurvePublicKey
+    )
     once.verify(piv.sign(SLOT.AUTHENTICATION, KEY_TYPE.ECCP256, MSG, h), MSG, ec.ECDSA(h))
     always.verify(piv.sign(SLOT.SIGNATURE, KEY_TYPE.ECCP256, MSG, h), MSG, ec.ECDSA(h))
     # "always" consumed the verification; "once" still works.
@@ -513,7 +515,7 @@ class _FakePyscard:
     def connect(self) -> None:
         self.card.reset_connection()
 
-    def getATR(self) -> list[int]:  # noqa: N802 - pyscard's name
+    def getATR(self) -> list[int]:
         return list(self.card.atr)
 
     def transmit(self, apdu: list[int]) -> tuple[list[int], int, int]:
@@ -543,8 +545,13 @@ def test_ykman_read_info_on_external_reader(make_card: Callable[..., VirtualCard
 def test_public_key_export_matches(admin: PivSession) -> None:
     pub = admin.generate_key(SLOT.KEY_MANAGEMENT, KEY_TYPE.ECCP256)
     assert isinstance(pub, ec.EllipticCurvePublicKey)
-    der = pub.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    meta_pub = admin.get_slot_metadata(SLOT.KEY_MANAGEMENT).public_key
-    assert meta_pub.public_bytes(
+    der = pub.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    ) == der
+    )
+    meta_pub = admin.get_slot_metadata(SLOT.KEY_MANAGEMENT).public_key
+    assert (
+        meta_pub.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        == der
+    )

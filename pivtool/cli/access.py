@@ -1,0 +1,228 @@
+"""``pivtool pin``, ``pivtool puk``, ``pivtool mgmt-key`` and ``pivtool reset``."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from .context import CliContext, pass_ctx
+from .options import force_option, json_option, secret_options, yes_option
+
+FORCE_HELP = "Spend the last PIN/PUK try if it comes to that (the retry guard refuses)."
+
+
+@click.group()
+def pin() -> None:
+    """Verify, change or unblock the PIN; set PIN/PUK retry counts."""
+
+
+@pin.command("verify")
+@secret_options("pin")
+@force_option(FORCE_HELP)
+@json_option
+@pass_ctx
+def pin_verify(obj: CliContext, force: bool) -> None:
+    """Check the PIN (checks the tries left first; never spends the last one without
+    --force)."""
+    from ..workflows.auth import pin_tries, verify_pin
+
+    p = obj.prompter()
+    with obj.session() as s:
+        verify_pin(s, p.secret("pin"), force)
+        s.unverify_pin()
+        left = pin_tries(s).left
+    obj.emit({"verified": True, "tries_left": left},
+             f"PIN verified ({left} tries left)." if left is not None else "PIN verified.")
+
+
+@pin.command("change")
+@secret_options("pin", "new_pin")
+@force_option(FORCE_HELP)
+@pass_ctx
+def pin_change(obj: CliContext, force: bool) -> None:
+    """Change the PIN (6-8 characters; macOS wants digits only)."""
+    from ..piv.session import pin_bytes
+    from ..workflows.auth import guard, pin_tries
+
+    p = obj.prompter()
+    old, new = p.secret("pin"), p.secret("new_pin")
+    pin_bytes(new, "new PIN")
+    with obj.session() as s:
+        guard("PIN", pin_tries(s), force)
+        s.change_pin(old, new)
+    obj.emit({"changed": "pin"}, "PIN changed.")
+
+
+@pin.command("unblock")
+@secret_options("puk", "new_pin")
+@force_option(FORCE_HELP)
+@pass_ctx
+def pin_unblock(obj: CliContext, force: bool) -> None:
+    """Set a new PIN with the PUK (after the PIN was blocked by wrong tries)."""
+    from ..piv.session import pin_bytes
+    from ..workflows.auth import check_puk
+
+    p = obj.prompter()
+    puk, new = p.secret("puk"), p.secret("new_pin")
+    pin_bytes(puk, "PUK")
+    pin_bytes(new, "new PIN")
+    with obj.session() as s:
+        check_puk(s, force)
+        s.unblock_pin(puk, new)
+    obj.emit({"unblocked": True}, "PIN unblocked and set.")
+
+
+@pin.command("set-retries")
+@click.argument("pin_tries", type=click.IntRange(1, 255))
+@click.argument("puk_tries", type=click.IntRange(1, 255))
+@secret_options("pin", "mgmt_key")
+@yes_option
+@force_option(FORCE_HELP)
+@pass_ctx
+def pin_set_retries(obj: CliContext, pin_tries: int, puk_tries: int, force: bool) -> None:
+    """Set how many wrong PINs/PUKs the card allows. This resets PIN and PUK to the
+    factory defaults (123456 / 12345678): change them afterwards."""
+    from ..workflows.auth import authenticate
+
+    p = obj.prompter()
+    with obj.session() as s:
+        if not p.confirm(f"Set PIN tries to {pin_tries} and PUK tries to {puk_tries}? "
+                         "PIN and PUK go back to their factory defaults"):
+            raise click.Abort()
+        authenticate(s, p, force, need_pin=True)
+        s.set_pin_retries(pin_tries, puk_tries)
+    obj.emit({"pin_tries": pin_tries, "puk_tries": puk_tries, "pin_puk_reset": True},
+             f"Retries set: PIN {pin_tries}, PUK {puk_tries}. PIN and PUK are now the "
+             "factory defaults: change them.")
+
+
+@click.group()
+def puk() -> None:
+    """Change the PUK."""
+
+
+@puk.command("change")
+@secret_options("puk", "new_puk")
+@force_option(FORCE_HELP)
+@pass_ctx
+def puk_change(obj: CliContext, force: bool) -> None:
+    """Change the PUK (6-8 characters)."""
+    from ..piv.session import pin_bytes
+    from ..workflows.auth import check_puk
+
+    p = obj.prompter()
+    old, new = p.secret("puk"), p.secret("new_puk")
+    pin_bytes(old, "PUK")
+    pin_bytes(new, "new PUK")
+    with obj.session() as s:
+        check_puk(s, force)
+        s.change_puk(old, new)
+    obj.emit({"changed": "puk"}, "PUK changed.")
+
+
+@click.group("mgmt-key")
+def mgmt_key() -> None:
+    """Change the management key (the key that authorises key and certificate changes)."""
+
+
+@mgmt_key.command("change")
+@click.option("--algorithm", "-a", type=click.Choice(["tdes", "aes128", "aes192", "aes256"]),
+              default=None, help="New key algorithm (default: aes192 where supported, "
+                                 "else tdes).")
+@click.option("--generate", "-g", is_flag=True, help="Generate a random new key.")
+@click.option("--protect", "-p", is_flag=True,
+              help="Store the new key on the card under the PIN (ykman-compatible), so "
+                   "you only need the PIN. Implies --generate unless a new key is given.")
+@click.option("--touch", "-t", is_flag=True, help="Require a touch to use the key.")
+@click.option("--key-out", metavar="FILE",
+              help="With --generate and without --protect: write the new key (hex) to FILE "
+                   "(created 0600) before the card is changed.")
+@secret_options("pin", "mgmt_key", "new_mgmt_key")
+@force_option(FORCE_HELP)
+@pass_ctx
+def mgmt_key_change(obj: CliContext, algorithm: str | None, generate: bool, protect: bool,
+                    touch: bool, key_out: str | None, force: bool) -> None:
+    """Change the management key."""
+    from ..core.errors import UsageError
+    from ..piv.constants import MgmtKeyType
+    from ..piv.version import default_mgmt_key_type, supported_mgmt_key_types
+    from ..workflows.auth import authenticate, change_mgmt_key
+    from ..workflows.secrets import parse_hex_key
+    from .files import write_secret_file
+
+    p = obj.prompter()
+    if protect and not p.has("new_mgmt_key"):
+        generate = True
+    if generate and not protect and not key_out:
+        raise UsageError("a generated key must go somewhere: add --protect (store it under "
+                         "the PIN) or --key-out FILE")
+    if key_out and os.path.exists(key_out):
+        raise UsageError(f"{key_out} exists; refusing to overwrite a key file")
+    with obj.session() as s:
+        kt = MgmtKeyType.parse(algorithm) if algorithm else (
+            MgmtKeyType.AES192 if MgmtKeyType.AES192 in supported_mgmt_key_types(s.version)
+            else default_mgmt_key_type(s.version))
+        if kt not in supported_mgmt_key_types(s.version):
+            raise UsageError(f"this card does not support {kt.label} management keys")
+        if generate:
+            import secrets as _secrets
+
+            new = _secrets.token_bytes(kt.key_len)
+        else:
+            new = parse_hex_key(p.secret("new_mgmt_key"), "new management key")
+        auth = authenticate(s, p, force, need_pin=protect)
+        if key_out:
+            write_secret_file(key_out, new.hex() + "\n")
+        result = change_mgmt_key(s, auth, new, kt, protect, touch,
+                                 pin=lambda: p.secret("pin"), force=force)
+    where = "stored on the card under the PIN" if protect else (
+        f"written to {key_out}" if key_out else "as given")
+    obj.emit({"algorithm": result.algorithm, "protected": result.protected,
+              "touch": result.touch, "key_file": key_out},
+             f"Management key changed ({result.algorithm}, {where}).")
+
+
+@click.command()
+@click.option("--backup-dir", metavar="DIR",
+              help="Where to save the certificates first (default: "
+                   "./pivtool-backup-<serial>-<time>).")
+@yes_option
+@json_option
+@pass_ctx
+def reset(obj: CliContext, backup_dir: str | None) -> None:
+    """Factory-reset the PIV application of a YubiKey: all keys and certificates are
+    destroyed (certificates are saved first), PIN/PUK/management key go back to defaults.
+    pivtool blocks PIN and PUK itself, as the card requires."""
+    from pathlib import Path
+
+    from ..core.errors import NotSupportedError
+    from ..workflows.reset import (
+        backup_certificates,
+        default_backup_dir,
+        plan_reset,
+        reset_card,
+    )
+    from ..workflows.state import read_card_state
+
+    p = obj.prompter()
+    with obj.session() as s:
+        if not s.is_yubikey:
+            raise NotSupportedError(
+                "this generic PIV card cannot be reset by pivtool: only its issuer can "
+                "(card management system or the vendor's tool)")
+        state = read_card_state(s)
+        plan = plan_reset(state)
+        if not obj.json:
+            click.echo(plan.describe(), err=True)
+        if not p.confirm("Reset the PIV application now?"):
+            raise click.Abort()
+        directory = Path(backup_dir) if backup_dir else default_backup_dir(state.serial)
+        saved = backup_certificates(state, directory)
+        result = reset_card(s, plan, saved)
+    text = "PIV application reset to factory defaults."
+    if saved:
+        text += f" Certificates saved in {directory}."
+    obj.emit({"reset": True, "destroyed": result.destroyed, "backup": result.backup,
+              "pin_tries_spent": result.pin_tries_spent,
+              "puk_tries_spent": result.puk_tries_spent}, text)

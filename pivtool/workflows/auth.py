@@ -1,0 +1,259 @@
+"""Getting permission from the card: PIN with the retry guard, the management key (typed,
+default, or stored PIN-protected the way yubikey-manager stores it).
+
+Secrets arrive through a :class:`Prompter`; workflows never print or read the terminal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..core.errors import (
+    ApduError,
+    BlockedError,
+    NotFoundError,
+    NotSupportedError,
+    RetryGuardError,
+    SecurityStatusError,
+    UsageError,
+)
+from ..piv.constants import DEFAULT_MGMT_KEY, ObjectId
+from ..piv.objects import PIVMAN_FLAG_MGMT_PROTECTED, PivmanData, PivmanProtectedData
+from ..piv.session import PivSession, pin_bytes
+from ..piv.version import has_metadata
+
+
+class Prompter(Protocol):
+    """Where a workflow gets secrets and confirmations (the CLI: env, file or prompt)."""
+
+    def secret(self, name: str) -> bytes:
+        """Return the secret called *name* (``pin``, ``puk``, ``mgmt_key``, ``new_pin``,
+        ``new_puk``...). Raise :class:`UsageError` when it cannot be had."""
+        ...
+
+    def confirm(self, message: str) -> bool:
+        """Ask a yes/no question; non-interactive callers answer from ``--yes``."""
+        ...
+
+
+@dataclass
+class StaticPrompter:
+    """A prompter from fixed values (tests, batch jobs). Missing secrets are usage errors."""
+
+    secrets: dict[str, bytes]
+    yes: bool = False
+
+    def secret(self, name: str) -> bytes:
+        """Look the secret up."""
+        if name not in self.secrets:
+            raise UsageError(f"{name.replace('_', ' ')} needed")
+        return self.secrets[name]
+
+    def confirm(self, message: str) -> bool:
+        """Answer with ``yes``."""
+        return self.yes
+
+
+@dataclass(frozen=True)
+class Tries:
+    """Tries left for the PIN or PUK; ``None`` = the card cannot tell without spending one,
+    or (PIN only) the PIN is already verified in this session."""
+
+    left: int | None
+    total: int | None = None
+
+
+def pin_tries(session: PivSession) -> Tries:
+    """Tries left on the PIN, without spending one."""
+    if session.version is not None and has_metadata(session.version):
+        md = session.get_pin_metadata()
+        return Tries(md.remaining, md.total)
+    return Tries(session.pin_tries_by_verify())
+
+
+def puk_tries(session: PivSession) -> Tries:
+    """Tries left on the PUK, without spending one (needs GET METADATA; ``None`` on cards
+    without it — SP 800-73-4 offers no PUK status query)."""
+    if session.version is not None and has_metadata(session.version):
+        md = session.get_puk_metadata()
+        return Tries(md.remaining, md.total)
+    return Tries(None)
+
+
+def guard(what: str, tries: Tries, force: bool) -> None:
+    """The retry guard: never spend a try on a blocked reference, and never the last one
+    without *force*."""
+    if tries.left == 0:
+        raise BlockedError(0x6983, b"", f"the {what} is blocked")
+    if tries.left == 1 and not force:
+        raise RetryGuardError(f"only 1 {what} try left; a wrong {what} now blocks it. "
+                              "Re-run with --force if you are sure of it")
+
+
+def verify_pin(session: PivSession, pin: bytes, force: bool = False) -> None:
+    """VERIFY the PIN after checking its length and the retry guard."""
+    pin_bytes(pin)  # length check before anything is spent
+    guard("PIN", pin_tries(session), force)
+    session.verify_pin(pin)
+
+
+def check_puk(session: PivSession, force: bool = False) -> None:
+    """Apply the retry guard to the PUK before spending a try."""
+    guard("PUK", puk_tries(session), force)
+
+
+def read_pivman(session: PivSession) -> PivmanData:
+    """ykman's PIVMAN object, empty when absent or unreadable."""
+    try:
+        return PivmanData.decode(session.get_data(ObjectId.PIVMAN))
+    except (NotFoundError, NotSupportedError):
+        return PivmanData()
+
+
+def read_protected_key(session: PivSession) -> list[bytes]:
+    """The management key(s) stored in the PIN-protected object (PIN must be verified).
+
+    Returns the stored key and, if a key change was interrupted, the previous key pivtool
+    kept beside it (tag 8A), so a card pulled mid-change never leaves the key unknown."""
+    from ..core.tlv import TlvError, parse_dict, unwrap
+
+    try:
+        raw = session.get_data(ObjectId.PRINTED)
+    except NotFoundError:
+        return []
+    keys = []
+    stored = PivmanProtectedData.decode(raw).key
+    if stored:
+        keys.append(stored)
+    try:
+        previous = parse_dict(unwrap(raw, 0x88)).get(0x8A)
+    except TlvError:
+        previous = None
+    if previous and previous not in keys:
+        keys.append(previous)
+    return keys
+
+
+def write_protected_key(session: PivSession, key: bytes | None,
+                        previous: bytes | None = None) -> None:
+    """Store *key* (and optionally the *previous* key, tag 8A) in the PIN-protected object;
+    ``None`` deletes it. Needs management key and PIN."""
+    from ..core.tlv import tlv
+
+    if key is None:
+        session.put_data(ObjectId.PRINTED, None)
+        return
+    inner = tlv(0x89, key) + (tlv(0x8A, previous) if previous else b"")
+    session.put_data(ObjectId.PRINTED, tlv(0x88, inner))
+
+
+@dataclass
+class AdminAuth:
+    """How the management key was obtained. ``key`` is kept for a following key change and
+    hidden from ``repr`` so it cannot reach a log or traceback."""
+
+    source: str  # "default", "protected", "given"
+    pin_verified: bool
+    key: bytes = field(default=b"", repr=False)
+
+
+def authenticate(session: PivSession, prompter: Prompter, force: bool = False,
+                 need_pin: bool = False) -> AdminAuth:
+    """Authenticate with the management key, finding it the way an admin expects:
+
+    1. stored PIN-protected (PIVMAN flag 0x02, ykman-compatible): verify PIN, read, use;
+    2. the factory default, when metadata says the key is still default;
+    3. otherwise ask the prompter for ``mgmt_key`` (hex).
+
+    With *need_pin* the PIN is verified in any case (for commands that need both).
+    Wrong keys raise :class:`SecurityStatusError` (a management key has no retry counter on
+    a YubiKey, so trying the candidates costs nothing)."""
+    pivman = read_pivman(session)
+    pin_verified = False
+    if pivman.mgmt_key_protected or need_pin:
+        verify_pin(session, prompter.secret("pin"), force)
+        pin_verified = True
+    if pivman.mgmt_key_protected:
+        candidates = read_protected_key(session)
+        for key in candidates:
+            if _try_key(session, key):
+                return AdminAuth("protected", pin_verified, key)
+        if candidates:
+            raise SecurityStatusError(0x6982, b"",
+                                      "the PIN-protected management key was not accepted")
+    if session.version is not None and has_metadata(session.version):
+        if session.get_mgmt_key_metadata().is_default:
+            session.authenticate(DEFAULT_MGMT_KEY)
+            return AdminAuth("default", pin_verified, DEFAULT_MGMT_KEY)
+    elif _try_key(session, DEFAULT_MGMT_KEY):
+        # Without metadata the only way to know is to try; a wrong management key costs
+        # nothing on a YubiKey.
+        return AdminAuth("default", pin_verified, DEFAULT_MGMT_KEY)
+    from .secrets import parse_hex_key
+
+    key = parse_hex_key(prompter.secret("mgmt_key"))
+    session.authenticate(key)
+    return AdminAuth("given", pin_verified, key)
+
+
+def _try_key(session: PivSession, key: bytes) -> bool:
+    try:
+        session.authenticate(key)
+        return True
+    except (SecurityStatusError, UsageError):
+        return False
+    except ApduError as e:
+        if e.sw in (0x6A80, 0x6A86):  # wrong algorithm for this key
+            return False
+        raise
+
+
+@dataclass
+class MgmtKeyChange:
+    """Result of a management key change (no key material)."""
+
+    algorithm: str
+    protected: bool
+    touch: bool
+
+
+def change_mgmt_key(session: PivSession, auth: AdminAuth, new_key: bytes, key_type: object,
+                    protect: bool, touch: bool, pin: Callable[[], bytes] | None = None,
+                    force: bool = False) -> MgmtKeyChange:
+    """Set a new management key; *auth* is the result of :func:`authenticate` on this
+    session (it carries the current key).
+
+    The order is chosen so that pulling the card at any moment leaves a key pivtool can
+    find. With *protect*: store the new key PIN-protected *beside the current one* (tag 8A)
+    and set the PIVMAN flag, then change the card's key, then drop the old copy. Without
+    *protect* the caller already holds the new key (typed, or written to a 0600 file first);
+    a stale stored key is removed after the change."""
+    from ..piv.constants import MgmtKeyType
+    from ..piv.session import check_mgmt_key
+
+    if not isinstance(key_type, MgmtKeyType):
+        raise UsageError("unknown management key algorithm")
+    check_mgmt_key(key_type, new_key)
+    pivman = read_pivman(session)
+    if (protect or pivman.mgmt_key_protected) and not auth.pin_verified:
+        if pin is None:
+            raise UsageError("the PIN is needed to store or remove the protected key")
+        verify_pin(session, pin(), force)
+        auth.pin_verified = True
+    if protect:
+        write_protected_key(session, new_key, previous=auth.key or None)
+        if not pivman.mgmt_key_protected:
+            pivman.set_flag(PIVMAN_FLAG_MGMT_PROTECTED, True)
+            session.put_data(ObjectId.PIVMAN, pivman.encode())
+    session.set_mgmt_key(key_type, new_key, touch)
+    session.authenticate(new_key, key_type)
+    auth.key = new_key
+    if protect:
+        write_protected_key(session, new_key)
+    elif pivman.mgmt_key_protected:
+        write_protected_key(session, None)
+        pivman.set_flag(PIVMAN_FLAG_MGMT_PROTECTED, False)
+        session.put_data(ObjectId.PIVMAN, pivman.encode() or None)
+    return MgmtKeyChange(key_type.label, protect, touch)
