@@ -7,7 +7,12 @@ from collections.abc import Callable
 
 import pytest
 
-from pivtool.core.errors import NotSupportedError, UsageError
+from pivtool.core.errors import (
+    IncorrectDataError,
+    NotSupportedError,
+    SecurityStatusError,
+    UsageError,
+)
 from pivtool.piv.constants import KeyType, MgmtKeyType, PinPolicy, Slot, TouchPolicy
 from pivtool.piv.session import PivSession
 
@@ -130,14 +135,14 @@ def test_generate_with_policies_on_yubikey_short_form() -> None:
     conn = Scripted(bytes((5, 4, 3)), lambda apdu: (b"", 0x6A80))
     s = PivSession(conn, extended=False)
     conn.sent.clear()
-    with pytest.raises(Exception):
+    with pytest.raises(IncorrectDataError):
         s.generate_key(Slot.SIGNATURE, KeyType.ECCP384, PinPolicy.ALWAYS, TouchPolicy.CACHED)
     assert conn.sent == [bytes.fromhex("0047009C0BAC09800114AA0103AB0103")]
 
 
 def test_mgmt_auth_step_one() -> None:
     s, conn = generic(lambda apdu: (b"", 0x6982))
-    with pytest.raises(Exception):
+    with pytest.raises(SecurityStatusError):
         s.authenticate(bytes(24), MgmtKeyType.TDES)
     assert conn.sent == [bytes.fromhex("0087039B047C028000")]
 

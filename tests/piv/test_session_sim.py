@@ -11,6 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, x25519
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from pivtool.core.errors import (
@@ -37,7 +38,6 @@ from pivtool.piv.constants import (
 from pivtool.piv.objects import Chuid, PivmanData, PivmanProtectedData, build_ccc
 from pivtool.piv.session import PivSession
 from pivtool.sim.attestation import attestation_root_ca
-
 from tests.simcards import MakeSession, card_of, reconnect
 
 PIN, PUK = "123456", "12345678"
@@ -308,10 +308,9 @@ def test_certificate_roundtrip_signed_on_card(session: PivSession, compress: boo
     key = session.private_key(Slot.AUTHENTICATION)
     cert = self_signed(key, "on-card")
     cert.verify_directly_issued_by(cert)  # the card's signature checks out
-    session.put_certificate(Slot.AUTHENTICATION, cert.public_bytes(
-        __import__("cryptography.hazmat.primitives.serialization",
-                   fromlist=["Encoding"]).Encoding.DER), compress=compress)
-    der, was_compressed = session.get_certificate_der(Slot.AUTHENTICATION)
+    session.put_certificate(Slot.AUTHENTICATION, cert.public_bytes(Encoding.DER),
+                            compress=compress)
+    _, was_compressed = session.get_certificate_der(Slot.AUTHENTICATION)
     assert was_compressed is compress
     assert session.get_certificate(Slot.AUTHENTICATION) == cert
     session.delete_certificate(Slot.AUTHENTICATION)
@@ -415,8 +414,6 @@ def test_generic_piv_card(make_session: MakeSession) -> None:
     s.verify_pin(PIN)
     key = s.private_key(Slot.AUTHENTICATION, pub)
     cert = self_signed(key, "generic")
-    from cryptography.hazmat.primitives.serialization import Encoding
-
     der = cert.public_bytes(Encoding.DER)
     assert len(der) > 255  # a certificate always needs command chaining in short APDUs
     s.put_certificate(Slot.AUTHENTICATION, der)
