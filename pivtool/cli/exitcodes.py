@@ -41,7 +41,13 @@ Exit codes:
 def exit_code_for(exc: BaseException) -> Exit:
     """Map an exception to pivtool's exit code."""
     from ..certs.errors import CertInputError
+    from ..core.errors import StepFailedError
 
+    if isinstance(exc, StepFailedError) and exc.__cause__ is not None:
+        return exit_code_for(exc.__cause__)
+
+    if isinstance(exc, InvalidPinError) and exc.tries_left == 0:
+        return Exit.BLOCKED
     if isinstance(exc, (InvalidPinError, SecurityStatusError)):
         return Exit.AUTH
     if isinstance(exc, (BlockedError, RetryGuardError)):

@@ -17,6 +17,7 @@ from .exitcodes import EXIT_HELP, Exit, exit_code_for
 
 #: command name -> "module:attribute" under pivtool.cli
 COMMANDS: dict[str, str] = {
+    "enroll": "enroll:enroll",
     "info": "info:info",
     "pin": "access:pin",
     "puk": "access:puk",

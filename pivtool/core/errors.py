@@ -43,8 +43,12 @@ class InvalidPinError(ApduError):
     def __init__(self, sw: int, tries_left: int, what: str = "PIN") -> None:
         self.tries_left = tries_left
         self.what = what
-        tries = "1 try" if tries_left == 1 else f"{tries_left} tries"
-        super().__init__(sw, b"", f"wrong {what}, {tries} left")
+        if tries_left == 0:
+            text = f"wrong {what}; the {what} is now blocked"
+        else:
+            tries = "1 try" if tries_left == 1 else f"{tries_left} tries"
+            text = f"wrong {what}, {tries} left"
+        super().__init__(sw, b"", text)
 
 
 class BlockedError(ApduError):
@@ -128,3 +132,13 @@ def error_for_sw(sw: int, data: bytes = b"", what: str = "PIN") -> ApduError:
 class RetryGuardError(PivToolError):
     """pivtool refused to spend the last PIN/PUK try (or the reference is already blocked)
     without an explicit ``--force``."""
+
+
+class StepFailedError(PivToolError):
+    """A step of a multi-step workflow failed; the cause (``__cause__``) decides the exit
+    code, the message names the step."""
+
+    def __init__(self, step: str, cause: BaseException) -> None:
+        self.step = step
+        super().__init__(f"{step}: {cause}")
+        self.__cause__ = cause

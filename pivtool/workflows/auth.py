@@ -56,6 +56,23 @@ class StaticPrompter:
         return self.yes
 
 
+@dataclass
+class OverridePrompter:
+    """A prompter that answers some secrets itself (e.g. a PIN a workflow just set) and
+    asks *base* for the rest."""
+
+    base: Prompter
+    values: dict[str, bytes] = field(repr=False)
+
+    def secret(self, name: str) -> bytes:
+        """The override, else the base prompter's answer."""
+        return self.values[name] if name in self.values else self.base.secret(name)
+
+    def confirm(self, message: str) -> bool:
+        """Ask the base prompter."""
+        return self.base.confirm(message)
+
+
 @dataclass(frozen=True)
 class Tries:
     """Tries left for the PIN or PUK; ``None`` = the card cannot tell without spending one,

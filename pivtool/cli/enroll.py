@@ -1,0 +1,136 @@
+"""``pivtool enroll``: one command from a key to an Entra CBA smart-card-logon credential."""
+
+from __future__ import annotations
+
+import click
+
+from .context import CliContext, pass_ctx
+from .options import json_option, secret_options
+
+ALGORITHMS = ["eccp256", "eccp384", "rsa2048", "rsa1024", "rsa3072", "rsa4096", "ed25519"]
+
+
+@click.command()
+@click.option("--upn", required=True, help="The user's UPN (goes into the SAN otherName).")
+@click.option("--email", "emails", multiple=True, help="rfc822Name for the SAN (repeatable).")
+@click.option("--subject", metavar="RFC4514", help="Subject DN (default CN=<UPN>).")
+@click.option("--algorithm", "-a", type=click.Choice(ALGORITHMS), default="eccp256",
+              show_default=True, help="Key algorithm (iOS takes RSA 1024/2048, P-256, P-384).")
+@click.option("--pin-policy", type=click.Choice(["default", "never", "once", "always"]),
+              default="default", show_default=True)
+@click.option("--touch-policy", type=click.Choice(["default", "never", "always", "cached"]),
+              default="default", show_default=True)
+@click.option("--macos", is_flag=True,
+              help="Also enroll 9d (macOS smart-card pairing needs 9a and 9d).")
+@click.option("--policy", "policies", multiple=True, metavar="OID",
+              help="Certificate policy OID for the CSR (Entra authentication-strength rules "
+                   "can match on it; repeatable).")
+@click.option("--ca", "ca_dir", metavar="DIR", help="Issue with the lab CA in DIR.")
+@click.option("--issuer-cmd", metavar="CMD",
+              help="Issue with CMD: CSR PEM on stdin, certificate PEM on stdout (no shell).")
+@click.option("--issuer-timeout", type=float, default=120.0, show_default=True,
+              help="Seconds to wait for --issuer-cmd.")
+@click.option("--ca-bundle", metavar="FILE",
+              help="CA certificate(s) to check the issued certificate's chain against.")
+@click.option("--csr-out", metavar="FILE",
+              help="Two-step mode: write the CSR and stop; import the certificate later with "
+                   "'pivtool certs import 9a CERT'.")
+@click.option("--days", type=int, default=365, show_default=True,
+              help="Validity with --ca.")
+@click.option("--random-pin", is_flag=True, help="Set a random 8-digit PIN (see --secrets-out).")
+@click.option("--random-puk", is_flag=True, help="Set a random 8-digit PUK (see --secrets-out).")
+@click.option("--secrets-out", metavar="FILE",
+              help="Write random PIN/PUK to FILE (created 0600; never printed).")
+@click.option("--force", is_flag=True,
+              help="Replace keys/certificates already in the slot (old certificates are "
+                   "backed up first).")
+@click.option("--backup-dir", metavar="DIR", help="Where --force saves old certificates.")
+@click.option("--allow-non-ios", is_flag=True,
+              help="Allow algorithms iOS cannot use (RSA 3072/4096, Ed25519) in 9a.")
+@click.option("--force-last-try", is_flag=True,
+              help="Allow spending the last PIN try (the retry guard refuses otherwise).")
+@secret_options("pin", "new_pin", "new_puk", "mgmt_key")
+@json_option
+@pass_ctx
+def enroll(obj: CliContext, upn: str, emails: tuple[str, ...], subject: str | None,
+           algorithm: str, pin_policy: str, touch_policy: str, macos: bool,
+           policies: tuple[str, ...], ca_dir: str | None, issuer_cmd: str | None,
+           issuer_timeout: float, ca_bundle: str | None, csr_out: str | None, days: int,
+           random_pin: bool, random_puk: bool, secrets_out: str | None, force: bool,
+           backup_dir: str | None, allow_non_ios: bool, force_last_try: bool) -> None:
+    """Make the key ready for Microsoft Entra certificate-based authentication.
+
+    \b
+    Steps: read the card; refuse to overwrite a used slot (unless --force); set PIN/PUK
+    (factory defaults are replaced); replace a default management key with a random one
+    stored PIN-protected (ykman-compatible); generate the key on the card (9a, and 9d with
+    --macos); CSR signed on the card with SAN UPN + EKU Smart Card Logon and Client Auth;
+    issue (--ca, --issuer-cmd, or --csr-out for two steps); check and import the
+    certificate; new CHUID; sign a challenge to prove it works.
+
+    \b
+    New PIN/PUK come from PIVTOOL_NEW_PIN / PIVTOOL_NEW_PUK, --new-pin-file/--new-puk-file,
+    a prompt, or --random-pin/--random-puk with --secrets-out FILE."""
+    from ..core.errors import UsageError
+    from ..piv.constants import KeyType, PinPolicy, TouchPolicy
+    from ..workflows.enroll import (
+        CommandIssuer,
+        Enroller,
+        EnrollOptions,
+        Issuer,
+        LabCAIssuer,
+        Step,
+        validate_options,
+    )
+
+    modes = [m for m in (ca_dir, issuer_cmd, csr_out) if m]
+    if len(modes) != 1:
+        raise UsageError("choose exactly one issuer: --ca DIR, --issuer-cmd CMD or "
+                         "--csr-out FILE")
+    opts = EnrollOptions(
+        upn=upn, emails=list(emails), subject=subject, algorithm=KeyType.parse(algorithm),
+        pin_policy=PinPolicy.parse(pin_policy),  # type: ignore[arg-type]
+        touch_policy=TouchPolicy.parse(touch_policy),  # type: ignore[arg-type]
+        macos=macos, policies=list(policies), force=force, random_pin=random_pin,
+        random_puk=random_puk, secrets_out=secrets_out, backup_dir=backup_dir,
+        allow_non_ios=allow_non_ios, csr_out=csr_out, retry_force=force_last_try)
+    validate_options(opts)  # before the card is touched
+    issuer: Issuer | None = None
+    bundle = []
+    if ca_bundle:
+        from ..certs.inspect import load_certificates
+        from .files import read_input
+
+        bundle = load_certificates(read_input(ca_bundle))
+    if ca_dir:
+        import os
+
+        passphrase = os.environ.get("PIVTOOL_CA_PASSPHRASE")
+        issuer = LabCAIssuer(ca_dir, passphrase.encode() if passphrase else None, days)
+    elif issuer_cmd:
+        issuer = CommandIssuer(issuer_cmd, issuer_timeout, bundle)
+
+    def show(step: Step) -> None:
+        if not obj.json:
+            mark = {"done": "ok", "pending": "..", "skipped": "--"}.get(step.status, "!!")
+            click.echo(f"[{mark}] {step.name}: {step.detail}", err=True)
+
+    with obj.session() as session:
+        result = Enroller(session, obj.prompter(), opts, issuer, show).run()
+    data = result.to_json()
+    if obj.json:
+        obj.emit(data)
+        return
+    if result.status == "pending-certificate":
+        click.echo(f"CSR for {upn} written to {csr_out}. When the CA has issued it: "
+                   "pivtool certs import 9a CERT")
+        return
+    lines = [f"Enrolled {upn} on {'serial ' + str(result.serial) if result.serial else 'card'}"
+             " for Entra CBA."]
+    lines.append("certificateUserIds (bind one high-affinity value to the user):")
+    for cid in result.certificate_user_ids:
+        lines.append(f"  [{cid['affinity']:>4}] {cid['value']}")
+    if result.secrets_file:
+        lines.append(f"Random PIN/PUK are in {result.secrets_file} (0600): hand them over "
+                     "safely, then delete the file.")
+    click.echo("\n".join(lines))
