@@ -39,14 +39,19 @@ class CliContext:
         return self._prompter
 
     def setup_logging(self) -> None:
-        """``-v`` shows pivtool's debug log, ``-vv`` also the (redacted) APDU trace."""
+        """``-v`` shows pivtool's debug log and the APDU trace (secrets redacted)."""
         if not self.verbose:
             return
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
         root = logging.getLogger("pivtool")
+        # One handler per process: a second invocation in the same process (tests, batch)
+        # replaces the first instead of doubling every line.
+        for old in [h for h in root.handlers if getattr(h, "_pivtool_cli", False)]:
+            root.removeHandler(old)
+        handler = logging.StreamHandler(sys.stderr)
+        handler._pivtool_cli = True  # type: ignore[attr-defined]
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
         root.addHandler(handler)
-        root.setLevel(TRACE if self.verbose >= 1 else logging.DEBUG)
+        root.setLevel(TRACE)
 
     def open_connection(self) -> Connection:
         """Open the card the global options select."""

@@ -58,7 +58,7 @@ def test_open_by_unique_substring(virtual_yubikey: VirtualCardProcess) -> None:
     with pcsc.open_reader(virtual_yubikey.substring.upper()) as conn:
         assert conn.reader_name == virtual_yubikey.reader
         assert conn.atr == YK5_USB_ATR
-        data, sw = conn.transmit(SELECT_PIV.encode())
+        _data, sw = conn.transmit(SELECT_PIV.encode())
         assert sw == 0x9000
     assert conn.closed
 
@@ -120,7 +120,7 @@ def test_find_by_serial(vcard_factory: VCardFactory) -> None:
     with pcsc.find_by_serial(22222222) as conn:
         assert conn.reader_name == second.reader
         # identify() left the PIV applet selected
-        data, sw = conn.transmit(bytes.fromhex("00FD000000"))
+        _data, sw = conn.transmit(bytes.fromhex("00FD000000"))
         assert sw == 0x9000
     with pytest.raises(NoCardError, match="no YubiKey with serial 33333333"):
         pcsc.find_by_serial(33333333)
