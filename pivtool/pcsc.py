@@ -107,10 +107,10 @@ def _pcsc_error(hresult: int, what: str, reader: str | None = None) -> Transport
     """
     code = _code(hresult)
     where = f" ({reader})" if reader else ""
-    if code in (_E_NO_SERVICE, _E_SERVICE_STOPPED):
-        return NoServiceError(
-            f"PC/SC service not available while {what}: is pcscd running?"
-        )
+    if code == _E_NO_SERVICE:
+        return NoServiceError("PC/SC service not available: is pcscd running?")
+    if code == _E_SERVICE_STOPPED:
+        return NoServiceError(f"PC/SC service stopped while {what}")
     if code in (_E_UNKNOWN_READER, _E_READER_UNAVAILABLE, _E_NO_READERS_AVAILABLE):
         return NoReaderError(f"reader not available while {what}{where}")
     if code == _E_SHARING_VIOLATION:
@@ -408,18 +408,17 @@ def _contactless_atr(atr: bytes) -> bool:
 def use_extended(identity: CardIdentity) -> bool:
     """Decide whether :class:`ApduProtocol` should send extended-length APDUs.
 
-    Yes when the ATR announces it; also for a YubiKey 4/5 over USB (what yubikit does), whose
-    USB ATR always does. Otherwise command chaining and GET RESPONSE, which every PIV card has.
+    Never over a contactless reader (its support varies). Otherwise yes when the ATR
+    announces it, and for any YubiKey 4/5 (what yubikit does on USB). Everything else gets
+    command chaining and GET RESPONSE, which every PIV card has.
     """
+    if _contactless_atr(identity.atr):
+        # Over NFC the reader decides; yubikit also stays with short APDUs there.
+        return False
     if atr_supports_extended(identity.atr):
         return True
     version = identity.version_tuple
-    return (
-        identity.kind == "yubikey"
-        and version is not None
-        and version >= (4, 0)
-        and not _contactless_atr(identity.atr)
-    )
+    return identity.kind == "yubikey" and version is not None and version >= (4, 0)
 
 
 def find_by_serial(serial: int, shared: bool = False) -> PcscConnection:
@@ -480,8 +479,9 @@ _STATE_UNAVAILABLE = 0x08
 #: pcsc-lite keeps a per-reader event counter in the upper 16 bits of the event state; a
 #: changed counter with "present" both times means the card was swapped between two waits.
 _COUNTER_SHIFT = 16
-#: Longest single blocking wait. Events still arrive at once; the bound only covers the
-#: window in which a ``SCardCancel`` sent just before the wait starts would be lost.
+#: Longest single blocking wait. Events still arrive the moment pcscd sees them; the bound
+#: is a safety net behind stop()'s repeated SCardCancel (a cancel that reaches pcscd before
+#: the wait is registered is lost), so a missed cancel costs at most this long.
 _GUARD_MS = 2000
 
 

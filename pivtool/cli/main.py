@@ -25,6 +25,13 @@ COMMANDS: dict[str, str] = {
     "reset": "access:reset",
     "list": "info:list_cmd",
     "sim": "sim:sim",
+    "ca": "ca:ca",
+    "entra": "entra:entra",
+    "check": "check:check",
+    "diagnose": "check:diagnose",
+    "keys": "keys:keys",
+    "certs": "certs:certs",
+    "objects": "objects:objects",
 }
 
 

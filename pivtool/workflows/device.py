@@ -89,7 +89,7 @@ def _yubikit_connection(conn: Connection) -> Any:
     from yubikit.core import TRANSPORT
     from yubikit.core.smartcard import SmartCardConnection
 
-    class _BorrowedConnection(SmartCardConnection):  # type: ignore[misc]
+    class _BorrowedConnection(SmartCardConnection):
         """yubikit's view of a pivtool connection. It never closes the connection: the
         caller that opened it does (architecture rule 1)."""
 

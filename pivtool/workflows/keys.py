@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..core.errors import (
     ApduError,
@@ -29,6 +29,7 @@ from .state import SlotState, read_slot
 if TYPE_CHECKING:
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric.types import (
+        CertificatePublicKeyTypes,
         PrivateKeyTypes,
         PublicKeyTypes,
     )
@@ -88,7 +89,7 @@ def _refuse_replacing(session: PivSession, slot: Slot, force: bool) -> tuple[boo
         if md is None:
             return False, None
         if not force:
-            raise UsageError(f"slot {slot.label} already holds a {md.key_type.label} key "
+            raise UsageError(f"slot {slot.label} already holds an {md.key_type.label} key "
                              f"({md.origin.value}); it would be destroyed for good. Use "
                              "--force to replace it")
         return True, None
@@ -225,7 +226,7 @@ class KeyMaterial:
     notes: list[str] = field(default_factory=list)
 
 
-def _der_first_element(data: bytes) -> tuple[int, bytes] | None:
+def der_first_element(data: bytes) -> tuple[int, bytes] | None:
     """Tag and (short) value of the first element inside a DER SEQUENCE, or None.
 
     Enough to tell the DER containers apart: PKCS#12 starts with INTEGER 3, PKCS#1/PKCS#8/
@@ -241,12 +242,17 @@ def _der_first_element(data: bytes) -> tuple[int, bytes] | None:
     return tag, data[pos + 2:pos + 2 + length]
 
 
-def _matching_cert(key: PrivateKeyTypes, certs: list[x509.Certificate]
-                   ) -> x509.Certificate | None:
+def cert_has_key(cert: x509.Certificate, key: PublicKeyTypes) -> bool:
+    """True when *cert* certifies *key* (SubjectPublicKeyInfo compared)."""
     from ..certs.inspect import public_key_matches
 
+    return public_key_matches(cert, cast("CertificatePublicKeyTypes", key))
+
+
+def _matching_cert(key: PrivateKeyTypes, certs: list[x509.Certificate]
+                   ) -> x509.Certificate | None:
     pub = key.public_key()
-    return next((c for c in certs if public_key_matches(c, pub)), None)
+    return next((c for c in certs if cert_has_key(c, pub)), None)
 
 
 def load_key_file(data: bytes, password: Callable[[], bytes]) -> KeyMaterial:
@@ -267,7 +273,7 @@ def load_key_file(data: bytes, password: Callable[[], bytes]) -> KeyMaterial:
         if certs and cert is None:
             notes.append("the certificate(s) in the file do not match the key; not imported")
         return KeyMaterial(key, cert, "pem", notes)
-    first = _der_first_element(data)
+    first = der_first_element(data)
     if first is None:
         raise CertInputError("the file is neither PEM, DER nor PKCS#12")
     tag, value = first
@@ -338,9 +344,10 @@ def import_key(session: PivSession, prompter: Prompter, slot: Slot, material: Ke
                pin_policy: PinPolicy = PinPolicy.DEFAULT,
                touch_policy: TouchPolicy = TouchPolicy.DEFAULT, with_cert: bool = True,
                compress: bool = False, force: bool = False, backup: Path | None = None,
-               keep_chuid: bool = False, allow_last_try: bool = False) -> ImportResult:
+               keep_chuid: bool = False, allow_last_try: bool = False,
+               backup_dir: Path | None = None) -> ImportResult:
     """Import *material*'s key into *slot* and, unless *with_cert* is false, its certificate
-    (the slot's old certificate saved to *backup* first, CHUID refreshed)."""
+    (the slot's old certificate saved to *backup* or *backup_dir* first, CHUID renewed)."""
     from .certs import install_certificate
 
     replaced, notes, plan = plan_key_import(session, slot, material, pin_policy, touch_policy,
@@ -349,7 +356,7 @@ def import_key(session: PivSession, prompter: Prompter, slot: Slot, material: Ke
     key_type = session.import_key(slot, material.private_key, pin_policy, touch_policy)
     installed = None
     if plan is not None:
-        installed = install_certificate(session, plan, backup, keep_chuid)
+        installed = install_certificate(session, plan, backup, keep_chuid, backup_dir)
     elif material.certificate is not None and not with_cert:
         notes.append("certificate not imported (--no-cert)")
     return ImportResult(slot, key_type, material.file_format, replaced, installed, notes)
@@ -438,8 +445,6 @@ def _parse_attestation(slot: Slot, cert: x509.Certificate) -> Attestation:
 def attest_key(session: PivSession, slot: Slot) -> Attestation:
     """Ask the card to attest the key in *slot* (generated on the card only) and check the
     result against the card's F9 certificate and the slot's key. No PIN needed."""
-    from ..certs.inspect import public_key_matches
-
     if session.version is None:
         raise NotSupportedError("attestation is a YubiKey extension; this is a generic PIV "
                                 "card")
@@ -472,7 +477,7 @@ def attest_key(session: PivSession, slot: Slot) -> Attestation:
         except (InvalidSignature, ValueError, TypeError):
             att.signed_by_f9 = False
     if md is not None:
-        att.matches_slot_key = public_key_matches(cert, md.public_key())
+        att.matches_slot_key = cert_has_key(cert, md.public_key())
     return att
 
 
@@ -546,7 +551,7 @@ def move_key(session: PivSession, prompter: Prompter, src: Slot, dst: Slot,
     backup = None
     if dst_state.certificate is not None and (move_cert or dst_md is not None):
         backup = save_certificate(dst_state.certificate,
-                                  old_cert_path(dst, None, backup_dir, _serial(session)))
+                                  old_cert_path(dst, None, backup_dir, card_serial(session)))
     if dst_md is not None:
         # A YubiKey refuses MOVE KEY onto an occupied slot; clear it first (confirmed above).
         session.delete_key(dst)
@@ -562,7 +567,8 @@ def move_key(session: PivSession, prompter: Prompter, src: Slot, dst: Slot,
                       str(backup) if backup else None, guid)
 
 
-def _serial(session: PivSession) -> int | None:
+def card_serial(session: PivSession) -> int | None:
+    """The YubiKey serial (firmware 5+), else ``None``."""
     from ..piv.version import has_serial_ins
 
     if session.version is None or not has_serial_ins(session.version):
@@ -634,7 +640,7 @@ def delete_key(session: PivSession, prompter: Prompter, plan: DeletePlan,
     backup = None
     if plan.certificate is not None:
         backup = save_certificate(plan.certificate,
-                                  old_cert_path(plan.slot, None, backup_dir, _serial(session)))
+                                  old_cert_path(plan.slot, None, backup_dir, card_serial(session)))
     session.delete_key(plan.slot)
     guid = None
     cert_deleted = plan.certificate is not None and plan.delete_cert

@@ -247,3 +247,17 @@ def test_reset(yk: Ykman, tmp_path: Path, preblock: bool) -> None:
     assert (st.pin_retries_left, st.puk_retries_left) == (3, 3)
     assert set(st.keys) == {0xF9}  # attestation key survives a PIV reset
     assert "Using default PIN" in yk("piv", "info").stdout
+
+
+def test_nfc_rsa_key_and_certificate(vcard_factory: VCardFactory, tmp_path: Path) -> None:
+    """Over "NFC" ykman sends short APDUs: an RSA-2048 public key and certificate need
+    command chaining and GET RESPONSE through pcscd."""
+    yk = Ykman(vcard_factory(interface="nfc"))
+    pub = tmp_path / "pub.pem"
+    yk("piv", "keys", "generate", "-a", "RSA2048", "-m", MGMT, "9d", str(pub))
+    yk("piv", "certificates", "generate", "-m", MGMT, "-P", PIN, "-s", "CN=nfc", "9d",
+       str(pub))
+    yk("piv", "certificates", "export", "9d", str(tmp_path / "9d.pem"))
+    cert = load_cert(tmp_path / "9d.pem")
+    assert same_public_key(cert.public_key(), slot_public_key(yk.card, 0x9D))
+    cert.verify_directly_issued_by(cert)

@@ -202,3 +202,13 @@ def test_reset(ypt: Ypt, tmp_path: Path) -> None:
     st = state(ypt.card)
     assert (st.pin, st.puk, st.mgmt_key) == (PIN.encode(), PUK.encode(), bytes.fromhex(MGMT))
     assert set(st.keys) == {0xF9}
+
+
+def test_3des_only_client_cannot_use_aes_default_key(vcard_factory: VCardFactory) -> None:
+    """yubico-piv-tool 2.2.0 authenticates with 3DES only; a 5.7 key's factory management
+    key is AES-192, so management operations fail (as on a real 5.7 key) and change nothing."""
+    ypt = Ypt(vcard_factory(firmware=(5, 7, 1)))
+    proc = ypt(f"--key={MGMT}", "-a", "set-chuid", check=False)
+    assert proc.returncode != 0
+    assert "authentication" in proc.stderr.lower()
+    assert OBJ_CHUID not in state(ypt.card).objects

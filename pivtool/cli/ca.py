@@ -1,0 +1,254 @@
+"""``pivtool ca``: a file-based lab CA for Entra CBA test users (not for production)."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from .context import CliContext, pass_ctx
+from .options import json_option
+
+if TYPE_CHECKING:
+    from ..certs.ca import LabCA
+
+#: Where the CA passphrase comes from (besides --passphrase-file and a prompt).
+PASSPHRASE_ENV = "PIVTOOL_CA_PASSPHRASE"
+
+KEY_TYPES = ("eccp256", "eccp384", "rsa2048", "rsa3072", "rsa4096")
+REASONS = ("unspecified", "keyCompromise", "cACompromise", "affiliationChanged", "superseded",
+           "cessationOfOperation", "certificateHold", "privilegeWithdrawn", "aACompromise")
+
+passphrase_file_option = click.option(
+    "--passphrase-file", metavar="FILE",
+    help=f"Read the CA key passphrase from FILE ('-' = stdin) instead of ${PASSPHRASE_ENV} "
+         "or a prompt.")
+
+
+def _passphrase(obj: CliContext, file: str | None, confirm: bool = False) -> bytes:
+    from .secrets import SecretSpec, get_secret
+
+    spec = SecretSpec("CA passphrase", PASSPHRASE_ENV, "--passphrase-file")
+    value = get_secret(spec, file, prompt=obj.interactive, confirm=confirm)
+    assert value is not None  # required=True: a missing passphrase raised UsageError
+    return value
+
+
+def _encrypted(directory: str) -> bool:
+    # ca.json records whether the key was written encrypted; asking for a passphrase only
+    # then means an unencrypted lab CA never prompts (and a passphrase in the environment
+    # for another CA does not break it).
+    import json
+
+    try:
+        with open(os.path.join(directory, "ca.json"), encoding="utf-8") as f:
+            return bool(json.load(f).get("encrypted"))
+    except (OSError, ValueError, AttributeError):
+        return False  # LabCA.open reports the missing or broken CA with a proper message
+
+
+def _open(obj: CliContext, directory: str, passphrase_file: str | None) -> LabCA:
+    from ..certs.ca import LabCA
+
+    secret = _passphrase(obj, passphrase_file) if _encrypted(directory) else None
+    return LabCA.open(directory, secret)
+
+
+@click.group()
+def ca() -> None:
+    """A small lab CA that issues Entra CBA smart-card-logon certificates.
+
+    For labs, demos and tests: one self-signed root signing user certificates directly
+    (UPN in the SAN, EKU Smart Card Logon + Client Authentication, one HTTP CRL
+    distribution point). Upload ca.pem to Entra's certificate authorities and publish
+    crl.der at the CRL URL.
+
+    The root key passphrase comes from $PIVTOOL_CA_PASSPHRASE, --passphrase-file or a
+    prompt — never from the command line."""
+
+
+@ca.command("init")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--subject", required=True, metavar="RFC4514",
+              help="The CA's name, e.g. 'CN=Contoso Lab CA,O=Contoso'.")
+@click.option("--crl-url", metavar="URL",
+              help="http:// URL written into every issued certificate as its one CRL "
+                   "distribution point (Entra needs one per CA).")
+@click.option("--aia-url", metavar="URL",
+              help="http:// URL of ca.pem, written as AIA caIssuers.")
+@click.option("--key-type", type=click.Choice(KEY_TYPES), default="eccp256",
+              show_default=True, help="Root key algorithm.")
+@click.option("--days", type=click.IntRange(1, 36500), default=3650, show_default=True,
+              help="Root certificate validity.")
+@click.option("--passphrase", is_flag=True,
+              help=f"Encrypt the root key with a passphrase (from ${PASSPHRASE_ENV}, "
+                   "--passphrase-file or a prompt).")
+@passphrase_file_option
+@json_option
+@pass_ctx
+def ca_init(obj: CliContext, directory: str, subject: str, crl_url: str | None,
+            aia_url: str | None, key_type: str, days: int, passphrase: bool,
+            passphrase_file: str | None) -> None:
+    """Create a CA in DIRECTORY (ca.key mode 0600, ca.pem, ca.json, index.json)."""
+    from ..certs.ca import LabCA
+    from ..certs.inspect import summarize
+
+    secret = _passphrase(obj, passphrase_file, confirm=True) if passphrase else None
+    lab = LabCA.init(directory, subject, crl_url=crl_url, passphrase=secret,
+                     key_type=key_type, days=days, aia_url=aia_url)
+    summary = summarize(lab.certificate).to_json()
+    cert_path = os.path.join(directory, "ca.pem")
+    data = {"directory": directory, "certificate": cert_path, "key_type": key_type,
+            "encrypted": secret is not None, "crl_url": crl_url, "aia_url": aia_url,
+            "ca": summary}
+    lines = [f"CA created in {directory}",
+             f"  subject:  {summary['subject']}",
+             f"  key:      {key_type}, " + ("passphrase-protected" if secret else
+                                            "NOT encrypted (lab use only)"),
+             f"  valid:    until {summary['not_after']}",
+             f"  sha256:   {summary['sha256']}",
+             f"Upload {cert_path} to Entra (Security > Certificate authorities)."]
+    if crl_url:
+        lines.append(f"Publish the CRL from 'pivtool ca crl' at {crl_url}.")
+    else:
+        lines.append("No --crl-url: issued certificates carry no CRL distribution point.")
+    obj.emit(data, "\n".join(lines))
+
+
+@ca.command("issue")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.argument("csr", metavar="CSR")
+@click.option("-o", "--output", metavar="FILE", default="-", show_default=True,
+              help="Where to write the certificate ('-' = stdout).")
+@click.option("--days", type=click.IntRange(1, 36500), default=365, show_default=True,
+              help="Validity (capped at the CA's own expiry).")
+@click.option("--format", "fmt", type=click.Choice(["pem", "der"]), default="pem",
+              show_default=True, help="Certificate encoding.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@passphrase_file_option
+@json_option
+@pass_ctx
+def ca_issue(obj: CliContext, directory: str, csr: str, output: str, days: int, fmt: str,
+             force: bool, passphrase_file: str | None) -> None:
+    """Issue a certificate for the CSR file CSR ('-' = stdin; PEM or DER).
+
+    The CSR must carry the user's UPN (or e-mail) in its subject alternative name; its
+    signature is verified. The certificate gets the Entra CBA profile whatever the CSR
+    asks for."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from ..certs.inspect import summarize
+    from .files import read_input, write_output
+
+    request = read_input(csr)
+    if output not in ("-", "") and os.path.exists(output) and not force:
+        from ..core.errors import UsageError
+
+        # Before the CA signs anything: a refused output must not leave an orphan in the index.
+        raise UsageError(f"{output} exists; use --force to overwrite it")
+    lab = _open(obj, directory, passphrase_file)
+    cert = lab.issue(request, days=days)
+    encoded = cert.public_bytes(Encoding.PEM if fmt == "pem" else Encoding.DER)
+    summary = summarize(cert).to_json()
+    to_stdout = output in ("-", "")
+    if to_stdout and obj.json:
+        # One JSON document on stdout: the certificate travels inside it.
+        obj.emit({"serial": summary["serial"], "output": None, "certificate": summary,
+                  "certificate_pem": cert.public_bytes(Encoding.PEM).decode("ascii")})
+        return
+    write_output(None if to_stdout else output, encoded, overwrite=force)
+    who = ", ".join(dict.fromkeys(summary["upns"] + summary["emails"]))
+    text = (f"Issued serial {summary['serial']} for {who}, valid until {summary['not_after']}"
+            + ("" if to_stdout else f": {output}"))
+    if to_stdout:
+        click.echo(text, err=True)  # stdout carries the certificate
+    else:
+        obj.emit({"serial": summary["serial"], "output": output, "certificate": summary}, text)
+
+
+@ca.command("revoke")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.argument("serial")
+@click.option("--reason", type=click.Choice(REASONS, case_sensitive=False),
+              default="unspecified", show_default=True, help="CRL reason code.")
+@passphrase_file_option
+@json_option
+@pass_ctx
+def ca_revoke(obj: CliContext, directory: str, serial: str, reason: str,
+              passphrase_file: str | None) -> None:
+    """Revoke the certificate with SERIAL (hex, as 'pivtool ca list' shows it). It is
+    listed on the next CRL: run 'pivtool ca crl' and publish it."""
+    lab = _open(obj, directory, passphrase_file)
+    record = lab.revoke(serial, reason)
+    obj.emit(record.to_json(),
+             f"Revoked serial {record.serial} ({record.reason}). Publish a new CRL: "
+             f"pivtool ca crl {directory} -o FILE")
+
+
+@ca.command("crl")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("-o", "--output", metavar="FILE", default="-", show_default=True,
+              help="Where to write the CRL ('-' = stdout). crl.pem and crl.der are also "
+                   "kept in DIRECTORY.")
+@click.option("--days", type=click.IntRange(1, 3650), default=7, show_default=True,
+              help="Days until the CRL's next update.")
+@click.option("--format", "fmt", type=click.Choice(["pem", "der"]), default="der",
+              show_default=True, help="CRL encoding (publish DER over HTTP).")
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@passphrase_file_option
+@json_option
+@pass_ctx
+def ca_crl(obj: CliContext, directory: str, output: str, days: int, fmt: str, force: bool,
+           passphrase_file: str | None) -> None:
+    """Sign a new CRL listing every revoked certificate."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from ..certs.inspect import iso_utc, serial_hex
+    from .files import write_output
+
+    to_stdout = output in ("-", "")
+    if not to_stdout and os.path.exists(output) and not force:
+        from ..core.errors import UsageError
+
+        raise UsageError(f"{output} exists; use --force to overwrite it")
+    lab = _open(obj, directory, passphrase_file)
+    crl = lab.crl(days=days)
+    write_output(None if to_stdout else output,
+                 crl.public_bytes(Encoding.PEM if fmt == "pem" else Encoding.DER),
+                 overwrite=force)
+    revoked = [serial_hex(r.serial_number) for r in crl]
+    next_update = crl.next_update_utc
+    data: dict[str, Any] = {
+        "output": None if to_stdout else output, "format": fmt, "revoked": revoked,
+        "next_update": iso_utc(next_update) if next_update else None,
+        "crl_url": lab.crl_url}
+    text = (f"CRL with {len(revoked)} revoked certificate(s), next update "
+            f"{data['next_update']}" + ("" if to_stdout else f": {output}"))
+    if lab.crl_url:
+        text += f"\nPublish it at {lab.crl_url}"
+    if to_stdout:
+        click.echo(text, err=True)
+    else:
+        obj.emit(data, text)
+
+
+@ca.command("list")
+@click.argument("directory", type=click.Path(file_okay=False))
+@passphrase_file_option
+@json_option
+@pass_ctx
+def ca_list(obj: CliContext, directory: str, passphrase_file: str | None) -> None:
+    """List the certificates the CA issued, with their status."""
+    lab = _open(obj, directory, passphrase_file)
+    records = lab.issued()
+    rows = [r.to_json() for r in records]
+    lines = [f"{'SERIAL':32}  {'STATUS':7}  {'NOT AFTER':20}  SUBJECT / UPN"]
+    for r in records:
+        who = ", ".join(dict.fromkeys(r.upns + r.emails)) or r.subject
+        lines.append(f"{r.serial:32}  {r.status:7}  {r.not_after:20}  {who}")
+    if not records:
+        lines = ["No certificates issued yet."]
+    obj.emit({"schema": "pivtool.ca-list/1", "directory": directory,
+              "ca": lab.certificate.subject.rfc4514_string(), "issued": rows},
+             "\n".join(lines))

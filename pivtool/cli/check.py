@@ -1,0 +1,117 @@
+"""``pivtool check``: the Entra CBA readiness checklist, and ``pivtool diagnose``: the
+diagnostics bundle for a helpdesk."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from .context import CliContext, pass_ctx
+from .options import json_option, secret_options
+
+_MARK = {"pass": "PASS", "warn": "WARN", "fail": "FAIL"}
+
+
+@click.command()
+@click.option("--upn", metavar="UPN",
+              help="The user's UPN: the 9a certificate's SAN UPN must equal it.")
+@click.option("--ca-bundle", metavar="FILE",
+              help="PEM file of the CA certificates uploaded to Entra: the 9a certificate "
+                   "must chain to them.")
+@click.option("--platform", "platforms", multiple=True, default=("all",), show_default=True,
+              type=click.Choice(["ios", "macos", "windows", "all"]),
+              help="Add the checks this platform needs (repeatable).")
+@secret_options("pin")
+@json_option
+@pass_ctx
+def check(obj: CliContext, upn: str | None, ca_bundle: str | None,
+          platforms: tuple[str, ...]) -> None:
+    """Check that the card is ready for Microsoft Entra certificate-based authentication.
+
+    One line per item — PASS, WARN or FAIL, with the fix for anything not passing: PIV
+    enabled on the key's interfaces (USB; NFC for iOS), certificate and matching key in
+    slot 9a, the certificate's Entra profile (EKU, UPN, key usage, validity, one HTTP CRL
+    distribution point, chain to --ca-bundle, an algorithm iOS can use), PIN/PUK/management
+    key changed from the defaults, PIN tries left; macOS: key and certificate in 9d and a
+    numeric PIN; Windows: a CHUID.
+
+    Spends no PIN try and sends no secret to the card. The PIN is not needed; if it is
+    given ($PIVTOOL_PIN or --pin-file) it is only checked locally to be digits only, for
+    macOS. Exit status 1 when any item fails."""
+    from ..workflows.check import PLATFORMS, check_card
+    from .exitcodes import Exit
+
+    chosen = PLATFORMS if "all" in platforms else tuple(dict.fromkeys(platforms))
+    bundle = _load_bundle(ca_bundle) if ca_bundle else None
+    p = obj.prompter()
+    pin_numeric: bool | None = None
+    if "macos" in chosen and p.has("pin"):
+        # Judged here and reduced to one bit: the PIN itself goes no further.
+        pin_numeric = p.secret("pin").isdigit()
+    with obj.session() as s:
+        report = check_card(s, expected_upn=upn, ca_bundle=bundle, platforms=chosen,
+                            pin_numeric=pin_numeric)
+    data = report.to_json()
+    obj.emit(data, check_text(data))
+    if not report.ok:
+        click.get_current_context().exit(Exit.FAILED)
+
+
+def _load_bundle(path: str) -> Any:
+    from ..certs.inspect import load_certificates
+    from .files import read_input
+
+    return load_certificates(read_input(path))
+
+
+def check_text(data: dict[str, Any]) -> str:
+    """Render ``pivtool.check/1`` JSON: a header, one line per item, fixes indented."""
+    card = data["card"]
+    desc = f"YubiKey {card['version']}" if card["card"] == "yubikey" else "PIV card"
+    if card.get("serial") is not None:
+        desc += f", serial {card['serial']}"
+    lines = [f"{desc} ({card['reader']}); platforms: {', '.join(data['platforms']) or 'none'}"]
+    width = max((len(i["id"]) for i in data["items"]), default=0)
+    for item in data["items"]:
+        lines.append(f"{_MARK[item['status']]}  {item['id']:{width}}  {item['message']}")
+        if item["status"] != "pass" and item["fix"]:
+            lines.append(f"      {'':{width}}  fix: {item['fix']}")
+    n = data["summary"]
+    verdict = "READY" if data["ok"] else "NOT READY"
+    lines.append(f"{verdict}: {n['fail']} failed, {n['warn']} warning(s), {n['pass']} passed.")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("-o", "--output", metavar="FILE",
+              help="Write the bundle to FILE (created with mode 0600) instead of stdout.")
+@click.option("--force", is_flag=True, help="Overwrite an existing FILE.")
+@pass_ctx
+def diagnose(obj: CliContext, output: str | None, force: bool) -> None:
+    """Collect a diagnostics bundle (JSON) for whoever helps you debug a sign-in problem.
+
+    It holds pivtool/Python/OS and library versions, the reader list, the key's device
+    information (serial, firmware, form factor, enabled applications per interface), PIN
+    and PUK tries, management key type and whether it is the default, slot metadata,
+    certificate summaries, the readiness checklist and the 9a certificate's
+    certificateUserIds. It never holds a PIN, PUK, management key or private key — it
+    reads none — but it names the certificate holder, so the file is created readable by
+    you only. Works without a card too (the card section then says why it is missing)."""
+    import json
+
+    from ..workflows.diagnose import collect
+    from .files import write_secret_file
+
+    selection = {"reader": obj.reader, "serial": obj.serial, "virtual_card": obj.sim is not None}
+    bundle = collect(obj.session, selection=selection)
+    text = json.dumps(bundle.to_json(), indent=2) + "\n"
+    if output in (None, "-"):
+        click.echo(text, nl=False)
+        return
+    assert output is not None
+    write_secret_file(output, text, overwrite=force)
+    card = bundle.card_error or "card read"
+    msg = (f"Diagnostics written to {output} (mode 0600; {card}). It names the certificate "
+           "holder: share it only with your helpdesk.")
+    obj.emit({"output": output, "card_error": bundle.card_error}, msg)

@@ -1,0 +1,412 @@
+"""``pivtool keys``: generate, import, inspect, export, attest, move and delete slot keys.
+
+Also home of the parameter types and output helpers that ``certs`` and ``objects`` share
+(slot and policy arguments, ``-o FILE`` delivery, ``--allow-last-try``...)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from ..core.errors import UsageError
+from ..piv.constants import KeyType, PinPolicy, Slot, TouchPolicy
+from .context import CliContext, pass_ctx
+from .options import force_option, json_option, secret_options, yes_option
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# --- shared parameter types and options -------------------------------------------
+
+
+class ParsedType(click.ParamType):  # type: ignore[type-arg]
+    """A click type backed by one of pivtool's ``parse`` functions (``ValueError`` = bad
+    value), so slot and algorithm names are spelled the same everywhere."""
+
+    def __init__(self, name: str, parse: Callable[[str], Any]) -> None:
+        self.name = name
+        self._parse = parse
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        """Parse *value* unless it already is one (defaults, programmatic calls)."""
+        if not isinstance(value, str):
+            return value
+        try:
+            return self._parse(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+SLOT = ParsedType("slot", Slot.parse)
+KEY_TYPE = ParsedType("algorithm", KeyType.parse)
+PIN_POLICY = ParsedType("pin-policy", PinPolicy.parse)
+TOUCH_POLICY = ParsedType("touch-policy", TouchPolicy.parse)
+
+SLOT_HELP = ("SLOT is 9a|authentication, 9c|signature, 9d|key-management, "
+             "9e|card-authentication or a retired slot 82..95.")
+
+
+def allow_last_try_option(f: F) -> F:
+    """``--allow-last-try``: let the retry guard spend the last PIN try. Kept apart from
+    ``--force`` (which here means "replace"), so replacing a key never also risks the PIN."""
+    return click.option("--allow-last-try", is_flag=True,
+                        help="Spend the last PIN try if it comes to that (refused otherwise)."
+                        )(f)
+
+
+def keep_chuid_option(f: F) -> F:
+    """``--keep-chuid``: do not renew the CHUID GUID after a certificate change."""
+    return click.option("--keep-chuid", is_flag=True,
+                        help="Do not renew the CHUID GUID. By default it is renewed after a "
+                             "certificate change, because Windows caches certificates by "
+                             "it.")(f)
+
+
+def backup_dir_option(f: F) -> F:
+    """``--backup-dir DIR``: where replaced or deleted certificates are saved."""
+    return click.option("--backup-dir", metavar="DIR", type=click.Path(file_okay=False),
+                        help="Save replaced or deleted certificates in DIR (default: the "
+                             "current directory).")(f)
+
+
+def output_option(what: str) -> Callable[[F], F]:
+    """``-o/--output FILE`` (``-`` or absent = standard output)."""
+    return click.option("-o", "--output", metavar="FILE",
+                        help=f"Write the {what} to FILE (default: standard output).")
+
+
+def format_option(f: F) -> F:
+    """``--format pem|der``."""
+    return click.option("--format", "fmt", type=click.Choice(["pem", "der"]), default="pem",
+                        show_default=True, help="Output encoding.")(f)
+
+
+def check_output(path: str | None, overwrite: bool) -> None:
+    """Refuse an existing output file before the card is touched (not after a key was
+    generated or a PIN was spent)."""
+    if path not in (None, "-") and os.path.exists(str(path)) and not overwrite:
+        raise UsageError(f"{path} exists; use --force to overwrite it")
+
+
+def deliver(obj: CliContext, output: str | None, data: bytes, json_data: dict[str, Any],
+            text: str, overwrite: bool = False) -> None:
+    """Hand a result over: *data* (a PEM, DER, raw object) to FILE or standard output, a
+    status line for people, JSON for programs. When *data* goes to standard output the
+    status goes to standard error, so ``pivtool ... > file`` captures only the data."""
+    from .files import write_output
+
+    to_file = output not in (None, "-")
+    if to_file:
+        write_output(output, data, overwrite)
+        json_data = {**json_data, "file": output}
+    if obj.json:
+        obj.emit(json_data)
+    elif to_file:
+        click.echo(text)
+    else:
+        write_output(None, data)
+        click.echo(text, err=True)
+
+
+def pfx_password(obj: CliContext) -> Callable[[], bytes]:
+    """The PKCS#12/key-file password, asked for only if the file turns out to need one."""
+    return lambda: obj.prompter().secret("pfx_password")
+
+
+def notifier() -> Callable[[str], None]:
+    """Messages for the person at the key ("touch it") go to standard error."""
+    return lambda message: click.echo(message, err=True)
+
+
+def _public_bytes(key: Any, fmt: str) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    enc = Encoding.PEM if fmt == "pem" else Encoding.DER
+    return key.public_bytes(enc, PublicFormat.SubjectPublicKeyInfo)  # type: ignore[no-any-return]
+
+
+# --- commands ---------------------------------------------------------------------
+
+
+@click.group()
+def keys() -> None:
+    """Generate, import, inspect, export, attest, move and delete the keys in PIV slots."""
+
+
+@keys.command("generate")
+@click.argument("slot", type=SLOT)
+@click.option("-a", "--algorithm", type=KEY_TYPE, default="eccp256", show_default=True,
+              help="rsa1024, rsa2048, rsa3072, rsa4096, eccp256, eccp384, ed25519, x25519 "
+                   "(checked against the firmware first). rsa2048 is the most widely "
+                   "accepted for Windows logon; eccp256 signs fastest.")
+@click.option("--pin-policy", type=PIN_POLICY, default="default", show_default=True,
+              help="default, never, once, always (when the card asks for the PIN).")
+@click.option("--touch-policy", type=TOUCH_POLICY, default="default", show_default=True,
+              help="default, never, always, cached (when the card asks for a touch).")
+@output_option("public key (PEM)")
+@force_option("Replace a key already in the slot (it is destroyed for good); overwrite FILE.")
+@allow_last_try_option
+@secret_options("pin", "mgmt_key")
+@json_option
+@pass_ctx
+def keys_generate(obj: CliContext, slot: Slot, algorithm: KeyType, pin_policy: PinPolicy,
+                  touch_policy: TouchPolicy, output: str | None, force: bool,
+                  allow_last_try: bool) -> None:
+    """Generate a key pair in SLOT on the card; the private key never leaves it.
+
+    The algorithm and policies are checked against the card's firmware before anything is
+    changed, and a key already in the slot is kept unless --force. Needs the management
+    key (found PIN-protected, default, or asked for). Prints or writes the public key.
+
+    SLOT is 9a|authentication, 9c|signature, 9d|key-management, 9e|card-authentication or
+    a retired slot 82..95."""
+    from ..workflows.keys import generate_key
+
+    check_output(output, force)
+    with obj.session() as s:
+        r = generate_key(s, obj.prompter(), slot, algorithm, pin_policy, touch_policy, force,
+                         allow_last_try)
+    text = (f"Generated an {r.key_type.label} key in slot {slot.label}: PIN policy "
+            f"{r.pin_policy}, touch policy {r.touch_policy}.")
+    if r.stale_certificate:
+        text += (" The slot's certificate belongs to the old key: request a new one "
+                 "(pivtool certs request).")
+    for note in r.notes:
+        text += f"\nNote: {note}"
+    deliver(obj, output, _public_bytes(r.public_key, "pem"), r.to_json(), text, force)
+
+
+@keys.command("import")
+@click.argument("slot", type=SLOT)
+@click.argument("file", metavar="FILE")
+@click.option("--pin-policy", type=PIN_POLICY, default="default", show_default=True,
+              help="default, never, once, always.")
+@click.option("--touch-policy", type=TOUCH_POLICY, default="default", show_default=True,
+              help="default, never, always, cached.")
+@click.option("--no-cert", is_flag=True,
+              help="Import only the key, not the certificate found in FILE.")
+@click.option("--compress", is_flag=True, help="Store the certificate compressed.")
+@force_option("Replace a key (and certificate) already in the slot; the old certificate is "
+              "saved first.")
+@backup_dir_option
+@keep_chuid_option
+@allow_last_try_option
+@secret_options("pin", "mgmt_key", "pfx_password")
+@json_option
+@pass_ctx
+def keys_import(obj: CliContext, slot: Slot, file: str, pin_policy: PinPolicy,
+                touch_policy: TouchPolicy, no_cert: bool, compress: bool, force: bool,
+                backup_dir: str | None, keep_chuid: bool, allow_last_try: bool) -> None:
+    """Import the private key in FILE into SLOT (YubiKey only).
+
+    FILE is PEM (a key, optionally followed by its certificate), DER, or PKCS#12
+    (.pfx/.p12). A password, when the file needs one, comes from $PIVTOOL_PFX_PASSWORD,
+    --password-file or a prompt. A certificate that belongs to the key is imported too
+    (unless --no-cert); the slot's old certificate is saved next to FILE first. Needs the
+    management key.
+
+    Prefer 'keys generate': a key generated on the card cannot be copied and can be
+    attested."""
+    from ..workflows.keys import import_key, load_key_file
+    from .files import read_input
+
+    material = load_key_file(read_input(file), pfx_password(obj))
+    backup = backup_target(slot, file, backup_dir)
+    with obj.session() as s:
+        r = import_key(s, obj.prompter(), slot, material, pin_policy, touch_policy,
+                       not no_cert, compress, force, backup, keep_chuid, allow_last_try,
+                       backup_dir=Path(backup_dir) if backup_dir else None)
+    text = f"Imported an {r.key_type.label} key ({r.file_format}) into slot {slot.label}."
+    if r.certificate is not None:
+        text += " " + install_text(r.certificate.to_json())
+    for note in r.notes:
+        text += f"\nNote: {note}"
+    obj.emit(r.to_json(), text)
+
+
+def backup_target(slot: Slot, file: str | None, backup_dir: str | None) -> Path | None:
+    """The file a replaced certificate is saved to: next to the input *file*
+    (``<FILE>.old-slot-9a-<time>.pem``), unless *backup_dir* is given or the input is
+    standard input (then the workflow picks a name in *backup_dir* or the current
+    directory)."""
+    from ..workflows.certs import old_cert_path
+
+    if backup_dir or file in (None, "-"):
+        return None
+    return old_cert_path(slot, Path(str(file)), None, None)
+
+
+def install_text(data: dict[str, Any]) -> str:
+    """One line about a certificate install (``pivtool.cert-install/1``)."""
+    cert = data["certificate"]
+    if not data["written"]:
+        return f"The certificate ({cert['subject']}) was already in the slot; nothing written."
+    text = f"Certificate {cert['subject']} stored"
+    if data["compressed"]:
+        text += " (compressed)"
+    text += "."
+    if data["backup"]:
+        text += f" The old certificate was saved to {data['backup']}."
+    if data["chuid_guid"]:
+        text += " CHUID GUID renewed."
+    for note in data.get("notes", []):
+        text += f"\nNote: {note}"
+    return text
+
+
+@keys.command("info")
+@click.argument("slot", type=SLOT)
+@json_option
+@pass_ctx
+def keys_info(obj: CliContext, slot: Slot) -> None:
+    """Show the key in SLOT: algorithm, PIN and touch policies, where it came from
+    (generated on the card or imported), and whether the slot's certificate matches it.
+    Needs no PIN.
+
+    Generic PIV cards and YubiKeys before 5.3 cannot report their keys; then only the
+    certificate is shown."""
+    from ..workflows.keys import key_info
+    from .render import cert_lines
+
+    with obj.session() as s:
+        info = key_info(s, slot)
+    data = info.to_json()
+    key = data["key"]
+    lines = [f"Slot {slot.label}"]
+    if key:
+        lines.append(f"  key:  {key['algorithm']}, {key['origin']}, PIN {key['pin_policy']}, "
+                     f"touch {key['touch_policy']}")
+    else:
+        lines.append("  key:  none" if info.metadata_available else
+                     "  key:  unknown (this card does not report its keys)")
+    if data["certificate"]:
+        match = {True: "matches the key", False: "DOES NOT match the key",
+                 None: "not checked against the key"}[data["certificate_matches_key"]]
+        lines.append(f"  certificate ({match}):")
+        lines.extend(cert_lines(data["certificate"]))
+    elif data["certificate_error"]:
+        lines.append(f"  certificate: {data['certificate_error']}")
+    else:
+        lines.append("  certificate: none")
+    obj.emit(data, "\n".join(lines))
+
+
+@keys.command("export")
+@click.argument("slot", type=SLOT)
+@output_option("public key")
+@format_option
+@force_option("Overwrite FILE if it exists.")
+@json_option
+@pass_ctx
+def keys_export(obj: CliContext, slot: Slot, output: str | None, fmt: str,
+                force: bool) -> None:
+    """Export the public key of SLOT (PEM or DER SubjectPublicKeyInfo). Needs no PIN.
+
+    On cards that cannot report their keys the public key is taken from the slot's
+    certificate (JSON: "source": "certificate")."""
+    from ..workflows.keys import export_public_key
+
+    check_output(output, force)
+    with obj.session() as s:
+        key, source = export_public_key(s, slot)
+    pem = _public_bytes(key, "pem").decode("ascii")
+    data = {"schema": "pivtool.public-key/1", "slot": f"{slot.value:02x}", "source": source,
+            "format": fmt, "public_key_pem": pem}
+    where = f" to {output}" if output not in (None, "-") else ""
+    deliver(obj, output, _public_bytes(key, fmt), data,
+            f"Public key of slot {slot.label} written{where} (from {source}).", force)
+
+
+@keys.command("attest")
+@click.argument("slot", type=SLOT)
+@output_option("attestation certificate (PEM)")
+@force_option("Overwrite FILE if it exists.")
+@json_option
+@pass_ctx
+def keys_attest(obj: CliContext, slot: Slot, output: str | None, force: bool) -> None:
+    """Prove that the key in SLOT was generated on this YubiKey: the card issues a
+    certificate for it, signed by its attestation key (slot f9). Needs no PIN.
+
+    pivtool checks the signature against the card's f9 certificate and the attested key
+    against the slot; chain f9 to Yubico's PIV root CA to trust the result."""
+    from ..workflows.keys import attest_key
+
+    check_output(output, force)
+    with obj.session() as s:
+        att = attest_key(s, slot)
+    data = att.to_json()
+    text = (f"Slot {slot.label}: generated on YubiKey serial {att.serial} (firmware "
+            f"{att.firmware}), PIN {att.pin_policy}, touch {att.touch_policy}; signature by "
+            f"f9: {_yes_no(att.signed_by_f9)}.")
+    deliver(obj, output, data["pem"].encode("ascii"), data, text, force)
+
+
+def _yes_no(value: bool | None) -> str:
+    return {True: "valid", False: "INVALID", None: "not checked"}[value]
+
+
+@keys.command("move")
+@click.argument("source", type=SLOT)
+@click.argument("destination", type=SLOT)
+@click.option("--no-cert", is_flag=True,
+              help="Move only the key; leave the certificate where it is.")
+@force_option("Replace a key or certificate in DESTINATION (its certificate is saved first).")
+@backup_dir_option
+@keep_chuid_option
+@allow_last_try_option
+@secret_options("pin", "mgmt_key")
+@json_option
+@pass_ctx
+def keys_move(obj: CliContext, source: Slot, destination: Slot, no_cert: bool, force: bool,
+              backup_dir: str | None, keep_chuid: bool, allow_last_try: bool) -> None:
+    """Move the key in SOURCE to DESTINATION (YubiKey 5.7+), with its certificate.
+
+    The card moves only the key; pivtool moves the certificate too (unless --no-cert).
+    Needs the management key."""
+    from ..workflows.keys import move_key
+
+    with obj.session() as s:
+        r = move_key(s, obj.prompter(), source, destination, not no_cert, force,
+                     Path(backup_dir) if backup_dir else None, keep_chuid, allow_last_try)
+    text = f"Moved the {r.key_type} key from slot {source.label} to {destination.label}"
+    text += " with its certificate." if r.certificate_moved else "."
+    if r.backup:
+        text += f" The destination's old certificate was saved to {r.backup}."
+    obj.emit(r.to_json(), text)
+
+
+@keys.command("delete")
+@click.argument("slot", type=SLOT)
+@click.option("--keep-cert", is_flag=True, help="Delete only the key, keep the certificate.")
+@backup_dir_option
+@keep_chuid_option
+@allow_last_try_option
+@secret_options("pin", "mgmt_key")
+@yes_option
+@json_option
+@pass_ctx
+def keys_delete(obj: CliContext, slot: Slot, keep_cert: bool, backup_dir: str | None,
+                keep_chuid: bool, allow_last_try: bool) -> None:
+    """Delete the key in SLOT for good (YubiKey 5.7+), and its certificate.
+
+    The certificate is saved to a file first. Asks for confirmation (--yes for scripts).
+    Needs the management key."""
+    from ..workflows.keys import delete_key, plan_key_delete
+
+    p = obj.prompter()
+    with obj.session() as s:
+        plan = plan_key_delete(s, slot, not keep_cert)
+        if not p.confirm(plan.describe()):
+            raise click.Abort()
+        r = delete_key(s, p, plan, Path(backup_dir) if backup_dir else None, keep_chuid,
+                       allow_last_try)
+    text = f"Deleted the key in slot {slot.label}"
+    text += " and its certificate." if r.certificate_deleted else "."
+    if r.backup:
+        text += f" The certificate was saved to {r.backup}."
+    obj.emit(r.to_json(), text)
