@@ -21,6 +21,7 @@ from .keys import (
     format_option,
     install_text,
     keep_chuid_option,
+    last_try_hint,
     notifier,
     output_option,
     pfx_password,
@@ -81,13 +82,12 @@ def certs() -> None:
 def certs_request(obj: CliContext, slot: Slot, subject: str | None, upns: tuple[str, ...],
                   emails: tuple[str, ...], ekus: tuple[str, ...], policies: tuple[str, ...],
                   output: str | None, force: bool, allow_last_try: bool) -> None:
-    """Create a certificate signing request (PKCS#10) for the key in SLOT, signed on the
-    card, for your CA.
+    """Create a CSR for SLOT's key, signed on the card.
 
-    The CSR asks for the SAN (UPN and/or e-mail), key usage digitalSignature (plus
-    keyEncipherment for RSA), the EKUs and policies given. The PIN is needed when the key's
-    PIN policy asks for it (checked first; the last try is never spent without
-    --allow-last-try). Example:
+    A PKCS#10 request for your CA. It asks for the SAN (UPN and/or e-mail), key usage
+    digitalSignature (plus keyEncipherment for RSA), the EKUs and policies given. The PIN is
+    needed when the key's PIN policy asks for it (checked first; the last try is never spent
+    without --allow-last-try). Example:
 
     \b
       pivtool certs request 9a --subject "CN=Alice Smith,O=Contoso" \\
@@ -98,7 +98,7 @@ def certs_request(obj: CliContext, slot: Slot, subject: str | None, upns: tuple[
 
     request = _request(subject, upns, emails, ekus, policies)
     check_output(output, force)
-    with obj.session() as s:
+    with obj.session() as s, last_try_hint():
         r = request_csr(s, obj.prompter(), slot, request, allow_last_try, notifier())
     data = r.to_json()
     where = f" written to {output}" if output not in (None, "-") else ""
@@ -124,18 +124,18 @@ def certs_selfsign(obj: CliContext, slot: Slot, subject: str | None, upns: tuple
                    emails: tuple[str, ...], ekus: tuple[str, ...], policies: tuple[str, ...],
                    days: int, output: str | None, compress: bool, force: bool,
                    backup_dir: str | None, keep_chuid: bool, allow_last_try: bool) -> None:
-    """Make a self-signed certificate for the key in SLOT (signed on the card) and store it
-    in the slot.
+    """Self-sign a certificate for SLOT's key and store it in SLOT.
 
-    For labs and for tools that need some certificate in the slot; Entra CBA needs one
-    issued by a CA it trusts (use 'certs request'). Takes the same content options as
-    'certs request'. Needs the PIN (per the key's policy) and the management key."""
+    Signed on the card. For labs and for tools that need some certificate in the slot; Entra
+    CBA needs one issued by a CA it trusts (use 'certs request'). Takes the same content
+    options as 'certs request'. Needs the PIN (per the key's policy) and the management
+    key."""
     from ..workflows.certs import self_sign
 
     request = _request(subject, upns, emails, ekus, policies)
     if output not in (None, "-"):
         check_output(output, force)
-    with obj.session() as s:
+    with obj.session() as s, last_try_hint():
         r = self_sign(s, obj.prompter(), slot, request, days, compress, force,
                       Path(backup_dir) if backup_dir else None, keep_chuid, allow_last_try,
                       notifier())
@@ -177,7 +177,7 @@ def certs_import(obj: CliContext, slot: Slot, file: str, compress: bool, force: 
 
     candidates, _fmt = load_certificate_file(read_input(file), pfx_password(obj))
     backup = backup_target(slot, file, backup_dir)
-    with obj.session() as s:
+    with obj.session() as s, last_try_hint():
         r = import_certificate(s, obj.prompter(), slot, candidates, compress, force, backup,
                                keep_chuid, allow_last_try,
                                backup_dir=Path(backup_dir) if backup_dir else None)
@@ -229,7 +229,7 @@ def certs_delete(obj: CliContext, slot: Slot, backup_dir: str | None, keep_chuid
     from ..workflows.certs import delete_certificate, plan_cert_delete
 
     p = obj.prompter()
-    with obj.session() as s:
+    with obj.session() as s, last_try_hint():
         cert = plan_cert_delete(s, slot)
         subject = cert.subject.rfc4514_string() if cert is not None else "unreadable"
         if not p.confirm(f"Delete the certificate ({subject}) in slot {slot.label}?"):

@@ -3,12 +3,15 @@ diagnostics bundle for a helpdesk."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .context import CliContext, pass_ctx
 from .options import json_option, secret_options
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 _MARK = {"pass": "PASS", "warn": "WARN", "fail": "FAIL"}
 
@@ -19,9 +22,10 @@ _MARK = {"pass": "PASS", "warn": "WARN", "fail": "FAIL"}
 @click.option("--ca-bundle", metavar="FILE",
               help="PEM file of the CA certificates uploaded to Entra: the 9a certificate "
                    "must chain to them.")
-@click.option("--platform", "platforms", multiple=True, default=("all",), show_default=True,
+@click.option("--platform", "platforms", multiple=True, default=("all",),
               type=click.Choice(["ios", "macos", "windows", "all"]),
-              help="Add the checks this platform needs (repeatable).")
+              help="Run the extra checks of this platform (repeatable; default: all "
+                   "three).")
 @secret_options("pin")
 @json_option
 @pass_ctx
@@ -58,7 +62,7 @@ def check(obj: CliContext, upn: str | None, ca_bundle: str | None,
         click.get_current_context().exit(Exit.FAILED)
 
 
-def _load_bundle(path: str) -> Any:
+def _load_bundle(path: str) -> list[x509.Certificate]:
     from ..certs.inspect import load_certificates
     from .files import read_input
 

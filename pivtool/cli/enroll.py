@@ -49,7 +49,13 @@ ALGORITHMS = ["eccp256", "eccp384", "rsa2048", "rsa1024", "rsa3072", "rsa4096", 
               help="Allow algorithms iOS cannot use (RSA 3072/4096, Ed25519) in 9a.")
 @click.option("--force-last-try", is_flag=True,
               help="Allow spending the last PIN try (the retry guard refuses otherwise).")
-@secret_options("pin", "new_pin", "new_puk", "mgmt_key")
+@click.option("--escrow", "escrow_path", metavar="FILE",
+              help="Write the PUK (and a management key that is not stored PIN-protected) "
+                   "for this serial to the encrypted escrow FILE (created 0600). Passphrase: "
+                   "$PIVTOOL_ESCROW_PASSPHRASE, --escrow-passphrase-file or a prompt.")
+@click.option("--escrow-passphrase-file", metavar="FILE",
+              help="Read the escrow passphrase from FILE ('-' = stdin).")
+@secret_options("pin", "puk", "new_pin", "new_puk", "mgmt_key")
 @json_option
 @pass_ctx
 def enroll(obj: CliContext, upn: str, emails: tuple[str, ...], subject: str | None,
@@ -57,7 +63,8 @@ def enroll(obj: CliContext, upn: str, emails: tuple[str, ...], subject: str | No
            policies: tuple[str, ...], ca_dir: str | None, issuer_cmd: str | None,
            issuer_timeout: float, ca_bundle: str | None, csr_out: str | None, days: int,
            random_pin: bool, random_puk: bool, secrets_out: str | None, force: bool,
-           backup_dir: str | None, allow_non_ios: bool, force_last_try: bool) -> None:
+           backup_dir: str | None, allow_non_ios: bool, force_last_try: bool,
+           escrow_path: str | None, escrow_passphrase_file: str | None) -> None:
     """Make the key ready for Microsoft Entra certificate-based authentication.
 
     \b
@@ -70,7 +77,11 @@ def enroll(obj: CliContext, upn: str, emails: tuple[str, ...], subject: str | No
 
     \b
     New PIN/PUK come from PIVTOOL_NEW_PIN / PIVTOOL_NEW_PUK, --new-pin-file/--new-puk-file,
-    a prompt, or --random-pin/--random-puk with --secrets-out FILE."""
+    a prompt, or --random-pin/--random-puk with --secrets-out FILE.
+
+    \b
+    With --escrow FILE the PUK is also written to an encrypted escrow file, for
+    'pivtool recover --escrow FILE' (a PUK enroll keeps is asked for and checked first)."""
     from ..core.errors import UsageError
     from ..piv.constants import KeyType, PinPolicy, TouchPolicy
     from ..workflows.enroll import (
@@ -115,8 +126,13 @@ def enroll(obj: CliContext, upn: str, emails: tuple[str, ...], subject: str | No
             mark = {"done": "ok", "pending": "..", "skipped": "--"}.get(step.status, "!!")
             click.echo(f"[{mark}] {step.name}: {step.detail}", err=True)
 
+    escrow = None
+    if escrow_path:  # --- escrow: passphrase and file checked before the card is touched ---
+        from .escrow import open_escrow
+
+        escrow = open_escrow(obj, escrow_path, escrow_passphrase_file, create=True)
     with obj.session() as session:
-        result = Enroller(session, obj.prompter(), opts, issuer, show).run()
+        result = Enroller(session, obj.prompter(), opts, issuer, show, escrow=escrow).run()
     data = result.to_json()
     if obj.json:
         obj.emit(data)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import click
 
@@ -84,7 +84,7 @@ def entra_ids(obj: CliContext, slot: str | None, cert_file: str | None, graph: b
         raise UsageError("use --slot or --cert, not both")
     cert, source = (_from_file(cert_file) if cert_file is not None
                     else _from_slot(obj, slot or "9a"))
-    mode: Any = sha1_pukey  # validated by click.Choice
+    mode = cast(Literal["public-key", "thumbprint", "both"], sha1_pukey)  # click.Choice
     ids = certificate_user_ids(cert, sha1_pukey=mode)
     chosen, left_out = graph_selection(ids)
     body = graph_patch_body(chosen)

@@ -5,8 +5,9 @@ Also home of the parameter types and output helpers that ``certs`` and ``objects
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -57,6 +58,18 @@ def allow_last_try_option(f: F) -> F:
     return click.option("--allow-last-try", is_flag=True,
                         help="Spend the last PIN try if it comes to that (refused otherwise)."
                         )(f)
+
+
+@contextlib.contextmanager
+def last_try_hint() -> Iterator[None]:
+    """The retry guard's message names ``--force``; in these commands ``--force`` means
+    "replace", and the guard is lifted by ``--allow-last-try``: say so."""
+    from ..core.errors import RetryGuardError
+
+    try:
+        yield
+    except RetryGuardError as e:
+        raise RetryGuardError(str(e).replace("--force", "--allow-last-try")) from e
 
 
 def keep_chuid_option(f: F) -> F:
@@ -157,18 +170,19 @@ def keys() -> None:
 def keys_generate(obj: CliContext, slot: Slot, algorithm: KeyType, pin_policy: PinPolicy,
                   touch_policy: TouchPolicy, output: str | None, force: bool,
                   allow_last_try: bool) -> None:
-    """Generate a key pair in SLOT on the card; the private key never leaves it.
+    """Generate a key pair on the card in SLOT.
 
-    The algorithm and policies are checked against the card's firmware before anything is
-    changed, and a key already in the slot is kept unless --force. Needs the management
-    key (found PIN-protected, default, or asked for). Prints or writes the public key.
+    The private key never leaves the card. The algorithm and policies are checked against
+    the card's firmware before anything is changed, and a key already in the slot is kept
+    unless --force. Needs the management key (found PIN-protected, default, or asked for).
+    Prints or writes the public key.
 
     SLOT is 9a|authentication, 9c|signature, 9d|key-management, 9e|card-authentication or
     a retired slot 82..95."""
     from ..workflows.keys import generate_key
 
     check_output(output, force)
-    with obj.session() as s:
+    with obj.session() as s, last_try_hint():
         r = generate_key(s, obj.prompter(), slot, algorithm, pin_policy, touch_policy, force,
                          allow_last_try)
     text = (f"Generated an {r.key_type.label} key in slot {slot.label}: PIN policy "
@@ -217,7 +231,7 @@ def keys_import(obj: CliContext, slot: Slot, file: str, pin_policy: PinPolicy,
 
     material = load_key_file(read_input(file), pfx_password(obj))
     backup = backup_target(slot, file, backup_dir)
-    with obj.session() as s:
+    with obj.session() as s, last_try_hint():
         r = import_key(s, obj.prompter(), slot, material, pin_policy, touch_policy,
                        not no_cert, compress, force, backup, keep_chuid, allow_last_try,
                        backup_dir=Path(backup_dir) if backup_dir else None)
@@ -264,9 +278,10 @@ def install_text(data: dict[str, Any]) -> str:
 @json_option
 @pass_ctx
 def keys_info(obj: CliContext, slot: Slot) -> None:
-    """Show the key in SLOT: algorithm, PIN and touch policies, where it came from
-    (generated on the card or imported), and whether the slot's certificate matches it.
-    Needs no PIN.
+    """Show SLOT's key, its policies and its certificate.
+
+    Algorithm, PIN and touch policies, where the key came from (generated on the card or
+    imported), and whether the slot's certificate matches it. Needs no PIN.
 
     Generic PIV cards and YubiKeys before 5.3 cannot report their keys; then only the
     certificate is shown."""
@@ -305,7 +320,9 @@ def keys_info(obj: CliContext, slot: Slot) -> None:
 @pass_ctx
 def keys_export(obj: CliContext, slot: Slot, output: str | None, fmt: str,
                 force: bool) -> None:
-    """Export the public key of SLOT (PEM or DER SubjectPublicKeyInfo). Needs no PIN.
+    """Export the public key of SLOT (PEM or DER).
+
+    The SubjectPublicKeyInfo, as OpenSSL reads it. Needs no PIN.
 
     On cards that cannot report their keys the public key is taken from the slot's
     certificate (JSON: "source": "certificate")."""
@@ -329,8 +346,10 @@ def keys_export(obj: CliContext, slot: Slot, output: str | None, fmt: str,
 @json_option
 @pass_ctx
 def keys_attest(obj: CliContext, slot: Slot, output: str | None, force: bool) -> None:
-    """Prove that the key in SLOT was generated on this YubiKey: the card issues a
-    certificate for it, signed by its attestation key (slot f9). Needs no PIN.
+    """Prove that SLOT's key was generated on this YubiKey.
+
+    The card issues a certificate for the key, signed by its attestation key (slot f9).
+    Needs no PIN.
 
     pivtool checks the signature against the card's f9 certificate and the attested key
     against the slot; chain f9 to Yubico's PIV root CA to trust the result."""
@@ -364,13 +383,13 @@ def _yes_no(value: bool | None) -> str:
 @pass_ctx
 def keys_move(obj: CliContext, source: Slot, destination: Slot, no_cert: bool, force: bool,
               backup_dir: str | None, keep_chuid: bool, allow_last_try: bool) -> None:
-    """Move the key in SOURCE to DESTINATION (YubiKey 5.7+), with its certificate.
+    """Move a key and its certificate to another slot.
 
-    The card moves only the key; pivtool moves the certificate too (unless --no-cert).
-    Needs the management key."""
+    Needs YubiKey firmware 5.7+. The card moves only the key; pivtool moves the certificate
+    too (unless --no-cert). Needs the management key."""
     from ..workflows.keys import move_key
 
-    with obj.session() as s:
+    with obj.session() as s, last_try_hint():
         r = move_key(s, obj.prompter(), source, destination, not no_cert, force,
                      Path(backup_dir) if backup_dir else None, keep_chuid, allow_last_try)
     text = f"Moved the {r.key_type} key from slot {source.label} to {destination.label}"
@@ -392,14 +411,14 @@ def keys_move(obj: CliContext, source: Slot, destination: Slot, no_cert: bool, f
 @pass_ctx
 def keys_delete(obj: CliContext, slot: Slot, keep_cert: bool, backup_dir: str | None,
                 keep_chuid: bool, allow_last_try: bool) -> None:
-    """Delete the key in SLOT for good (YubiKey 5.7+), and its certificate.
+    """Delete the key and certificate in SLOT.
 
-    The certificate is saved to a file first. Asks for confirmation (--yes for scripts).
-    Needs the management key."""
+    The key is gone for good (YubiKey firmware 5.7+). The certificate is saved to a file
+    first. Asks for confirmation (--yes for scripts). Needs the management key."""
     from ..workflows.keys import delete_key, plan_key_delete
 
     p = obj.prompter()
-    with obj.session() as s:
+    with obj.session() as s, last_try_hint():
         plan = plan_key_delete(s, slot, not keep_cert)
         if not p.confirm(plan.describe()):
             raise click.Abort()

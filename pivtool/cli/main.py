@@ -25,6 +25,8 @@ COMMANDS: dict[str, str] = {
     "reset": "access:reset",
     "list": "info:list_cmd",
     "sim": "sim:sim",
+    "recover": "recover:recover",
+    "escrow": "escrow:escrow",
     "ca": "ca:ca",
     "entra": "entra:entra",
     "check": "check:check",

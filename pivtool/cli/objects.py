@@ -5,7 +5,13 @@ from __future__ import annotations
 import click
 
 from .context import CliContext, pass_ctx
-from .keys import allow_last_try_option, check_output, deliver, output_option
+from .keys import (
+    allow_last_try_option,
+    check_output,
+    deliver,
+    last_try_hint,
+    output_option,
+)
 from .options import force_option, json_option, secret_options
 
 
@@ -22,14 +28,14 @@ def objects() -> None:
 @json_option
 @pass_ctx
 def objects_chuid(obj: CliContext, generate: bool, allow_last_try: bool) -> None:
-    """Show the Card Holder Unique Identifier (GUID, FASC-N, expiry), or write a new one.
+    """Show the CHUID, or write a new one.
 
-    Windows caches smart-card certificates by the CHUID GUID; pivtool renews it after
-    every certificate change, so --generate is only needed after other tools changed
-    certificates."""
+    The Card Holder Unique Identifier: GUID, FASC-N, expiry. Windows caches smart-card
+    certificates by the CHUID GUID; pivtool renews it after every certificate change, so
+    --generate is only needed after other tools changed certificates."""
     from ..workflows.objects import ChuidInfo, generate_chuid, read_chuid
 
-    with obj.session() as s:
+    with obj.session() as s, last_try_hint():
         if generate:
             chuid = generate_chuid(s, obj.prompter(), allow_last_try)
             info = ChuidInfo(chuid, chuid.encode())
@@ -57,10 +63,12 @@ def objects_chuid(obj: CliContext, generate: bool, allow_last_try: bool) -> None
 @json_option
 @pass_ctx
 def objects_ccc(obj: CliContext, generate: bool, allow_last_try: bool) -> None:
-    """Show the Card Capability Container (its card identifier), or write a new one."""
+    """Show the CCC, or write a new one.
+
+    The Card Capability Container; shows its card identifier."""
     from ..workflows.objects import generate_ccc, read_ccc
 
-    with obj.session() as s:
+    with obj.session() as s, last_try_hint():
         info = generate_ccc(s, obj.prompter(), allow_last_try) if generate else read_ccc(s)
     data = info.to_json()
     if not data["present"]:
@@ -106,10 +114,11 @@ def objects_read(obj: CliContext, object_id: str, output: str | None, force: boo
 @pass_ctx
 def objects_write(obj: CliContext, object_id: str, file: str, force: bool,
                   allow_last_try: bool) -> None:
-    """Write FILE's bytes as the contents of data object ID (without the 53 wrapper).
+    """Write FILE's bytes into data object ID.
 
-    The size is checked against the card's limit before anything is sent. Needs the
-    management key. To write certificates use 'certs import', which checks them."""
+    FILE holds the contents without the 53 wrapper. The size is checked against the card's
+    limit before anything is sent. Needs the management key. To write certificates use
+    'certs import', which checks them."""
     from ..workflows.objects import (
         check_object_size,
         object_label,
@@ -121,6 +130,6 @@ def objects_write(obj: CliContext, object_id: str, file: str, force: bool,
     oid = parse_object_id(object_id)
     data = read_input(file)
     check_object_size(oid, data)
-    with obj.session() as s:
+    with obj.session() as s, last_try_hint():
         r = write_object(s, obj.prompter(), oid, data, force, allow_last_try)
     obj.emit(r.to_json(), f"Object {object_label(oid)}: {r.length} bytes written.")

@@ -277,7 +277,8 @@ def _key_9a(slot: SlotState | None, metadata: bool) -> list[CheckItem]:
         items.append(CheckItem("key.9a.pin-policy", "warn",
                                "the 9a key signs without the PIN: the key alone is one "
                                "factor, not phishing-resistant MFA",
-                               "generate the 9a key with PIN policy 'once' or 'always'"))
+                               "enroll again with a PIN policy: pivtool enroll --upn "
+                               "USER@DOMAIN --pin-policy once --force"))
     return items
 
 

@@ -16,7 +16,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core.errors import (
     NotFoundError,
@@ -39,6 +39,9 @@ from ..piv.session import PivSession, pin_bytes
 from ..piv.version import check_key_support, supported_mgmt_key_types
 from .auth import OverridePrompter, Prompter, authenticate, change_mgmt_key, verify_pin
 from .state import CardState, read_card_state
+
+if TYPE_CHECKING:  # --- escrow (enroll --escrow) ---
+    from .escrow import EscrowFile
 
 #: Algorithms iOS (CryptoTokenKit via Yubico Authenticator) can use for signing.
 IOS_ALGORITHMS = frozenset({KeyType.RSA1024, KeyType.RSA2048, KeyType.ECCP256,
@@ -228,7 +231,8 @@ class Enroller:
     """Runs the enrollment steps on one card. ``on_step`` sees each step as it ends."""
 
     def __init__(self, session: PivSession, prompter: Prompter, opts: EnrollOptions,
-                 issuer: Issuer | None, on_step: Callable[[Step], None] | None = None) -> None:
+                 issuer: Issuer | None, on_step: Callable[[Step], None] | None = None,
+                 escrow: EscrowFile | None = None) -> None:
         self.s = session
         self.p = prompter
         self.o = opts
@@ -236,6 +240,10 @@ class Enroller:
         self.on_step = on_step or (lambda step: None)
         self.result = EnrollResult(serial=None, upn=opts.upn)
         self.slots = [Slot.AUTHENTICATION] + ([Slot.KEY_MANAGEMENT] if opts.macos else [])
+        # --- escrow: what enroll learns on the way, written by the "escrow" step ---
+        self.escrow = escrow
+        self._escrow_puk: bytes | None = None
+        self._escrow_mgmt: tuple[bytes, str] | None = None
 
     def _step(self, name: str, fn: Callable[[], str | tuple[str, str]]) -> None:
         try:
@@ -267,6 +275,8 @@ class Enroller:
         self._step("check slots", lambda: self._guard(state[0]))
         self._step("PIN and PUK", lambda: self._pin_puk(state[0]))
         self._step("management key", lambda: self._mgmt(state[0]))
+        if self.escrow is not None:
+            self._step("escrow", lambda: self._escrow(state[0]))
         keys: dict[Slot, Any] = {}
         self._step("generate key", lambda: self._generate(keys))
         csrs: dict[Slot, bytes] = {}
@@ -361,6 +371,7 @@ class Enroller:
         verify_pin(self.s, self.pin, self.o.retry_force)
         if new_puk is not None:
             self.s.change_puk(DEFAULT_PUK, new_puk)
+            self._escrow_puk = new_puk  # escrow
             notes.insert(1, "PUK set")
         elif puk_default is None:
             notes.insert(1, "PUK unchanged (the card cannot tell whether it is the default)")
@@ -373,6 +384,8 @@ class Enroller:
         auth = authenticate(self.s, OverridePrompter(self.p, {"pin": pin}),
                             self.o.retry_force)
         if auth.source != "default":
+            if auth.source == "given":  # escrow: a key not stored on the card
+                self._escrow_mgmt = (auth.key, self.s.mgmt_key_type.label)
             return f"kept ({auth.source})"
         kt = MgmtKeyType.AES192 if MgmtKeyType.AES192 in supported_mgmt_key_types(
             self.s.version) else MgmtKeyType.TDES
@@ -382,6 +395,28 @@ class Enroller:
         change_mgmt_key(self.s, auth, secrets.token_bytes(kt.key_len), kt, protect=True,
                         touch=False, pin=lambda: pin, force=self.o.retry_force)
         return f"random {kt.label} key stored PIN-protected (ykman-compatible)"
+
+    # --- escrow (enroll --escrow FILE) -------------------------------------------------
+
+    def _escrow(self, st: CardState) -> str:
+        """Write the PUK, and a management key the card does not keep PIN-protected, to the
+        escrow file. A PUK enroll did not set is checked first (CHANGE REFERENCE to itself,
+        under the retry guard), so the escrow never holds a wrong PUK."""
+        from .auth import check_puk
+
+        assert self.escrow is not None
+        if st.serial is None:
+            raise UsageError("the card reports no serial number to file the escrow under")
+        puk = self._escrow_puk
+        if puk is None:
+            puk = self.p.secret("puk")
+            pin_bytes(puk, "PUK")
+            check_puk(self.s, self.o.retry_force)
+            self.s.change_puk(puk, puk)
+        key, alg = self._escrow_mgmt or (None, None)
+        self.escrow.put(st.serial, self.o.upn, puk=puk, mgmt_key=key, mgmt_key_algorithm=alg)
+        what = "PUK and management key" if key is not None else "PUK"
+        return f"{what} for serial {st.serial} written to {self.escrow.path} (encrypted)"
 
     def _generate(self, keys: dict[Slot, Any]) -> str:
         out = []

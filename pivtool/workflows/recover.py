@@ -164,7 +164,7 @@ class Recoverer:
         serial = f" serial {st.serial}" if st.serial is not None else ""
         mgmt = "management key stored PIN-protected" if st.mgmt_key_protected else (
             "management key is the factory default" if st.mgmt_key_default
-            else "management key not stored on the card")
+            else "management key not stored PIN-protected")
         self._report("read card", "done",
                      f"{kind}{serial}; PIN {_tries_text(st.pin)}"
                      f"{' (factory default)' if st.pin.is_default else ''}; "
@@ -217,7 +217,7 @@ class Recoverer:
 
     def _unblock(self, st: CardState) -> None:
         self._report("unblock PIN", "plan",
-                     f"The PIN is blocked; the PUK has {_tries_text(st.puk)}. Unblocking with "
+                     f"The PIN is blocked; PUK: {_tries_text(st.puk)}. Unblocking with "
                      "the PUK sets a new PIN and keeps every key and certificate "
                      f"({_slot_list(st)})"
                      + ("; the PIN-protected management key stays usable with the new PIN"

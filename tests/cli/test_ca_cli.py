@@ -12,9 +12,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from tests.cli.clihelp import run
 
 from pivtool.certs import CertRequest, build_csr
+from tests.cli.clihelp import run
 
 PASS = "correct horse battery staple"
 ENV = {"PIVTOOL_CA_PASSPHRASE": PASS}

@@ -12,7 +12,6 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from tests.cli.clihelp import make_card, run, session
 
 from pivtool.certs import CertRequest, LabCA, build_csr
 from pivtool.core.errors import InvalidPinError
@@ -21,6 +20,7 @@ from pivtool.piv.objects import Chuid
 from pivtool.piv.session import PivSession
 from pivtool.sim.consts import FormFactor
 from pivtool.workflows.device import DeviceReport
+from tests.cli.clihelp import make_card, run, session
 
 UPN = "alice@contoso.com"
 NEW_PIN = "24681357"

@@ -9,10 +9,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from tests.cli.clihelp import make_card, run, run_json, session
 
 from pivtool.certs import CertRequest, LabCA, build_csr
 from pivtool.piv.constants import DEFAULT_MGMT_KEY, KeyType, Slot
+from tests.cli.clihelp import make_card, run, run_json, session
 
 UPN = "alice@contoso.com"
 

@@ -1,0 +1,157 @@
+"""``pivtool recover``: get a PIN-locked key working again, least destructive path first."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from .context import CliContext, pass_ctx
+from .escrow import passphrase_file_option
+from .options import json_option, secret_options, yes_option
+
+if TYPE_CHECKING:
+    from ..workflows.recover import RecoverResult
+
+
+@click.command()
+@click.option("--escrow", "escrow_path", metavar="FILE",
+              help="Take the PUK from the encrypted escrow FILE (looked up by the card's "
+                   "serial; written by 'enroll --escrow'). A re-enrollment after a reset "
+                   "writes the new PUK there too.")
+@passphrase_file_option
+@click.option("--puk-unknown", is_flag=True,
+              help="Nobody knows the PUK: when the PIN is blocked, go straight to the reset "
+                   "path instead of asking for the PUK.")
+@click.option("--force-last-try", is_flag=True,
+              help="Spend the last PUK (or PIN) try without asking. Without it, the last try "
+                   "is spent only after an interactive confirmation; --yes is not enough.")
+@click.option("--backup-dir", metavar="DIR",
+              help="Where a reset saves the certificates first (default: "
+                   "./pivtool-backup-<serial>-<time>).")
+@click.option("--reenroll", is_flag=True,
+              help="After a reset, enroll again with the UPN of the old 9a certificate "
+                   "(needs --ca, --issuer-cmd or --csr-out; new PIN and PUK as for enroll).")
+@click.option("--upn", help="UPN for --reenroll when the old certificate has none.")
+@click.option("--ca", "ca_dir", metavar="DIR", help="--reenroll: issue with the lab CA in DIR.")
+@click.option("--issuer-cmd", metavar="CMD",
+              help="--reenroll: issue with CMD (CSR PEM on stdin, certificate PEM on stdout).")
+@click.option("--issuer-timeout", type=float, default=120.0, show_default=True,
+              help="Seconds to wait for --issuer-cmd.")
+@click.option("--ca-bundle", metavar="FILE",
+              help="CA certificate(s) to check the re-issued certificate's chain against.")
+@click.option("--csr-out", metavar="FILE",
+              help="--reenroll in two steps: write the CSR to FILE and stop.")
+@click.option("--days", type=int, default=365, show_default=True,
+              help="Validity with --ca.")
+@secret_options("pin", "puk", "new_pin", "new_puk", "mgmt_key")
+@yes_option
+@json_option
+@pass_ctx
+def recover(obj: CliContext, escrow_path: str | None, escrow_passphrase_file: str | None,
+            puk_unknown: bool, force_last_try: bool, backup_dir: str | None, reenroll: bool,
+            upn: str | None, ca_dir: str | None, issuer_cmd: str | None,
+            issuer_timeout: float, ca_bundle: str | None, csr_out: str | None,
+            days: int) -> None:
+    """Recover a PIN-locked key by the least destructive path. Each step is explained
+    before it is taken.
+
+    \b
+    PIN not blocked   Nothing is locked: shows the tries left. Changes the PIN when a
+                      new PIN is given (PIVTOOL_PIN + PIVTOOL_NEW_PIN, files, or the
+                      prompt on a terminal).
+    PIN blocked       Unblocks with the PUK (PIVTOOL_PUK, --puk-file, prompt, or
+                      --escrow FILE) and sets the new PIN. Keys, certificates and a
+                      PIN-protected management key are kept.
+    PIN + PUK blocked Only a PIV reset remains (also with --puk-unknown). Lists what it
+                      destroys, saves every certificate to --backup-dir, and after
+                      confirmation (--yes) blocks what is not blocked yet and resets.
+                      With --reenroll and --ca/--issuer-cmd/--csr-out it enrolls the
+                      same UPN again; otherwise it prints the enroll command.
+    Generic PIV card  No reset command: explains what the card's issuer must do
+                      (exit 1, nothing changed).
+
+    \b
+    The last PUK try is never spent without asking: on a terminal recover asks; in
+    scripts it needs --force-last-try (exit 4 otherwise, the counter is untouched)."""
+    from ..core.errors import UsageError
+    from ..workflows.enroll import CommandIssuer, Issuer, LabCAIssuer, Step
+    from ..workflows.recover import Recoverer, RecoverOptions
+    from .exitcodes import Exit
+
+    if escrow_path and puk_unknown:
+        raise UsageError("--escrow and --puk-unknown contradict each other")
+    modes = [m for m in (ca_dir, issuer_cmd, csr_out) if m]
+    if modes and not reenroll:
+        raise UsageError("--ca, --issuer-cmd and --csr-out are for --reenroll")
+    if reenroll and len(modes) != 1:
+        raise UsageError("--reenroll needs exactly one issuer: --ca DIR, --issuer-cmd CMD or "
+                         "--csr-out FILE")
+    issuer: Issuer | None = None
+    if ca_dir:
+        import os
+
+        passphrase = os.environ.get("PIVTOOL_CA_PASSPHRASE")
+        issuer = LabCAIssuer(ca_dir, passphrase.encode() if passphrase else None, days)
+    elif issuer_cmd:
+        bundle = []
+        if ca_bundle:
+            from ..certs.inspect import load_certificates
+            from .files import read_input
+
+            bundle = load_certificates(read_input(ca_bundle))
+        issuer = CommandIssuer(issuer_cmd, issuer_timeout, bundle)
+    escrow = None
+    if escrow_path:
+        from .escrow import open_escrow
+
+        # recover reads the PUK from the escrow, so the file must exist already.
+        escrow = open_escrow(obj, escrow_path, escrow_passphrase_file, create=False)
+    p = obj.prompter()
+    opts = RecoverOptions(
+        puk_unknown=puk_unknown, force_last_try=force_last_try, interactive=obj.interactive,
+        pin_change="yes" if p.has("new_pin") else ("ask" if obj.interactive else "no"),
+        backup_dir=backup_dir, reenroll=reenroll, upn=upn, csr_out=csr_out)
+
+    def show(step: Step) -> None:
+        if not obj.json:
+            mark = {"done": "ok", "plan": "->", "pending": "..", "skipped": "--"}.get(
+                step.status, "!!")
+            click.echo(f"[{mark}] {step.name}: {step.detail}", err=True)
+
+    with obj.session() as session:
+        result = Recoverer(session, p, opts, issuer, escrow, show).run()
+    obj.emit(result.to_json(), _summary(result) if not obj.json else None)
+    if result.status in ("declined", "issuer-needed"):
+        click.get_current_context().exit(Exit.FAILED)
+
+
+def _summary(result: RecoverResult) -> str:
+    after = result.after
+    pin = after.pin.tries_left if after is not None else None
+    if result.status == "declined":
+        return "Reset declined; nothing was changed."
+    if result.path == "issuer-needed":
+        return "Only the card's issuer can unblock or re-issue this card; nothing was changed."
+    if result.path == "pin-ok":
+        return f"The PIN is not blocked ({pin} tries left); nothing to recover."
+    if result.path == "pin-changed":
+        return "PIN changed."
+    if result.path == "unblocked":
+        source = " from the escrow" if result.puk_source == "escrow" else ""
+        return f"PIN unblocked with the PUK{source} and set; keys and certificates kept " \
+               f"({pin} PIN tries left)."
+    lines = ["PIV application reset."]
+    if result.backup_dir:
+        lines.append(f"Old certificates saved in {result.backup_dir} (revoke them at the CA).")
+    if result.reenroll is not None:
+        if result.status == "pending-certificate":
+            lines.append(f"CSR for {result.upn} written to {result.reenroll.csr_file}.")
+        else:
+            lines.append(f"{result.upn} enrolled again; bind the new certificate in Entra "
+                         "(certificateUserIds):")
+            for cid in result.reenroll.certificate_user_ids:
+                lines.append(f"  [{cid['affinity']:>4}] {cid['value']}")
+    elif result.reenroll_command:
+        lines.append(f"To enroll again: {result.reenroll_command}")
+    return "\n".join(lines)
