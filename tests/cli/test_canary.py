@@ -10,9 +10,9 @@ import logging
 from pathlib import Path
 
 import pytest
-from tests.cli.clihelp import make_card, run
 
 from pivtool.certs.ca import LabCA
+from tests.cli.clihelp import make_card, run
 
 CANARY_PIN = "Qz7!pX3k"
 CANARY_PUK = "Wv9#mR2j"
