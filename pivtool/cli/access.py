@@ -7,9 +7,7 @@ import os
 import click
 
 from .context import CliContext, pass_ctx
-from .options import force_option, json_option, secret_options, yes_option
-
-FORCE_HELP = "Spend the last PIN/PUK try if it comes to that (the retry guard refuses)."
+from .options import allow_last_try_option, json_option, secret_options, yes_option
 
 
 @click.group()
@@ -19,17 +17,17 @@ def pin() -> None:
 
 @pin.command("verify")
 @secret_options("pin")
-@force_option(FORCE_HELP)
+@allow_last_try_option
 @json_option
 @pass_ctx
-def pin_verify(obj: CliContext, force: bool) -> None:
+def pin_verify(obj: CliContext, allow_last_try: bool) -> None:
     """Check the PIN (checks the tries left first; never spends the last one without
-    --force)."""
+    --allow_last_try)."""
     from ..workflows.auth import pin_tries, verify_pin
 
     p = obj.prompter()
     with obj.session() as s:
-        verify_pin(s, p.secret("pin"), force)
+        verify_pin(s, p.secret("pin"), allow_last_try)
         s.unverify_pin()
         left = pin_tries(s).left
     obj.emit({"verified": True, "tries_left": left},
@@ -38,9 +36,9 @@ def pin_verify(obj: CliContext, force: bool) -> None:
 
 @pin.command("change")
 @secret_options("pin", "new_pin")
-@force_option(FORCE_HELP)
+@allow_last_try_option
 @pass_ctx
-def pin_change(obj: CliContext, force: bool) -> None:
+def pin_change(obj: CliContext, allow_last_try: bool) -> None:
     """Change the PIN (6-8 characters; macOS wants digits only)."""
     from ..piv.session import pin_bytes
     from ..workflows.auth import guard, pin_tries
@@ -49,16 +47,16 @@ def pin_change(obj: CliContext, force: bool) -> None:
     old, new = p.secret("pin"), p.secret("new_pin")
     pin_bytes(new, "new PIN")
     with obj.session() as s:
-        guard("PIN", pin_tries(s), force)
+        guard("PIN", pin_tries(s), allow_last_try)
         s.change_pin(old, new)
     obj.emit({"changed": "pin"}, "PIN changed.")
 
 
 @pin.command("unblock")
 @secret_options("puk", "new_pin")
-@force_option(FORCE_HELP)
+@allow_last_try_option
 @pass_ctx
-def pin_unblock(obj: CliContext, force: bool) -> None:
+def pin_unblock(obj: CliContext, allow_last_try: bool) -> None:
     """Set a new PIN with the PUK (after the PIN was blocked by wrong tries)."""
     from ..piv.session import pin_bytes
     from ..workflows.auth import check_puk
@@ -68,7 +66,7 @@ def pin_unblock(obj: CliContext, force: bool) -> None:
     pin_bytes(puk, "PUK")
     pin_bytes(new, "new PIN")
     with obj.session() as s:
-        check_puk(s, force)
+        check_puk(s, allow_last_try)
         s.unblock_pin(puk, new)
     obj.emit({"unblocked": True}, "PIN unblocked and set.")
 
@@ -78,9 +76,9 @@ def pin_unblock(obj: CliContext, force: bool) -> None:
 @click.argument("puk_tries", type=click.IntRange(1, 255))
 @secret_options("pin", "mgmt_key")
 @yes_option
-@force_option(FORCE_HELP)
+@allow_last_try_option
 @pass_ctx
-def pin_set_retries(obj: CliContext, pin_tries: int, puk_tries: int, force: bool) -> None:
+def pin_set_retries(obj: CliContext, pin_tries: int, puk_tries: int, allow_last_try: bool) -> None:
     """Set how many wrong PINs/PUKs the card allows. This resets PIN and PUK to the
     factory defaults (123456 / 12345678): change them afterwards."""
     from ..workflows.auth import authenticate
@@ -90,7 +88,7 @@ def pin_set_retries(obj: CliContext, pin_tries: int, puk_tries: int, force: bool
         if not p.confirm(f"Set PIN tries to {pin_tries} and PUK tries to {puk_tries}? "
                          "PIN and PUK go back to their factory defaults"):
             raise click.Abort()
-        authenticate(s, p, force, need_pin=True)
+        authenticate(s, p, allow_last_try, need_pin=True)
         s.set_pin_retries(pin_tries, puk_tries)
     obj.emit({"pin_tries": pin_tries, "puk_tries": puk_tries, "pin_puk_reset": True},
              f"Retries set: PIN {pin_tries}, PUK {puk_tries}. PIN and PUK are now the "
@@ -104,9 +102,9 @@ def puk() -> None:
 
 @puk.command("change")
 @secret_options("puk", "new_puk")
-@force_option(FORCE_HELP)
+@allow_last_try_option
 @pass_ctx
-def puk_change(obj: CliContext, force: bool) -> None:
+def puk_change(obj: CliContext, allow_last_try: bool) -> None:
     """Change the PUK (6-8 characters)."""
     from ..piv.session import pin_bytes
     from ..workflows.auth import check_puk
@@ -116,7 +114,7 @@ def puk_change(obj: CliContext, force: bool) -> None:
     pin_bytes(old, "PUK")
     pin_bytes(new, "new PUK")
     with obj.session() as s:
-        check_puk(s, force)
+        check_puk(s, allow_last_try)
         s.change_puk(old, new)
     obj.emit({"changed": "puk"}, "PUK changed.")
 
@@ -139,10 +137,10 @@ def mgmt_key() -> None:
               help="With --generate and without --protect: write the new key (hex) to FILE "
                    "(created 0600) before the card is changed.")
 @secret_options("pin", "mgmt_key", "new_mgmt_key")
-@force_option(FORCE_HELP)
+@allow_last_try_option
 @pass_ctx
 def mgmt_key_change(obj: CliContext, algorithm: str | None, generate: bool, protect: bool,
-                    touch: bool, key_out: str | None, force: bool) -> None:
+                    touch: bool, key_out: str | None, allow_last_try: bool) -> None:
     """Change the management key."""
     from ..core.errors import UsageError
     from ..piv.constants import MgmtKeyType
@@ -171,11 +169,11 @@ def mgmt_key_change(obj: CliContext, algorithm: str | None, generate: bool, prot
             new = _secrets.token_bytes(kt.key_len)
         else:
             new = parse_hex_key(p.secret("new_mgmt_key"), "new management key")
-        auth = authenticate(s, p, force, need_pin=protect)
+        auth = authenticate(s, p, allow_last_try, need_pin=protect)
         if key_out:
             write_secret_file(key_out, new.hex() + "\n")
         result = change_mgmt_key(s, auth, new, kt, protect, touch,
-                                 pin=lambda: p.secret("pin"), force=force)
+                                 pin=lambda: p.secret("pin"), force=allow_last_try)
     where = "stored on the card under the PIN" if protect else (
         f"written to {key_out}" if key_out else "as given")
     obj.emit({"algorithm": result.algorithm, "protected": result.protected,

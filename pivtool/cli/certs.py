@@ -13,7 +13,6 @@ from ..piv.constants import Slot
 from .context import CliContext, pass_ctx
 from .keys import (
     SLOT,
-    allow_last_try_option,
     backup_dir_option,
     backup_target,
     check_output,
@@ -21,12 +20,17 @@ from .keys import (
     format_option,
     install_text,
     keep_chuid_option,
-    last_try_hint,
     notifier,
     output_option,
     pfx_password,
 )
-from .options import force_option, json_option, secret_options, yes_option
+from .options import (
+    allow_last_try_option,
+    force_option,
+    json_option,
+    secret_options,
+    yes_option,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -98,7 +102,7 @@ def certs_request(obj: CliContext, slot: Slot, subject: str | None, upns: tuple[
 
     request = _request(subject, upns, emails, ekus, policies)
     check_output(output, force)
-    with obj.session() as s, last_try_hint():
+    with obj.session() as s:
         r = request_csr(s, obj.prompter(), slot, request, allow_last_try, notifier())
     data = r.to_json()
     where = f" written to {output}" if output not in (None, "-") else ""
@@ -135,7 +139,7 @@ def certs_selfsign(obj: CliContext, slot: Slot, subject: str | None, upns: tuple
     request = _request(subject, upns, emails, ekus, policies)
     if output not in (None, "-"):
         check_output(output, force)
-    with obj.session() as s, last_try_hint():
+    with obj.session() as s:
         r = self_sign(s, obj.prompter(), slot, request, days, compress, force,
                       Path(backup_dir) if backup_dir else None, keep_chuid, allow_last_try,
                       notifier())
@@ -177,7 +181,7 @@ def certs_import(obj: CliContext, slot: Slot, file: str, compress: bool, force: 
 
     candidates, _fmt = load_certificate_file(read_input(file), pfx_password(obj))
     backup = backup_target(slot, file, backup_dir)
-    with obj.session() as s, last_try_hint():
+    with obj.session() as s:
         r = import_certificate(s, obj.prompter(), slot, candidates, compress, force, backup,
                                keep_chuid, allow_last_try,
                                backup_dir=Path(backup_dir) if backup_dir else None)
@@ -229,7 +233,7 @@ def certs_delete(obj: CliContext, slot: Slot, backup_dir: str | None, keep_chuid
     from ..workflows.certs import delete_certificate, plan_cert_delete
 
     p = obj.prompter()
-    with obj.session() as s, last_try_hint():
+    with obj.session() as s:
         cert = plan_cert_delete(s, slot)
         subject = cert.subject.rfc4514_string() if cert is not None else "unreadable"
         if not p.confirm(f"Delete the certificate ({subject}) in slot {slot.label}?"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .context import CliContext, pass_ctx
-from .options import json_option, secret_options
+from .options import allow_last_try_option, json_option, secret_options
 
 ALGORITHMS = ["eccp256", "eccp384", "rsa2048", "rsa1024", "rsa3072", "rsa4096", "ed25519"]
 
@@ -47,8 +47,7 @@ ALGORITHMS = ["eccp256", "eccp384", "rsa2048", "rsa1024", "rsa3072", "rsa4096", 
 @click.option("--backup-dir", metavar="DIR", help="Where --force saves old certificates.")
 @click.option("--allow-non-ios", is_flag=True,
               help="Allow algorithms iOS cannot use (RSA 3072/4096, Ed25519) in 9a.")
-@click.option("--force-last-try", is_flag=True,
-              help="Allow spending the last PIN try (the retry guard refuses otherwise).")
+@allow_last_try_option
 @click.option("--escrow", "escrow_path", metavar="FILE",
               help="Write the PUK (and a management key that is not stored PIN-protected) "
                    "for this serial to the encrypted escrow FILE (created 0600). Passphrase: "
@@ -63,7 +62,7 @@ def enroll(obj: CliContext, upn: str, emails: tuple[str, ...], subject: str | No
            policies: tuple[str, ...], ca_dir: str | None, issuer_cmd: str | None,
            issuer_timeout: float, ca_bundle: str | None, csr_out: str | None, days: int,
            random_pin: bool, random_puk: bool, secrets_out: str | None, force: bool,
-           backup_dir: str | None, allow_non_ios: bool, force_last_try: bool,
+           backup_dir: str | None, allow_non_ios: bool, allow_last_try: bool,
            escrow_path: str | None, escrow_passphrase_file: str | None) -> None:
     """Make the key ready for Microsoft Entra certificate-based authentication.
 
@@ -104,7 +103,7 @@ def enroll(obj: CliContext, upn: str, emails: tuple[str, ...], subject: str | No
         touch_policy=TouchPolicy.parse(touch_policy),  # type: ignore[arg-type]
         macos=macos, policies=list(policies), force=force, random_pin=random_pin,
         random_puk=random_puk, secrets_out=secrets_out, backup_dir=backup_dir,
-        allow_non_ios=allow_non_ios, csr_out=csr_out, retry_force=force_last_try)
+        allow_non_ios=allow_non_ios, csr_out=csr_out, retry_force=allow_last_try)
     validate_options(opts)  # before the card is touched
     issuer: Issuer | None = None
     bundle = []

@@ -5,9 +5,8 @@ Also home of the parameter types and output helpers that ``certs`` and ``objects
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,7 +15,13 @@ import click
 from ..core.errors import UsageError
 from ..piv.constants import KeyType, PinPolicy, Slot, TouchPolicy
 from .context import CliContext, pass_ctx
-from .options import force_option, json_option, secret_options, yes_option
+from .options import (
+    allow_last_try_option,
+    force_option,
+    json_option,
+    secret_options,
+    yes_option,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -52,24 +57,8 @@ SLOT_HELP = ("SLOT is 9a|authentication, 9c|signature, 9d|key-management, "
              "9e|card-authentication or a retired slot 82..95.")
 
 
-def allow_last_try_option(f: F) -> F:
-    """``--allow-last-try``: let the retry guard spend the last PIN try. Kept apart from
-    ``--force`` (which here means "replace"), so replacing a key never also risks the PIN."""
-    return click.option("--allow-last-try", is_flag=True,
-                        help="Spend the last PIN try if it comes to that (refused otherwise)."
-                        )(f)
 
 
-@contextlib.contextmanager
-def last_try_hint() -> Iterator[None]:
-    """The retry guard's message names ``--force``; in these commands ``--force`` means
-    "replace", and the guard is lifted by ``--allow-last-try``: say so."""
-    from ..core.errors import RetryGuardError
-
-    try:
-        yield
-    except RetryGuardError as e:
-        raise RetryGuardError(str(e).replace("--force", "--allow-last-try")) from e
 
 
 def keep_chuid_option(f: F) -> F:
@@ -182,7 +171,7 @@ def keys_generate(obj: CliContext, slot: Slot, algorithm: KeyType, pin_policy: P
     from ..workflows.keys import generate_key
 
     check_output(output, force)
-    with obj.session() as s, last_try_hint():
+    with obj.session() as s:
         r = generate_key(s, obj.prompter(), slot, algorithm, pin_policy, touch_policy, force,
                          allow_last_try)
     text = (f"Generated an {r.key_type.label} key in slot {slot.label}: PIN policy "
@@ -231,7 +220,7 @@ def keys_import(obj: CliContext, slot: Slot, file: str, pin_policy: PinPolicy,
 
     material = load_key_file(read_input(file), pfx_password(obj))
     backup = backup_target(slot, file, backup_dir)
-    with obj.session() as s, last_try_hint():
+    with obj.session() as s:
         r = import_key(s, obj.prompter(), slot, material, pin_policy, touch_policy,
                        not no_cert, compress, force, backup, keep_chuid, allow_last_try,
                        backup_dir=Path(backup_dir) if backup_dir else None)
@@ -389,7 +378,7 @@ def keys_move(obj: CliContext, source: Slot, destination: Slot, no_cert: bool, f
     too (unless --no-cert). Needs the management key."""
     from ..workflows.keys import move_key
 
-    with obj.session() as s, last_try_hint():
+    with obj.session() as s:
         r = move_key(s, obj.prompter(), source, destination, not no_cert, force,
                      Path(backup_dir) if backup_dir else None, keep_chuid, allow_last_try)
     text = f"Moved the {r.key_type} key from slot {source.label} to {destination.label}"
@@ -418,7 +407,7 @@ def keys_delete(obj: CliContext, slot: Slot, keep_cert: bool, backup_dir: str | 
     from ..workflows.keys import delete_key, plan_key_delete
 
     p = obj.prompter()
-    with obj.session() as s, last_try_hint():
+    with obj.session() as s:
         plan = plan_key_delete(s, slot, not keep_cert)
         if not p.confirm(plan.describe()):
             raise click.Abort()

@@ -5,14 +5,8 @@ from __future__ import annotations
 import click
 
 from .context import CliContext, pass_ctx
-from .keys import (
-    allow_last_try_option,
-    check_output,
-    deliver,
-    last_try_hint,
-    output_option,
-)
-from .options import force_option, json_option, secret_options
+from .keys import check_output, deliver, output_option
+from .options import allow_last_try_option, force_option, json_option, secret_options
 
 
 @click.group()
@@ -35,7 +29,7 @@ def objects_chuid(obj: CliContext, generate: bool, allow_last_try: bool) -> None
     --generate is only needed after other tools changed certificates."""
     from ..workflows.objects import ChuidInfo, generate_chuid, read_chuid
 
-    with obj.session() as s, last_try_hint():
+    with obj.session() as s:
         if generate:
             chuid = generate_chuid(s, obj.prompter(), allow_last_try)
             info = ChuidInfo(chuid, chuid.encode())
@@ -68,7 +62,7 @@ def objects_ccc(obj: CliContext, generate: bool, allow_last_try: bool) -> None:
     The Card Capability Container; shows its card identifier."""
     from ..workflows.objects import generate_ccc, read_ccc
 
-    with obj.session() as s, last_try_hint():
+    with obj.session() as s:
         info = generate_ccc(s, obj.prompter(), allow_last_try) if generate else read_ccc(s)
     data = info.to_json()
     if not data["present"]:
@@ -130,6 +124,6 @@ def objects_write(obj: CliContext, object_id: str, file: str, force: bool,
     oid = parse_object_id(object_id)
     data = read_input(file)
     check_object_size(oid, data)
-    with obj.session() as s, last_try_hint():
+    with obj.session() as s:
         r = write_object(s, obj.prompter(), oid, data, force, allow_last_try)
     obj.emit(r.to_json(), f"Object {object_label(oid)}: {r.length} bytes written.")

@@ -76,3 +76,12 @@ def yes_option(f: F) -> F:
 def force_option(help_text: str) -> Callable[[F], F]:
     """``--force`` with a command-specific meaning."""
     return click.option("--force", is_flag=True, help=help_text)
+
+
+def allow_last_try_option(f: F) -> F:
+    """``--allow-last-try``: lift the retry guard (spend the last PIN/PUK try). One name
+    everywhere, kept apart from ``--force`` ("replace what is on the card") so that replacing
+    a key can never also burn the last try."""
+    return click.option("--allow-last-try", is_flag=True,
+                        help="Spend the last PIN/PUK try if it comes to that (refused "
+                             "otherwise).")(f)

@@ -106,7 +106,7 @@ def guard(what: str, tries: Tries, force: bool) -> None:
         raise BlockedError(0x6983, b"", f"the {what} is blocked")
     if tries.left == 1 and not force:
         raise RetryGuardError(f"only 1 {what} try left; a wrong {what} now blocks it. "
-                              "Re-run with --force if you are sure of it")
+                              "Re-run with --allow-last-try if you are sure of it")
 
 
 def verify_pin(session: PivSession, pin: bytes, force: bool = False) -> None:

@@ -35,10 +35,10 @@ def test_pin_verify_wrong_and_guard(tmp_path: Path) -> None:
     r = run(card, "pin", "verify", env={"PIVTOOL_PIN": "000000"})
     assert r.exit_code == 4 and "only 1 PIN try left" in r.stderr
     assert run_json(card, "info")["pin"]["tries_left"] == 1
-    r = run(card, "pin", "verify", "--force", env={"PIVTOOL_PIN": "000000"})
+    r = run(card, "pin", "verify", "--allow-last-try", env={"PIVTOOL_PIN": "000000"})
     assert r.exit_code == 4  # now blocked
     assert run_json(card, "info")["pin"]["tries_left"] == 0
-    r = run(card, "pin", "verify", "--force", env=PIN)
+    r = run(card, "pin", "verify", "--allow-last-try", env=PIN)
     assert r.exit_code == 4 and "blocked" in r.stderr
 
 
@@ -64,7 +64,7 @@ def test_pin_change_unblock_via_files(tmp_path: Path) -> None:
     env = {"PIVTOOL_PUK": "12345678", "PIVTOOL_NEW_PUK": "87654321"}
     assert run(card, "puk", "change", env=env).exit_code == 0
     for _ in range(3):
-        run(card, "pin", "verify", "--force", env={"PIVTOOL_PIN": "000000"})
+        run(card, "pin", "verify", "--allow-last-try", env={"PIVTOOL_PIN": "000000"})
     assert run_json(card, "info")["pin"]["tries_left"] == 0
     r = run(card, "pin", "unblock", env={"PIVTOOL_PUK": "87654321",
                                          "PIVTOOL_NEW_PIN": "11223344"})

@@ -111,7 +111,11 @@ def test_three_wrong_pins_then_unblock_keeps_everything(tmp_path: Path, ca: Path
     assert run(card, "pin", "verify", "--force",
                env={"PIVTOOL_PIN": "00000000"}).exit_code == 4
     assert info(card)["pin"]["tries_left"] == 0
-    r = run(card, "recover", env={"PIVTOOL_PUK": PUK, "PIVTOOL_NEW_PIN": "11223344"})
+    # As in docs/pin-locked.md: secrets from files.
+    (tmp_path / "puk.txt").write_text(PUK + "\n")
+    (tmp_path / "new-pin.txt").write_text("11223344\n")
+    r = run(card, "recover", "--puk-file", str(tmp_path / "puk.txt"), "--new-pin-file",
+            str(tmp_path / "new-pin.txt"))
     assert r.exit_code == 0, r.output
     # Explained before it acted, and the PUK never printed.
     err = r.stderr.splitlines()
