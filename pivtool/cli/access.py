@@ -194,21 +194,18 @@ def reset(obj: CliContext, backup_dir: str | None) -> None:
     pivtool blocks PIN and PUK itself, as the card requires."""
     from pathlib import Path
 
-    from ..core.errors import NotSupportedError
     from ..workflows.reset import (
         backup_certificates,
         default_backup_dir,
         plan_reset,
+        require_resettable,
         reset_card,
     )
     from ..workflows.state import read_card_state
 
     p = obj.prompter()
     with obj.session() as s:
-        if not s.is_yubikey:
-            raise NotSupportedError(
-                "this generic PIV card cannot be reset by pivtool: only its issuer can "
-                "(card management system or the vendor's tool)")
+        require_resettable(s)  # before reading anything: say at once what to do instead
         state = read_card_state(s)
         plan = plan_reset(state)
         if not obj.json:

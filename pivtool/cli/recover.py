@@ -8,7 +8,7 @@ import click
 
 from .context import CliContext, pass_ctx
 from .escrow import passphrase_file_option
-from .options import json_option, secret_options, yes_option
+from .options import allow_last_try_option, json_option, secret_options, yes_option
 
 if TYPE_CHECKING:
     from ..workflows.recover import RecoverResult
@@ -23,9 +23,7 @@ if TYPE_CHECKING:
 @click.option("--puk-unknown", is_flag=True,
               help="Nobody knows the PUK: when the PIN is blocked, go straight to the reset "
                    "path instead of asking for the PUK.")
-@click.option("--force-last-try", is_flag=True,
-              help="Spend the last PUK (or PIN) try without asking. Without it, the last try "
-                   "is spent only after an interactive confirmation; --yes is not enough.")
+@allow_last_try_option
 @click.option("--backup-dir", metavar="DIR",
               help="Where a reset saves the certificates first (default: "
                    "./pivtool-backup-<serial>-<time>).")
@@ -49,7 +47,7 @@ if TYPE_CHECKING:
 @json_option
 @pass_ctx
 def recover(obj: CliContext, escrow_path: str | None, escrow_passphrase_file: str | None,
-            puk_unknown: bool, force_last_try: bool, backup_dir: str | None, reenroll: bool,
+            puk_unknown: bool, allow_last_try: bool, backup_dir: str | None, reenroll: bool,
             upn: str | None, ca_dir: str | None, issuer_cmd: str | None,
             issuer_timeout: float, ca_bundle: str | None, csr_out: str | None,
             days: int) -> None:
@@ -73,7 +71,8 @@ def recover(obj: CliContext, escrow_path: str | None, escrow_passphrase_file: st
 
     \b
     The last PUK try is never spent without asking: on a terminal recover asks; in
-    scripts it needs --force-last-try (exit 4 otherwise, the counter is untouched)."""
+    scripts it needs --allow-last-try, --yes is not enough (exit 4 otherwise, the
+    counter is untouched)."""
     from ..core.errors import UsageError
     from ..workflows.enroll import CommandIssuer, Issuer, LabCAIssuer, Step
     from ..workflows.recover import Recoverer, RecoverOptions
@@ -109,7 +108,7 @@ def recover(obj: CliContext, escrow_path: str | None, escrow_passphrase_file: st
         escrow = open_escrow(obj, escrow_path, escrow_passphrase_file, create=False)
     p = obj.prompter()
     opts = RecoverOptions(
-        puk_unknown=puk_unknown, force_last_try=force_last_try, interactive=obj.interactive,
+        puk_unknown=puk_unknown, allow_last_try=allow_last_try, interactive=obj.interactive,
         pin_change="yes" if p.has("new_pin") else ("ask" if obj.interactive else "no"),
         backup_dir=backup_dir, reenroll=reenroll, upn=upn, csr_out=csr_out)
 

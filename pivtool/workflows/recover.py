@@ -10,7 +10,7 @@
 
 Each path reports an explanation (status ``plan``) before it acts and a result after it.
 The PUK retry guard is stricter than elsewhere: the last PUK try is spent only after an
-interactive confirmation or with ``force_last_try``; ``--yes`` alone is not enough, because a
+interactive confirmation or with ``allow_last_try``; ``--yes`` alone is not enough, because a
 wrong PUK then leaves only the reset.
 """
 
@@ -49,7 +49,7 @@ class RecoverOptions:
     #: The user says nobody knows the PUK: go to the reset path even if it has tries left.
     puk_unknown: bool = False
     #: Spend the last PUK/PIN try without asking (non-interactive use).
-    force_last_try: bool = False
+    allow_last_try: bool = False
     #: A person answers confirmations (the last-try guard then asks instead of refusing).
     interactive: bool = False
     #: PIN not blocked: "yes" = change it (a new PIN was supplied), "ask" = offer, "no".
@@ -281,7 +281,7 @@ class Recoverer:
         last try is spent only with force, or when a person confirms."""
         if tries.left == 0:
             raise BlockedError(0x6983, b"", f"the {what} is blocked")
-        if tries.left != 1 or self.o.force_last_try:
+        if tries.left != 1 or self.o.allow_last_try:
             return
         warn = f"Only 1 {what} try left: a wrong {what} now blocks it" + (
             " and leaves only a PIV reset" if what == "PUK" else "")
@@ -290,7 +290,7 @@ class Recoverer:
                 return
             raise RetryGuardError(f"only 1 {what} try left; not spent")
         raise RetryGuardError(f"only 1 {what} try left; a wrong {what} now blocks it. "
-                              "Re-run with --force-last-try if you are sure of it")
+                              "Re-run with --allow-last-try if you are sure of it")
 
     # --- path 3: reset ------------------------------------------------------------------
 

@@ -132,12 +132,18 @@ class ResetResult:
     puk_tries_spent: int
 
 
-def reset_card(session: PivSession, plan: ResetPlan, backup: list[Path]) -> ResetResult:
-    """Block PIN and PUK, then RESET. Call only after confirmation and backup."""
+def require_resettable(session: PivSession) -> None:
+    """Raise :class:`NotSupportedError` with what to do instead on a card pivtool cannot
+    reset (a generic PIV card: SP 800-73-4 has no reset; only its issuer can)."""
     if not session.is_yubikey:
         raise NotSupportedError(
             "this generic PIV card cannot be reset by pivtool: only its issuer can "
             "(card management system or the vendor's tool)")
+
+
+def reset_card(session: PivSession, plan: ResetPlan, backup: list[Path]) -> ResetResult:
+    """Block PIN and PUK, then RESET. Call only after confirmation and backup."""
+    require_resettable(session)
     pin_spent = block_pin(session)
     puk_spent = block_puk(session)
     session.reset()

@@ -64,7 +64,7 @@ def test_enroll_escrow_list_show_reveal(tmp_path: Path, ca: Path) -> None:
     assert r.exit_code == 2 and "no entry for serial 1234" in r.stderr
     # The escrowed PUK is the card's PUK: it unblocks the PIN.
     for _ in range(3):
-        run(card, "pin", "verify", "--force", env={"PIVTOOL_PIN": "00000000"})
+        run(card, "pin", "verify", "--allow-last-try", env={"PIVTOOL_PIN": "00000000"})
     r = run(card, "pin", "unblock", env={"PIVTOOL_PUK": PUK, "PIVTOOL_NEW_PIN": "11223344"})
     assert r.exit_code == 0
 

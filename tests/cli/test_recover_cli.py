@@ -61,13 +61,13 @@ def cert_9a(card: Path) -> x509.Certificate | None:
 
 def block_pin(card: Path) -> None:
     for _ in range(3):
-        run(card, "pin", "verify", "--force", env={"PIVTOOL_PIN": "00000000"})
+        run(card, "pin", "verify", "--allow-last-try", env={"PIVTOOL_PIN": "00000000"})
     assert info(card)["pin"]["tries_left"] == 0
 
 
 def spend_puk(card: Path, n: int) -> None:
     for _ in range(n):
-        r = run(card, "pin", "unblock", "--force",
+        r = run(card, "pin", "unblock", "--allow-last-try",
                 env={"PIVTOOL_PUK": "00000000", "PIVTOOL_NEW_PIN": "11112222"})
         assert r.exit_code in (3, 4)
 
@@ -108,7 +108,7 @@ def test_three_wrong_pins_then_unblock_keeps_everything(tmp_path: Path, ca: Path
     before = info(card)
     assert run(card, "pin", "verify", env={"PIVTOOL_PIN": "00000000"}).exit_code == 3
     assert run(card, "pin", "verify", env={"PIVTOOL_PIN": "00000000"}).exit_code == 3
-    assert run(card, "pin", "verify", "--force",
+    assert run(card, "pin", "verify", "--allow-last-try",
                env={"PIVTOOL_PIN": "00000000"}).exit_code == 4
     assert info(card)["pin"]["tries_left"] == 0
     # As in docs/pin-locked.md: secrets from files.
@@ -159,11 +159,11 @@ def test_last_puk_try_guard_non_interactive(tmp_path: Path, ca: Path) -> None:
     env = {"PIVTOOL_PUK": PUK, "PIVTOOL_NEW_PIN": "11223344"}
     # --yes is not enough for the last PUK try.
     r = run(card, "recover", "--yes", env=env)
-    assert r.exit_code == 4 and "--force-last-try" in r.stderr
+    assert r.exit_code == 4 and "--allow-last-try" in r.stderr
     st = info(card)
     assert st["puk"]["tries_left"] == 1 and st["pin"]["tries_left"] == 0
     assert len(st["slots"]) == 1
-    data = recover_json(card, "--force-last-try", env=env)
+    data = recover_json(card, "--allow-last-try", env=env)
     assert data["path"] == "unblocked"
     st = info(card)
     assert st["puk"]["tries_left"] == 3 and st["pin"]["tries_left"] == 3
