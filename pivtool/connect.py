@@ -61,13 +61,42 @@ def open_sim_link(path: str | os.PathLike[str], faults: Faults | None = None) ->
         raise UsageError(f"cannot load virtual card {path}: {e}") from None
 
 
+#: Test hook: ``PIVTOOL_SIM_FAULTS=AT:KIND[:COUNT]`` makes ``--sim`` inject a fault at the
+#: AT-th command APDU of the connection (KIND: card-removed, transmission-error, reset,
+#: garbage). Only the virtual card reads it, so a real key can never be affected.
+SIM_FAULTS_ENV = "PIVTOOL_SIM_FAULTS"
+
+
+def sim_faults_from_env() -> Faults | None:
+    """The fault plan in :data:`SIM_FAULTS_ENV`, if set (a malformed value is a usage
+    error rather than silently running without the fault the caller asked for)."""
+    spec = os.environ.get(SIM_FAULTS_ENV, "").strip()
+    if not spec:
+        return None
+    from .sim.attach import FaultKind, Faults
+
+    parts = spec.split(":")
+    kinds = {k.value: k for k in FaultKind}
+    try:
+        at = int(parts[0])
+        kind = kinds[parts[1]] if len(parts) > 1 else FaultKind.CARD_REMOVED
+        count = int(parts[2]) if len(parts) > 2 else 1
+    except (ValueError, KeyError):
+        at = count = 0
+        kind = FaultKind.CARD_REMOVED
+    if len(parts) > 3 or at < 1 or count < 1:
+        raise UsageError(f"{SIM_FAULTS_ENV} must be AT:KIND[:COUNT] with AT, COUNT >= 1 and "
+                         f"KIND one of {', '.join(kinds)}")
+    return Faults(at=at, kind=kind, count=count)
+
+
 def open_connection(reader: str | None = None, serial: int | None = None,
                     sim: str | None = None) -> Connection:
     """Open the one card the selection names (at most one of the three)."""
     if sum(x is not None for x in (reader, serial, sim)) > 1:
         raise UsageError("use only one of --reader, --serial and --sim")
     if sim is not None:
-        return open_sim_link(sim)
+        return open_sim_link(sim, sim_faults_from_env())
     from . import pcsc
 
     if serial is not None:

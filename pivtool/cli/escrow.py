@@ -47,6 +47,10 @@ def open_escrow(obj: CliContext, path: str, passphrase_file: str | None,
         escrow.verify()
     else:
         check_new_passphrase(passphrase)
+        # The file is written after the card has changed: find an unwritable folder now.
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise UsageError(f"cannot create {path}: folder {folder} missing or not writable")
     return escrow
 
 

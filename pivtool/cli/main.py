@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "keys": "keys:keys",
     "certs": "certs:certs",
     "objects": "objects:objects",
+    "completion": "completion:completion",
 }
 
 

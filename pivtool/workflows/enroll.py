@@ -316,6 +316,10 @@ class Enroller:
             return ", ".join(s.label for s in self.slots) + " empty"
         names = ", ".join(s.slot.label for s in occupied)
         if not self.o.force:
+            if all(ss.certificate is None for ss in occupied):
+                # What a pulled card leaves after "generate key": say so, the fix is the same.
+                raise UsageError(f"slot {names} already holds a key but no certificate (an "
+                                 "interrupted enroll leaves this); use --force to replace it")
             raise UsageError(f"slot {names} already holds a key or certificate; use --force "
                              "to replace it (the old certificate is backed up first)")
         from .reset import backup_certificates, default_backup_dir
@@ -361,14 +365,17 @@ class Enroller:
                                                 **new_values})
             self.result.secrets_file = self.o.secrets_out
             notes.append(f"random values written to {self.o.secrets_out} (0600)")
+        resumed = False
         if new_pin is not None:
             self.s.change_pin(DEFAULT_PIN, new_pin)
             self.pin = new_pin
             notes.insert(0, "PIN set")
         else:
-            self.pin = self.p.secret("pin")
-            notes.insert(0, "PIN kept")
-        verify_pin(self.s, self.pin, self.o.retry_force)
+            self.pin, resumed = self._current_pin(st)
+            notes.insert(0, "PIN kept (the new PIN given was already set by an interrupted "
+                            "enroll)" if resumed else "PIN kept")
+        if not resumed:  # the resumed PIN has just been verified
+            verify_pin(self.s, self.pin, self.o.retry_force)
         if new_puk is not None:
             self.s.change_puk(DEFAULT_PUK, new_puk)
             self._escrow_puk = new_puk  # escrow
@@ -378,6 +385,34 @@ class Enroller:
         else:
             notes.insert(1, "PUK kept")
         return "; ".join(notes)
+
+    def _current_pin(self, st: CardState) -> tuple[bytes, bool]:
+        """``(PIN, resumed)``: the PIN the user gave; or, when enroll is re-run after it set
+        the new PIN and the card was pulled before it finished (the PIN is no longer the
+        default, only the new PIN was given), the new PIN, verified here (*resumed*). It is
+        tried only while the counter is full, so a wrong guess costs one try and can never
+        block the PIN."""
+        from ..core.errors import InvalidPinError
+
+        try:
+            return self.p.secret("pin"), False
+        except UsageError as missing:
+            try:
+                candidate = self.p.secret("new_pin")
+            except UsageError:
+                raise missing from None
+            left = st.pin.tries_left
+            full = left is not None and left > 1 and left == st.pin.tries_total
+            if not full or candidate == DEFAULT_PIN:
+                raise missing from None
+            pin_bytes(candidate, "new PIN")
+            try:
+                self.s.verify_pin(candidate)
+            except InvalidPinError as e:
+                raise InvalidPinError(e.sw, e.tries_left, "PIN (the card's PIN is neither the "
+                                      "default nor the new PIN given: set PIVTOOL_PIN to it)"
+                                      ) from None
+            return candidate, True
 
     def _mgmt(self, st: CardState) -> str:
         pin = self.pin

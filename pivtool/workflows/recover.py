@@ -206,7 +206,8 @@ class Recoverer:
             return
         self._report("change PIN", "plan", "Changing the PIN (the current PIN is needed; a "
                                            "wrong one spends a try)")
-        old = pin_bytes(self.p.secret("pin"))
+        old = self.p.secret("pin")
+        pin_bytes(old)  # a wrong length must not cost a try
         new = self._new_pin()
         self._last_try("PIN", pin_tries(self.s))
         self.s.change_pin(old, new)
@@ -242,9 +243,16 @@ class Recoverer:
         self._report("unblock PIN", "done", "new PIN set and verified; keys and certificates "
                                             "kept")
         if st.mgmt_key_protected:
-            auth = authenticate(self.s, OverridePrompter(self.p, {"pin": new_pin}))
-            self._report("management key", "done",
-                         f"the {auth.source} management key opens with the new PIN")
+            try:
+                auth = authenticate(self.s, OverridePrompter(self.p, {"pin": new_pin}))
+            except PivToolError as e:
+                # The PIN is unblocked either way; a stored key that no longer opens was
+                # broken before (another tool changed the key without updating the copy).
+                self._report("management key", "failed",
+                             f"the PIN-protected management key does not open: {e}")
+            else:
+                self._report("management key", "done",
+                             f"the {auth.source} management key opens with the new PIN")
 
     def _puk(self, st: CardState) -> bytes:
         if self.escrow is not None:
@@ -295,15 +303,22 @@ class Recoverer:
     # --- path 3: reset ------------------------------------------------------------------
 
     def _reset(self, st: CardState, reason: str) -> None:
-        from .reset import backup_certificates, default_backup_dir, plan_reset, reset_card
+        from ..core.errors import NotSupportedError
+        from .reset import (
+            backup_certificates,
+            default_backup_dir,
+            plan_reset,
+            require_resettable,
+            reset_card,
+        )
 
         r = self.result
-        if not st.is_yubikey:
+        try:
+            require_resettable(self.s)
+        except NotSupportedError as e:
             r.path = r.status = "issuer-needed"
             self._report("reset", "skipped",
-                         f"{reason}. This generic PIV card has no reset command pivtool can "
-                         "use: only its issuer can help. Ask them to unblock or re-issue the "
-                         "card with their card management system (or the vendor's tool), "
+                         f"{reason}, and {e}. Ask the issuer to unblock or re-issue the card, "
                          "then enroll it again. pivtool changed nothing.")
             return
         plan = plan_reset(st)
@@ -326,6 +341,11 @@ class Recoverer:
             r.path = "reset"
             self._report("reset", "skipped", "declined; nothing was changed")
             return
+        if enroll_opts is not None:
+            # Asked after the confirmation, but before anything is destroyed: a missing new
+            # PIN/PUK must stop us while the card is still intact.
+            self._new_pin()
+            pin_bytes(self.p.secret("new_puk"), "new PUK")
         saved = backup_certificates(st, directory)
         r.backup = [str(p) for p in saved]
         r.backup_dir = str(directory) if saved else None
@@ -340,6 +360,10 @@ class Recoverer:
         if enroll_opts is None:
             r.reenroll_command = self._enroll_command(r.upn)
             self._report("re-enroll", "skipped", f"to enroll again: {r.reenroll_command}")
+            if self.escrow is not None:
+                self._report("escrow", "skipped",
+                             f"the PUK escrowed for serial {st.serial} is now stale (the PUK "
+                             "is the factory default); 'pivtool enroll --escrow' replaces it")
             return
         self._reenroll(enroll_opts)
 
@@ -380,10 +404,6 @@ class Recoverer:
                              macos=nine_d is not None and nine_d.certificate is not None,
                              csr_out=None if self.issuer else self.o.csr_out)
         validate_options(opts, self.s)
-        # Fetch the new PIN/PUK now: a missing one must stop us before the reset, not after.
-        self._new_pin()
-        new_puk = self.p.secret("new_puk")
-        pin_bytes(new_puk, "new PUK")
         return opts
 
     def _reenroll(self, opts: EnrollOptions) -> None:

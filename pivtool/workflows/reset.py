@@ -66,13 +66,28 @@ def backup_certificates(state: CardState, directory: Path) -> list[Path]:
         return []
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     for s in certs:
-        path = directory / f"slot-{s.slot.value:02x}.pem"
         data = s.certificate.public_bytes(Encoding.PEM)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        written.append(_write_new(directory, f"slot-{s.slot.value:02x}", data))
+    return written
+
+
+def _write_new(directory: Path, stem: str, data: bytes) -> Path:
+    """Write *data* to ``stem.pem`` (0600) without ever replacing a different file: a
+    re-run after a pulled card (same --backup-dir, or the same second) would otherwise
+    overwrite the old certificate's backup with the new certificate."""
+    n = 0
+    while True:
+        path = directory / (f"{stem}.pem" if n == 0 else f"{stem}-{n}.pem")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            if path.read_bytes() == data:
+                return path  # this very certificate is saved already
+            n += 1
+            continue
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        written.append(path)
-    return written
+        return path
 
 
 def default_backup_dir(serial: int | None) -> Path:

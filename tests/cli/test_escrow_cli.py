@@ -172,4 +172,6 @@ def test_new_file_needs_a_real_passphrase(tmp_path: Path, ca: Path) -> None:
     r = run(card, "enroll", "--upn", "a@contoso.com", "--ca", str(ca), "--escrow", str(esc),
             env=NEW)
     assert r.exit_code == 2 and "PIVTOOL_ESCROW_PASSPHRASE" in r.stderr
+    r = enroll(card, ca, tmp_path / "no-such-folder" / "escrow.pivtool")
+    assert r.exit_code == 2 and "not writable" in r.stderr
     assert not esc.exists() and run_json(card, "info")["pin"]["is_default"]

@@ -92,7 +92,10 @@ def test_pin_not_blocked_reports_then_changes(tmp_path: Path, ca: Path) -> None:
     assert r.exit_code == 0 and "not blocked (2 tries left)" in r.stdout
     assert info(card)["pin"]["tries_left"] == 2  # reading spent nothing
     # A new PIN supplied (with the current one): recover changes it.
-    data = recover_json(card, env={"PIVTOOL_PIN": PIN, "PIVTOOL_NEW_PIN": "13572468"})
+    data = recover_json(card, env={"PIVTOOL_PIN": PIN, "PIVTOOL_NEW_PIN": "135724"})
+    assert data["path"] == "pin-changed"
+    # Again from a 6-digit PIN (padded on the wire): the PIN is validated, not re-padded.
+    data = recover_json(card, env={"PIVTOOL_PIN": "135724", "PIVTOOL_NEW_PIN": "13572468"})
     assert data["path"] == "pin-changed"
     assert run(card, "pin", "verify", env={"PIVTOOL_PIN": "13572468"}).exit_code == 0
     st = info(card)
