@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .context import CliContext, pass_ctx
+from .issuer import build_issuer, chosen_modes, issuer_options
 from .options import allow_last_try_option, json_option, secret_options
 
 ALGORITHMS = ["eccp256", "eccp384", "rsa2048", "rsa1024", "rsa3072", "rsa4096", "ed25519"]
@@ -25,18 +26,7 @@ ALGORITHMS = ["eccp256", "eccp384", "rsa2048", "rsa1024", "rsa3072", "rsa4096", 
 @click.option("--policy", "policies", multiple=True, metavar="OID",
               help="Certificate policy OID for the CSR (Entra authentication-strength rules "
                    "can match on it; repeatable).")
-@click.option("--ca", "ca_dir", metavar="DIR", help="Issue with the lab CA in DIR.")
-@click.option("--issuer-cmd", metavar="CMD",
-              help="Issue with CMD: CSR PEM on stdin, certificate PEM on stdout (no shell).")
-@click.option("--issuer-timeout", type=float, default=120.0, show_default=True,
-              help="Seconds to wait for --issuer-cmd.")
-@click.option("--ca-bundle", metavar="FILE",
-              help="CA certificate(s) to check the issued certificate's chain against.")
-@click.option("--csr-out", metavar="FILE",
-              help="Two-step mode: write the CSR and stop; import the certificate later with "
-                   "'pivtool certs import 9a CERT'.")
-@click.option("--days", type=int, default=365, show_default=True,
-              help="Validity with --ca.")
+@issuer_options()
 @click.option("--random-pin", is_flag=True, help="Set a random 8-digit PIN (see --secrets-out).")
 @click.option("--random-puk", is_flag=True, help="Set a random 8-digit PUK (see --secrets-out).")
 @click.option("--secrets-out", metavar="FILE",
@@ -84,17 +74,13 @@ def enroll(obj: CliContext, upn: str, emails: tuple[str, ...], subject: str | No
     from ..core.errors import UsageError
     from ..piv.constants import KeyType, PinPolicy, TouchPolicy
     from ..workflows.enroll import (
-        CommandIssuer,
         Enroller,
         EnrollOptions,
-        Issuer,
-        LabCAIssuer,
         Step,
         validate_options,
     )
 
-    modes = [m for m in (ca_dir, issuer_cmd, csr_out) if m]
-    if len(modes) != 1:
+    if chosen_modes(ca_dir, issuer_cmd, csr_out) != 1:
         raise UsageError("choose exactly one issuer: --ca DIR, --issuer-cmd CMD or "
                          "--csr-out FILE")
     opts = EnrollOptions(
@@ -105,20 +91,7 @@ def enroll(obj: CliContext, upn: str, emails: tuple[str, ...], subject: str | No
         random_puk=random_puk, secrets_out=secrets_out, backup_dir=backup_dir,
         allow_non_ios=allow_non_ios, csr_out=csr_out, retry_force=allow_last_try)
     validate_options(opts)  # before the card is touched
-    issuer: Issuer | None = None
-    bundle = []
-    if ca_bundle:
-        from ..certs.inspect import load_certificates
-        from .files import read_input
-
-        bundle = load_certificates(read_input(ca_bundle))
-    if ca_dir:
-        import os
-
-        passphrase = os.environ.get("PIVTOOL_CA_PASSPHRASE")
-        issuer = LabCAIssuer(ca_dir, passphrase.encode() if passphrase else None, days)
-    elif issuer_cmd:
-        issuer = CommandIssuer(issuer_cmd, issuer_timeout, bundle)
+    issuer = build_issuer(ca_dir, issuer_cmd, issuer_timeout, ca_bundle, days)
 
     def show(step: Step) -> None:
         if not obj.json:

@@ -6,6 +6,7 @@ from enum import IntEnum
 
 from ..core.errors import (
     ApduError,
+    AuthenticationError,
     BlockedError,
     InvalidPinError,
     NotSupportedError,
@@ -48,7 +49,7 @@ def exit_code_for(exc: BaseException) -> Exit:
 
     if isinstance(exc, InvalidPinError) and exc.tries_left == 0:
         return Exit.BLOCKED
-    if isinstance(exc, (InvalidPinError, SecurityStatusError)):
+    if isinstance(exc, (InvalidPinError, SecurityStatusError, AuthenticationError)):
         return Exit.AUTH
     if isinstance(exc, (BlockedError, RetryGuardError)):
         return Exit.BLOCKED

@@ -8,6 +8,7 @@ import click
 
 from .context import CliContext, pass_ctx
 from .escrow import passphrase_file_option
+from .issuer import build_issuer, chosen_modes, issuer_options
 from .options import allow_last_try_option, json_option, secret_options, yes_option
 
 if TYPE_CHECKING:
@@ -31,17 +32,7 @@ if TYPE_CHECKING:
               help="After a reset, enroll again with the UPN of the old 9a certificate "
                    "(needs --ca, --issuer-cmd or --csr-out; new PIN and PUK as for enroll).")
 @click.option("--upn", help="UPN for --reenroll when the old certificate has none.")
-@click.option("--ca", "ca_dir", metavar="DIR", help="--reenroll: issue with the lab CA in DIR.")
-@click.option("--issuer-cmd", metavar="CMD",
-              help="--reenroll: issue with CMD (CSR PEM on stdin, certificate PEM on stdout).")
-@click.option("--issuer-timeout", type=float, default=120.0, show_default=True,
-              help="Seconds to wait for --issuer-cmd.")
-@click.option("--ca-bundle", metavar="FILE",
-              help="CA certificate(s) to check the re-issued certificate's chain against.")
-@click.option("--csr-out", metavar="FILE",
-              help="--reenroll in two steps: write the CSR to FILE and stop.")
-@click.option("--days", type=int, default=365, show_default=True,
-              help="Validity with --ca.")
+@issuer_options("--reenroll: ")
 @secret_options("pin", "puk", "new_pin", "new_puk", "mgmt_key")
 @yes_option
 @json_option
@@ -74,32 +65,19 @@ def recover(obj: CliContext, escrow_path: str | None, escrow_passphrase_file: st
     scripts it needs --allow-last-try, --yes is not enough (exit 4 otherwise, the
     counter is untouched)."""
     from ..core.errors import UsageError
-    from ..workflows.enroll import CommandIssuer, Issuer, LabCAIssuer, Step
+    from ..workflows.enroll import Step
     from ..workflows.recover import Recoverer, RecoverOptions
     from .exitcodes import Exit
 
     if escrow_path and puk_unknown:
         raise UsageError("--escrow and --puk-unknown contradict each other")
-    modes = [m for m in (ca_dir, issuer_cmd, csr_out) if m]
+    modes = chosen_modes(ca_dir, issuer_cmd, csr_out)
     if modes and not reenroll:
         raise UsageError("--ca, --issuer-cmd and --csr-out are for --reenroll")
-    if reenroll and len(modes) != 1:
+    if reenroll and modes != 1:
         raise UsageError("--reenroll needs exactly one issuer: --ca DIR, --issuer-cmd CMD or "
                          "--csr-out FILE")
-    issuer: Issuer | None = None
-    if ca_dir:
-        import os
-
-        passphrase = os.environ.get("PIVTOOL_CA_PASSPHRASE")
-        issuer = LabCAIssuer(ca_dir, passphrase.encode() if passphrase else None, days)
-    elif issuer_cmd:
-        bundle = []
-        if ca_bundle:
-            from ..certs.inspect import load_certificates
-            from .files import read_input
-
-            bundle = load_certificates(read_input(ca_bundle))
-        issuer = CommandIssuer(issuer_cmd, issuer_timeout, bundle)
+    issuer = build_issuer(ca_dir, issuer_cmd, issuer_timeout, ca_bundle, days)
     escrow = None
     if escrow_path:
         from .escrow import open_escrow

@@ -27,6 +27,11 @@ class BadResponseError(PivToolError):
     """The card answered 9000 but the data could not be parsed."""
 
 
+class AuthenticationError(PivToolError):
+    """A secret that is not the card's was wrong (e.g. an escrow or CA passphrase): exit
+    code 3, like a wrong PIN, but no card status word is involved."""
+
+
 class ApduError(PivToolError):
     """A command APDU ended with a status word other than 9000."""
 

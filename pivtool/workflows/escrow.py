@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import PivToolError, SecurityStatusError, UsageError
+from ..core.errors import AuthenticationError, PivToolError, UsageError
 
 FORMAT = "pivtool-escrow"
 VERSION = 1
@@ -58,14 +58,11 @@ MIN_PASSPHRASE = 8
 _CHECK_LABEL = b"pivtool-escrow/1 passphrase check"
 
 
-class EscrowPassphraseError(SecurityStatusError):
+class EscrowPassphraseError(AuthenticationError):
     """The escrow passphrase is wrong (an authentication failure: exit code 3)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        # Bypass ApduError's "(SW=....)" suffix: no card was involved.
-        PivToolError.__init__(self, f"wrong escrow passphrase for {os.fspath(path)}")
-        self.sw = 0x6982
-        self.data = b""
+        super().__init__(f"wrong escrow passphrase for {os.fspath(path)}")
 
 
 class EscrowCorruptError(UsageError):

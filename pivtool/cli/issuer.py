@@ -1,0 +1,70 @@
+"""The issuer options shared by ``enroll`` and ``recover --reenroll``, and the one place that
+turns them into an :class:`~pivtool.workflows.enroll.Issuer`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    from ..workflows.enroll import Issuer
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def issuer_options(context: str = "") -> Callable[[F], F]:
+    """``--ca DIR | --issuer-cmd CMD | --csr-out FILE`` with ``--issuer-timeout``,
+    ``--ca-bundle`` and ``--days``. *context* prefixes the help (e.g. ``"--reenroll: "``)."""
+    options = [
+        click.option("--ca", "ca_dir", metavar="DIR",
+                     help=f"{context}issue with the lab CA in DIR (key passphrase from "
+                          "$PIVTOOL_CA_PASSPHRASE if it has one)."),
+        click.option("--issuer-cmd", metavar="CMD",
+                     help=f"{context}issue with CMD: CSR PEM on stdin, certificate PEM on "
+                          "stdout (run without a shell)."),
+        click.option("--issuer-timeout", type=float, default=120.0, show_default=True,
+                     help="Seconds to wait for --issuer-cmd."),
+        click.option("--ca-bundle", metavar="FILE",
+                     help="CA certificate(s) to check the issued certificate's chain "
+                          "against."),
+        click.option("--csr-out", metavar="FILE",
+                     help=f"{context}two steps: write the CSR to FILE and stop; import the "
+                          "certificate later with 'pivtool certs import 9a CERT'."),
+        click.option("--days", type=int, default=365, show_default=True,
+                     help="Validity with --ca."),
+    ]
+
+    def deco(f: F) -> F:
+        for opt in reversed(options):
+            f = opt(f)
+        return f
+
+    return deco
+
+
+def chosen_modes(ca_dir: str | None, issuer_cmd: str | None, csr_out: str | None) -> int:
+    """How many of the three issuer modes were given."""
+    return sum(1 for m in (ca_dir, issuer_cmd, csr_out) if m)
+
+
+def build_issuer(ca_dir: str | None, issuer_cmd: str | None, issuer_timeout: float,
+                 ca_bundle: str | None, days: int) -> Issuer | None:
+    """The issuer the options select; ``None`` for two-step ``--csr-out`` mode. The CA
+    bundle (if any) is loaded here so a bad file fails before the card is touched."""
+    from ..workflows.enroll import CommandIssuer, LabCAIssuer
+
+    bundle = []
+    if ca_bundle:
+        from ..certs.inspect import load_certificates
+        from .files import read_input
+
+        bundle = load_certificates(read_input(ca_bundle))
+    if ca_dir:
+        passphrase = os.environ.get("PIVTOOL_CA_PASSPHRASE")
+        return LabCAIssuer(ca_dir, passphrase.encode() if passphrase else None, days)
+    if issuer_cmd:
+        return CommandIssuer(issuer_cmd, issuer_timeout, bundle)
+    return None
