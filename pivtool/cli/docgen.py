@@ -8,6 +8,7 @@ committed file differs from a fresh rendering."""
 from __future__ import annotations
 
 import inspect
+import textwrap
 from collections.abc import Iterator
 
 import click
@@ -39,28 +40,34 @@ def _anchor(path: str) -> str:
     return "".join(c for c in path.lower().replace(" ", "-") if c.isalnum() or c in "-_")
 
 
+def _escape(text: str) -> str:
+    """Markdown text that renders literally: no HTML tags from ``<serial>``."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return _escape(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _code_cell(text: str) -> str:
+    """``text`` as a code span in a table cell (only the pipes need escaping)."""
+    return "`" + text.replace("|", "\\|") + "`"
 
 
 def help_markdown(text: str) -> str:
-    """click help text as Markdown: paragraphs are re-flowed onto one line, paragraphs that
-    click keeps verbatim (marked ``\\b``) become ``text`` blocks."""
+    """click help text as Markdown: paragraphs are re-flowed onto one line; paragraphs that
+    click keeps verbatim (marked ``\\b``) and indented examples become ``text`` blocks."""
     text = inspect.cleandoc(text).split("\f", 1)[0]
     out: list[str] = []
     for para in text.split("\n\n"):
         lines = para.split("\n")
         if lines[0].strip() == "\b":
-            body = inspect.cleandoc("\n".join(lines[1:]))
+            body = textwrap.dedent("\n".join(lines[1:])).strip("\n")
             out.append(f"```text\n{body}\n```")
-        elif len(lines) > 1 and all(line.startswith("  ") for line in lines[1:]) \
-                and lines[0].rstrip().endswith(":"):
-            out.append(lines[0].strip() + "\n\n```sh\n"
-                       + inspect.cleandoc("\n".join(lines[1:])) + "\n```")
-        elif all(line.startswith("  ") for line in lines):
-            out.append("```sh\n" + inspect.cleandoc(para) + "\n```")
+        elif all(line.startswith("  ") for line in lines):  # an indented example
+            out.append("```text\n" + textwrap.dedent(para).strip("\n") + "\n```")
         else:
-            out.append(" ".join(line.strip() for line in lines))
+            out.append(_escape(" ".join(line.strip() for line in lines)))
     return "\n\n".join(out)
 
 
@@ -69,13 +76,13 @@ def _arguments(cmd: click.Command, ctx: click.Context) -> list[str]:
     for p in cmd.get_params(ctx):
         if not isinstance(p, click.Argument):
             continue
-        metavar = p.make_metavar(ctx)
+        name = p.human_readable_name
         notes = ["required" if p.required else "optional"]
         if p.nargs != 1:
             notes.append("repeatable")
         if isinstance(p.type, click.Choice):
             notes.append("one of " + ", ".join(f"`{c}`" for c in p.type.choices))
-        rows.append(f"| `{_cell(metavar)}` | {'; '.join(notes)} |")
+        rows.append(f"| {_code_cell(name)} | {'; '.join(notes)} |")
     return rows
 
 
@@ -88,7 +95,7 @@ def _options(cmd: click.Command, ctx: click.Context) -> list[str]:
         if record is None:
             continue
         names, text = record
-        rows.append(f"| `{_cell(names)}` | {_cell(text)} |")
+        rows.append(f"| {_code_cell(names)} | {_cell(text)} |")
     return rows
 
 
@@ -105,7 +112,7 @@ def render(root: click.Command | None = None) -> str:
         path = c.command_path
         depth = path.count(" ") - 1
         out.append(f"{'  ' * depth}- [`{path}`](#{_anchor(path)}) — "
-                   f"{cmd.get_short_help_str(limit=80)}")
+                   f"{_escape(cmd.get_short_help_str(limit=80))}")
     out.append("")
     for cmd, c in entries:
         path = c.command_path
