@@ -19,7 +19,8 @@ that ``pivtool sim serve`` uses; what differs is only around it:
 The side channel takes one JSON object per line and answers one per line:
 
 ``{"op": "take"}``
-    -> ``{"apdus": ["00 A4 04 00", "00 CB 3F FF 5FC102", ...]}`` and clears the log.
+    -> ``{"apdus": ["00 A4 04 00", "00 CB 3F FF 5FC102", ...], "card_seconds": 0.0012}``
+    (the commands, and the time spent inside the card, since the last take); clears both.
 ``{"op": "restore", "path": FILE}``
     -> ``{"ok": true}``: the card now holds the state saved in FILE, as if freshly inserted.
 ``{"op": "summary"}``
@@ -38,6 +39,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -75,6 +77,7 @@ class CountingCard:
         self._card = VirtualCard(state)
         self._lock = threading.Lock()
         self._log: list[str] = []
+        self._busy = 0.0  # seconds spent inside VirtualCard.execute since the last take
         self._cache: dict[str, CardState] = {}
 
     # --- what serve_card needs (pivtool.sim.vpcd.VpcdCard) ---------------------------
@@ -87,7 +90,13 @@ class CountingCard:
     def execute(self, apdu: bytes) -> bytes:
         with self._lock:
             self._log.append(describe(apdu))
-            return self._card.execute(apdu)
+            t0 = time.perf_counter()
+            try:
+                return self._card.execute(apdu)
+            finally:
+                # The card's own share of a tool's wall time (RSA key generation is the
+                # big, and randomly long, one), so the bench can tell it from the tool's.
+                self._busy += time.perf_counter() - t0
 
     def power_cycle(self) -> None:
         with self._lock:
@@ -95,10 +104,11 @@ class CountingCard:
 
     # --- side channel -----------------------------------------------------------------
 
-    def take(self) -> list[str]:
+    def take(self) -> tuple[list[str], float]:
         with self._lock:
             log, self._log = self._log, []
-        return log
+            busy, self._busy = self._busy, 0.0
+        return log, busy
 
     def restore(self, path: str) -> None:
         state = self._cache.get(path)
@@ -124,7 +134,8 @@ class CountingCard:
 def _handle(card: CountingCard, request: dict[str, Any]) -> dict[str, Any]:
     op = request.get("op")
     if op == "take":
-        return {"apdus": card.take()}
+        apdus, busy = card.take()
+        return {"apdus": apdus, "card_seconds": busy}
     if op == "restore":
         card.restore(str(request["path"]))
         return {"ok": True}

@@ -100,11 +100,11 @@ class BenchCard:
 
     @property
     def reader(self) -> str:
-        return self.vreader.name
+        return str(self.vreader.name)
 
     @property
     def substring(self) -> str:
-        return self.vreader.substring
+        return str(self.vreader.substring)
 
     def start(self, timeout: float = 10.0) -> None:
         env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -137,10 +137,11 @@ class BenchCard:
             raise BenchError(f"card side channel: {answer['error']}")
         return answer
 
-    def take(self) -> list[str]:
-        """The command APDUs since the last take (header, plus the GET DATA tag)."""
-        apdus: list[str] = self.call(op="take")["apdus"]
-        return apdus
+    def take(self) -> tuple[list[str], float]:
+        """The command APDUs since the last take (header, plus the GET DATA tag), and the
+        seconds the card spent executing them."""
+        answer = self.call(op="take")
+        return list(answer["apdus"]), float(answer["card_seconds"])
 
     def restore(self, state: Path) -> None:
         self.call(op="restore", path=str(state))
@@ -387,8 +388,9 @@ def operations(card: BenchCard, fx: Fixtures) -> list[Op]:
 
 @dataclass
 class Sample:
-    seconds: float
+    seconds: float  # wall time of the tool's process(es)
     apdus: list[str]
+    card_seconds: float = 0.0  # of which inside VirtualCard.execute
 
 
 @dataclass
@@ -396,6 +398,21 @@ class Results:
     samples: dict[tuple[str, str], list[Sample]] = field(default_factory=dict)
     failures: dict[tuple[str, str], str] = field(default_factory=dict)
     outcomes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+
+#: Environment for every tool run, set up in main(): see bytecode_env().
+TOOL_ENV: dict[str, str] = {}
+
+
+def bytecode_env(work: Path) -> dict[str, str]:
+    """Cached bytecode for both Python tools, as on a user's machine.
+
+    A pip-installed ykman comes with .pyc files; pivtool here is an *editable* install whose
+    bytecode would go to the source tree. Where PYTHONDONTWRITEBYTECODE is set (it is on
+    this project's machines) pivtool would recompile ~30 modules on every run (~30 ms)
+    while ykman would not. A private PYTHONPYCACHEPREFIX, filled by the warm-up round, gives
+    both the same footing without writing into the repository."""
+    return {"PYTHONPYCACHEPREFIX": str(work / "pycache"), "PYTHONDONTWRITEBYTECODE": ""}
 
 
 def run_once(card: BenchCard, op: Op, tool: str, run_dir: Path) -> Sample:
@@ -409,7 +426,9 @@ def run_once(card: BenchCard, op: Op, tool: str, run_dir: Path) -> Sample:
             step(run_dir)
             continue
         # LC_ALL=C: the same (untranslated) code paths for every tool.
-        env = dict(os.environ, LC_ALL="C", LANG="C", **step.env)
+        env = dict(os.environ, LC_ALL="C", LANG="C", **TOOL_ENV, **step.env)
+        if not env.get("PYTHONDONTWRITEBYTECODE"):
+            env.pop("PYTHONDONTWRITEBYTECODE", None)  # an empty value would still count
         t0 = time.perf_counter()
         proc = subprocess.run(step.argv, cwd=run_dir, env=env, stdin=subprocess.DEVNULL,
                               capture_output=True, check=False)
@@ -418,7 +437,10 @@ def run_once(card: BenchCard, op: Op, tool: str, run_dir: Path) -> Sample:
             err = (proc.stderr or proc.stdout).decode(errors="replace").strip()
             raise BenchError(f"{Path(step.argv[0]).name} {' '.join(step.argv[1:4])}... exited "
                              f"{proc.returncode}: {err[-300:]}")
-    return Sample(total, card.take() if op.state is not None else [])
+    if op.state is None:
+        return Sample(total, [])
+    apdus, busy = card.take()
+    return Sample(total, apdus, busy)
 
 
 def measure(card: BenchCard, ops: list[Op], rounds: int, work: Path,
@@ -518,6 +540,10 @@ def _fmt_s(x: float | None) -> str:
     return "—" if x is None else f"{x:.3f}"
 
 
+def _fmt_ms(x: float | None) -> str:
+    return "—" if x is None else f"{x * 1000:.1f}"
+
+
 def _apdu_count(samples: list[Sample]) -> str:
     counts = sorted({len(s.apdus) for s in samples})
     return str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
@@ -527,6 +553,7 @@ def _apdu_count(samples: list[Sample]) -> str:
 class Row:
     op: str
     times: dict[str, float | None]
+    card: dict[str, float | None]
     apdus: dict[str, str]
     notes: list[str]
 
@@ -535,22 +562,48 @@ def build_rows(ops: list[Op], res: Results) -> list[Row]:
     rows = []
     for op in ops:
         times: dict[str, float | None] = {}
+        card: dict[str, float | None] = {}
         apdus: dict[str, str] = {}
         notes = [op.note] if op.note else []
         for tool in TOOLS:
             src = op.anchors_from if (tool != "pivtool" and op.anchors_from) else op.name
             key = (src, tool)
+            card[tool] = None
             if key in res.failures:
                 times[tool], apdus[tool] = None, "FAILED"
                 notes.append(f"{tool} failed: {res.failures[key]}")
             elif key in res.samples:
                 samples = res.samples[key]
                 times[tool] = statistics.median(s.seconds for s in samples)
+                if op.state is not None:
+                    card[tool] = statistics.median(s.card_seconds for s in samples)
                 apdus[tool] = _apdu_count(samples) if op.state is not None else "0"
             else:
                 times[tool], apdus[tool] = None, "—"
-        rows.append(Row(op.name, times, apdus, notes))
+        notes += result_differences(op, res)
+        rows.append(Row(op.name, times, card, apdus, notes))
     return rows
+
+
+#: What "the same result" means across tools: the keys on the card, PIN/PUK changed or not,
+#: the management key's algorithm. Data objects are left out on purpose: pivtool renews the
+#: CHUID after a certificate change (Windows caches by it) and ykman does not.
+RESULT_FIELDS = ("keys", "pin_default", "puk_default", "mgmt_key_type")
+
+
+def result_differences(op: Op, res: Results) -> list[str]:
+    if op.state is None:
+        return []
+    found: dict[str, dict[str, Any]] = {}
+    for tool in TOOLS:
+        src = op.anchors_from if (tool != "pivtool" and op.anchors_from) else op.name
+        outcome = res.outcomes.get((src, tool))
+        if outcome is not None:
+            found[tool] = {k: outcome[k] for k in RESULT_FIELDS}
+    if len({json.dumps(v, sort_keys=True) for v in found.values()}) <= 1:
+        return []
+    return ["card state differs between tools: " + "; ".join(
+        f"{tool} {json.dumps(v, sort_keys=True)}" for tool, v in found.items())]
 
 
 def _ratio(a: float | None, b: float | None) -> str:
@@ -559,15 +612,16 @@ def _ratio(a: float | None, b: float | None) -> str:
 
 def table(rows: list[Row]) -> str:
     head = ("| operation | pivtool s | ykman s | pivtool/ykman | yubico-piv-tool s "
-            "| pivtool/ypt | APDUs pivtool / ykman / ypt |")
-    lines = [head, "|" + "---|" * 7]
+            "| pivtool/ypt | APDUs pivtool / ykman / ypt | in-card ms pivtool / ykman / ypt |")
+    lines = [head, "|" + "---|" * 8]
     for r in rows:
         t = r.times
         lines.append(
             f"| {r.op} | {_fmt_s(t['pivtool'])} | {_fmt_s(t['ykman'])} "
             f"| {_ratio(t['pivtool'], t['ykman'])} | {_fmt_s(t['yubico-piv-tool'])} "
             f"| {_ratio(t['pivtool'], t['yubico-piv-tool'])} "
-            f"| {r.apdus['pivtool']} / {r.apdus['ykman']} / {r.apdus['yubico-piv-tool']} |")
+            f"| {r.apdus['pivtool']} / {r.apdus['ykman']} / {r.apdus['yubico-piv-tool']} "
+            f"| {' / '.join(_fmt_ms(r.card[t]) for t in TOOLS)} |")
     return "\n".join(lines)
 
 
@@ -621,7 +675,10 @@ def machine() -> str:
             return "?"
         return out.strip().splitlines()[0] if out.strip() else "?"
 
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    # The load average matters: on a busy machine both tools slow down, not always alike.
     return (f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {cpu}; "
+            f"load average at the end {load}; "
             f"Python {platform.python_version()}; {platform.platform()}; "
             f"{version([YKMAN, '--version'])}; {version([YPT, '--version'])}")
 
@@ -685,10 +742,13 @@ def pcsc(work: Path) -> Iterator[pcsc_stack.PcscStack]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5, help="measured rounds (default 5)")
+    parser.add_argument("--rounds", type=int, default=7, help="measured rounds (default 7)")
     parser.add_argument("--update-doc", action="store_true",
                         help=f"write the report into {DOC.relative_to(REPO)}")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--as-is-bytecode", action="store_true",
+                        help="do not give the tools a private bytecode cache (measure with "
+                             "the environment's PYTHONDONTWRITEBYTECODE/pycache as they are)")
     parser.add_argument("--apdus", action="store_true",
                         help="list every operation's command APDUs per tool")
     args = parser.parse_args(argv)
@@ -702,6 +762,8 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="pivtool-bench-"))
+    if not args.as_is_bytecode:
+        TOOL_ENV.update(bytecode_env(work))
     card: BenchCard | None = None
     # SIGTERM → KeyboardInterrupt-like unwind, so the finally blocks stop pcscd and the card.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

@@ -4,41 +4,48 @@ A pure library: no card I/O, no printing. Works with any ``cryptography`` privat
 including card-backed ones, because it only calls ``public_key()`` and the builders' ``sign``.
 """
 
-from .ca import IssuedRecord, LabCA
-from .check import Finding, check_entra_certificate
-from .csr import build_csr, build_self_signed, default_hash
-from .entra import (
-    CertUserId,
-    certificate_user_id_gaps,
-    certificate_user_ids,
-    format_dn,
-    graph_patch_body,
-)
-from .errors import (
-    CertError,
-    CertInputError,
-    CertMismatchError,
-    CertRequestRefusedError,
-    LabCAError,
-)
-from .inspect import (
-    CertSummary,
-    key_algorithm_name,
-    load_certificate,
-    load_certificates,
-    load_pkcs12,
-    load_private_key,
-    public_key_matches,
-    summarize,
-)
-from .profile import (
-    ENTRA_SMARTCARD_LOGON,
-    CertProfile,
-    CertRequest,
-    parse_eku,
-    parse_name,
-    parse_oid,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Names are loaded on first use (PEP 562): importing one submodule, as `pivtool info` does,
+# must not pay for the lab CA, CSR and Entra modules.
+_EXPORTS: dict[str, str] = {
+    "CertError": "errors",
+    "CertInputError": "errors",
+    "CertMismatchError": "errors",
+    "CertProfile": "profile",
+    "CertRequest": "profile",
+    "CertRequestRefusedError": "errors",
+    "CertSummary": "inspect",
+    "CertUserId": "entra",
+    "ENTRA_SMARTCARD_LOGON": "profile",
+    "Finding": "check",
+    "IssuedRecord": "ca",
+    "LabCA": "ca",
+    "LabCAError": "errors",
+    "build_csr": "csr",
+    "build_self_signed": "csr",
+    "certificate_user_id_gaps": "entra",
+    "certificate_user_ids": "entra",
+    "check_entra_certificate": "check",
+    "default_hash": "csr",
+    "format_dn": "entra",
+    "graph_patch_body": "entra",
+    "key_algorithm_name": "inspect",
+    "load_certificate": "inspect",
+    "load_certificates": "inspect",
+    "load_pkcs12": "inspect",
+    "load_private_key": "inspect",
+    "parse_eku": "profile",
+    "parse_name": "profile",
+    "parse_oid": "profile",
+    "public_key_matches": "inspect",
+    "summarize": "inspect",
+}
+
+
 
 __all__ = [
     "ENTRA_SMARTCARD_LOGON",
@@ -73,3 +80,10 @@ __all__ = [
     "public_key_matches",
     "summarize",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pivtool.certs' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

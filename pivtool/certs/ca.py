@@ -502,9 +502,12 @@ class LabCA:
         raw = bytes(csr)
         try:
             if b"-----BEGIN" in raw:
-                return x509.load_pem_x509_csr(raw)
-            return x509.load_der_x509_csr(raw)
-        except ValueError as e:
+                request = x509.load_pem_x509_csr(raw)
+            else:
+                request = x509.load_der_x509_csr(raw)
+            request.subject  # noqa: B018 - parsed lazily: a bad name must fail here
+            return request
+        except (ValueError, x509.InvalidVersion) as e:
             raise CertInputError(
                 "malformed certificate signing request (expected PEM or DER PKCS#10)"
             ) from e

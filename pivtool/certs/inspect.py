@@ -71,6 +71,19 @@ def _is_pem(data: bytes) -> bool:
     return b"-----BEGIN " in data[:4096]
 
 
+def parsed(cert: x509.Certificate) -> x509.Certificate:
+    """*cert*, with the parts cryptography parses lazily (subject, issuer) checked: a
+    malformed name must fail here as :class:`CertInputError`, not later as a ValueError in
+    a summary."""
+    try:
+        cert.subject  # noqa: B018 - evaluated for its parse errors
+        cert.issuer  # noqa: B018
+    except ValueError as e:
+        raise CertInputError("malformed certificate: its subject or issuer name does not "
+                             "parse") from e
+    return cert
+
+
 def load_certificate(data: bytes | str) -> x509.Certificate:
     """Load one X.509 certificate from PEM or DER bytes (the first one of a PEM bundle)."""
     raw = _as_bytes(data)
@@ -78,12 +91,12 @@ def load_certificate(data: bytes | str) -> x509.Certificate:
         raise CertInputError("certificate data is empty")
     if _is_pem(raw):
         try:
-            return x509.load_pem_x509_certificate(raw)
-        except ValueError as e:
+            return parsed(x509.load_pem_x509_certificate(raw))
+        except (ValueError, x509.InvalidVersion) as e:
             raise CertInputError("malformed PEM certificate (expected BEGIN CERTIFICATE)") from e
     try:
-        return x509.load_der_x509_certificate(raw)
-    except ValueError as e:
+        return parsed(x509.load_der_x509_certificate(raw))
+    except (ValueError, x509.InvalidVersion) as e:
         raise CertInputError("data is neither a PEM nor a DER X.509 certificate") from e
 
 
@@ -95,9 +108,9 @@ def load_certificates(data: bytes | str) -> list[x509.Certificate]:
     if _is_pem(raw):
         try:
             certs = x509.load_pem_x509_certificates(raw)
-        except ValueError as e:
+        except (ValueError, x509.InvalidVersion) as e:
             raise CertInputError("malformed PEM certificate bundle") from e
-        return list(certs)
+        return [parsed(c) for c in certs]
     return [load_certificate(raw)]
 
 
@@ -152,7 +165,7 @@ def load_pkcs12(
             continue
         except UnsupportedAlgorithm as e:
             raise CertInputError("PKCS#12 uses an unsupported algorithm") from e
-        return key, cert, list(extra)
+        return key, parsed(cert) if cert is not None else None, [parsed(c) for c in extra]
     if pw is None:
         raise CertInputError(
             "could not read PKCS#12: a password is required or the file is corrupt"

@@ -22,14 +22,16 @@ def pin() -> None:
 @pass_ctx
 def pin_verify(obj: CliContext, allow_last_try: bool) -> None:
     """Check the PIN (checks the tries left first; never spends the last one without
-    --allow_last_try)."""
-    from ..workflows.auth import pin_tries, verify_pin
+    --allow-last-try)."""
+    from ..workflows.auth import verify_pin
 
     p = obj.prompter()
     with obj.session() as s:
-        verify_pin(s, p.secret("pin"), allow_last_try)
+        before = verify_pin(s, p.secret("pin"), allow_last_try)
+        # Leave nothing verified behind on a shared connection.
         s.unverify_pin()
-        left = pin_tries(s).left
+    # A right PIN resets the counter to its total (known from metadata, else unknown).
+    left = before.total
     obj.emit({"verified": True, "tries_left": left},
              f"PIN verified ({left} tries left)." if left is not None else "PIN verified.")
 
@@ -142,10 +144,10 @@ def mgmt_key() -> None:
 def mgmt_key_change(obj: CliContext, algorithm: str | None, generate: bool, protect: bool,
                     touch: bool, key_out: str | None, allow_last_try: bool) -> None:
     """Change the management key."""
-    from ..core.errors import UsageError
+    from ..core.errors import SecurityStatusError, UsageError
     from ..piv.constants import MgmtKeyType
     from ..piv.version import default_mgmt_key_type, supported_mgmt_key_types
-    from ..workflows.auth import authenticate, change_mgmt_key
+    from ..workflows.auth import OverridePrompter, authenticate, change_mgmt_key
     from ..workflows.secrets import parse_hex_key
     from .files import write_secret_file
 
@@ -169,7 +171,15 @@ def mgmt_key_change(obj: CliContext, algorithm: str | None, generate: bool, prot
             new = _secrets.token_bytes(kt.key_len)
         else:
             new = parse_hex_key(p.secret("new_mgmt_key"), "new management key")
-        auth = authenticate(s, p, allow_last_try, need_pin=protect)
+        try:
+            auth = authenticate(s, p, allow_last_try, need_pin=protect)
+        except (SecurityStatusError, UsageError):
+            if generate:
+                raise
+            # Re-running a change the card was pulled from after it took the new key: the
+            # new key opens (trying a management key costs no retry counter).
+            auth = authenticate(s, OverridePrompter(p, {"mgmt_key": new.hex().encode()}),
+                                allow_last_try, need_pin=protect)
         if key_out:
             write_secret_file(key_out, new.hex() + "\n")
         result = change_mgmt_key(s, auth, new, kt, protect, touch,

@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "keys": "keys:keys",
     "certs": "certs:certs",
     "objects": "objects:objects",
+    "batch": "batch:batch",
     "completion": "completion:completion",
 }
 

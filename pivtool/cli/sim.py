@@ -49,11 +49,21 @@ def create(obj: CliContext, state_file: str, firmware: str, serial: int | None,
 @click.option("--port", type=int, default=35963, show_default=True,
               help="vpcd port (35963 = 'Virtual PCD 00 00', 35964 = '... 00 01').")
 @click.option("--host", default="127.0.0.1", show_default=True, help="vpcd host.")
-def serve(state_file: str, port: int, host: str) -> None:
+@click.option("--fail-at", type=click.IntRange(min=1), metavar="N",
+              help="Fault injection (testing): fail the N-th command APDU, once.")
+@click.option("--fail-kind", type=click.Choice(["card-removed", "transmission-error", "reset",
+                                                "garbage"]),
+              default="card-removed", show_default=True,
+              help="What happens at --fail-at: the card is pulled (and put back), the "
+                   "answer is broken, the card was reset by another program, or a 9000 "
+                   "answer that is not the card's.")
+def serve(state_file: str, port: int, host: str, fail_at: int | None, fail_kind: str) -> None:
     """Insert the virtual card into pcscd's vpcd reader until Ctrl-C or SIGTERM.
 
     Every state change is saved atomically before the card answers, so killing this process
     is exactly pulling the card out."""
+    from ..sim.attach import FaultKind, Faults
     from ..sim.vpcd import serve as run
 
-    run(state_file, port=port, host=host)
+    faults = Faults(at=fail_at, kind=FaultKind(fail_kind)) if fail_at is not None else None
+    run(state_file, port=port, host=host, faults=faults)

@@ -324,3 +324,17 @@ class Origin(str, Enum):
 
     GENERATED = "generated"
     IMPORTED = "imported"
+
+
+def effective_pin_policy(slot: Slot, policy: PinPolicy) -> PinPolicy:
+    """What a YubiKey applies for DEFAULT: always for 9c (signature), never for 9e (card
+    authentication), once elsewhere (Yubico's PIV documentation, "PIN policy")."""
+    if policy is not PinPolicy.DEFAULT:
+        return policy
+    return {Slot.SIGNATURE: PinPolicy.ALWAYS, Slot.CARD_AUTH: PinPolicy.NEVER}.get(
+        slot, PinPolicy.ONCE)
+
+
+def effective_touch_policy(policy: TouchPolicy) -> TouchPolicy:
+    """What a YubiKey applies for DEFAULT: no touch."""
+    return TouchPolicy.NEVER if policy is TouchPolicy.DEFAULT else policy

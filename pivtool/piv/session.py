@@ -179,6 +179,22 @@ def check_mgmt_key(key_type: MgmtKeyType, key: bytes) -> None:
                          f"got {len(key)}")
 
 
+def parse_certificate(der: bytes, message: str = "the card returned data that is not a "
+                                                  "certificate") -> x509.Certificate:
+    """A certificate the card returned, or :class:`BadResponseError` (*message*). Any parse
+    failure counts: cryptography raises ``InvalidVersion`` besides ``ValueError``, and parses
+    subject and issuer only when first used, so they are touched here."""
+    from cryptography import x509
+
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        cert.subject  # noqa: B018 - evaluated for its parse errors
+        cert.issuer  # noqa: B018
+    except (ValueError, x509.InvalidVersion) as e:
+        raise BadResponseError(message) from e
+    return cert
+
+
 class PivSession:
     """A session with the PIV application on one card.
 
@@ -208,6 +224,15 @@ class PivSession:
     def _send(self, ins: int, p1: int = 0, p2: int = 0, data: bytes = b"",
               sensitive: bool = False, what: str = "PIN") -> bytes:
         return self.protocol.send(Apdu(0x00, ins, p1, p2, data), sensitive, what)
+
+    def _send_no_data(self, ins: int, p1: int = 0, p2: int = 0, data: bytes = b"",
+                      sensitive: bool = False, what: str = "PIN") -> None:
+        """:meth:`_send` for commands that answer with a bare status word. Data with a 9000
+        means the answer is not what the card sent (a corrupted link): the change may not
+        have happened, so it must not be reported as done."""
+        if self._send(ins, p1, p2, data, sensitive, what):
+            raise BadResponseError(f"unexpected data in the answer to INS {ins:02X}; the "
+                                   "command may not have been carried out")
 
     def _require_yubikey(self, feature: str) -> Version:
         if self.version is None:
@@ -247,10 +272,17 @@ class PivSession:
 
     def _read_version(self) -> Version | None:
         try:
-            return Version.from_bytes(self._send(Ins.GET_VERSION))
-        except (ApduError, ValueError):
+            data = self._send(Ins.GET_VERSION)
+        except ApduError:
             # 6D00 (or any refusal) means the YubiKey extensions are absent.
             return None
+        try:
+            return Version.from_bytes(data)
+        except ValueError:
+            # A 9000 with the wrong data is a garbled answer, not a generic card: treating
+            # it as one would hide every YubiKey function (and send recover to the issuer).
+            raise BadResponseError(f"GET VERSION returned {len(data)} bytes, expected 3"
+                                   ) from None
 
     def get_serial(self) -> int:
         """GET SERIAL (YubiKey F8, firmware 5+)."""
@@ -285,8 +317,9 @@ class PivSession:
         """PUT DATA (SP 800-73-4 Part 2 §3.2.1). ``None`` or empty deletes the object.
         Needs management key."""
         tag_bytes = object_id.to_bytes(max(1, (object_id.bit_length() + 7) // 8), "big")
-        self._send(Ins.PUT_DATA, 0x3F, 0xFF, tlv(0x5C, tag_bytes) + tlv(0x53, data or b""),
-                   sensitive=object_id in SENSITIVE_OBJECTS)
+        self._send_no_data(Ins.PUT_DATA, 0x3F, 0xFF,
+                           tlv(0x5C, tag_bytes) + tlv(0x53, data or b""),
+                           sensitive=object_id in SENSITIVE_OBJECTS)
 
     def get_certificate_der(self, slot: Slot) -> tuple[bytes, bool]:
         """Read a slot's certificate object: (DER, was_compressed). Free to read."""
@@ -296,14 +329,10 @@ class PivSession:
 
     def get_certificate(self, slot: Slot) -> x509.Certificate:
         """Read and parse a slot's certificate. Free to read."""
-        from cryptography import x509
 
         der, _ = self.get_certificate_der(slot)
-        try:
-            return x509.load_der_x509_certificate(der)
-        except ValueError as e:
-            raise BadResponseError(f"slot {slot.label} holds data that is not a "
-                                   "certificate") from e
+        return parse_certificate(der, f"slot {slot.label} holds data that is not a "
+                                      "certificate")
 
     def put_certificate(self, slot: Slot, cert_der: bytes, compress: bool = False) -> None:
         """Store a certificate in the slot's object. Needs management key."""
@@ -320,7 +349,7 @@ class PivSession:
     def verify_pin(self, pin: bytes | str) -> None:
         """VERIFY the PIN (SP 800-73-4 Part 2 §3.2.1). Raises :class:`InvalidPinError` with the
         tries left, or :class:`BlockedError`."""
-        self._send(Ins.VERIFY, 0, KeyRef.PIN, pin_bytes(pin), sensitive=True)
+        self._send_no_data(Ins.VERIFY, 0, KeyRef.PIN, pin_bytes(pin), sensitive=True)
 
     def pin_tries_by_verify(self) -> int | None:
         """Empty VERIFY: the PIN tries left without spending one; ``None`` when the PIN is
@@ -336,12 +365,12 @@ class PivSession:
 
     def unverify_pin(self) -> None:
         """VERIFY with P1=FF: reset the PIN's security status (SP 800-73-4 Part 2 §3.2.1)."""
-        self._send(Ins.VERIFY, 0xFF, KeyRef.PIN)
+        self._send_no_data(Ins.VERIFY, 0xFF, KeyRef.PIN)
 
     def _change_reference(self, ins: int, ref: KeyRef, old: bytes | str, new: bytes | str,
                           what_old: str, what_new: str) -> None:
         data = pin_bytes(old, what_old) + pin_bytes(new, what_new)
-        self._send(ins, 0, ref, data, sensitive=True, what=what_old)
+        self._send_no_data(ins, 0, ref, data, sensitive=True, what=what_old)
 
     def change_pin(self, old: bytes | str, new: bytes | str) -> None:
         """CHANGE REFERENCE DATA for the PIN (§3.2.2). Spends a PIN try when *old* is wrong."""
@@ -390,10 +419,14 @@ class PivSession:
         try:
             key_type = MgmtKeyType(items.get(0x01, b"\x03")[0])
             policy = items.get(0x02, b"\x00\x01")
-            return MgmtKeyMetadata(key_type, items.get(0x05, b"\x00") != b"\x00",
-                                   TouchPolicy(policy[1]))
+            md = MgmtKeyMetadata(key_type, items.get(0x05, b"\x00") != b"\x00",
+                                 TouchPolicy(policy[1]))
         except (ValueError, IndexError) as e:
             raise BadResponseError("malformed management key metadata") from e
+        # Fill mgmt_key_type's cache: callers that read the metadata and then authenticate
+        # (workflows.auth.authenticate) would otherwise send the same GET METADATA twice.
+        self._mgmt_key_type = key_type
+        return md
 
     @property
     def mgmt_key_type(self) -> MgmtKeyType:
@@ -441,8 +474,8 @@ class PivSession:
         if key_type not in supported_mgmt_key_types(v):
             raise NotSupportedError(f"{key_type.label} management keys need firmware 5.4+")
         check_mgmt_key(key_type, key)
-        self._send(Ins.SET_MGMT_KEY, 0xFF, 0xFE if touch else 0xFF,
-                   bytes((key_type, KeyRef.MGMT, len(key))) + key, sensitive=True)
+        self._send_no_data(Ins.SET_MGMT_KEY, 0xFF, 0xFE if touch else 0xFF,
+                           bytes((key_type, KeyRef.MGMT, len(key))) + key, sensitive=True)
         self._mgmt_key_type = key_type
 
     # --- keys -------------------------------------------------------------------------
@@ -512,20 +545,16 @@ class PivSession:
             data += tlv(0xAA, bytes((pin_policy,)))
         if touch_policy != TouchPolicy.DEFAULT:
             data += tlv(0xAB, bytes((touch_policy,)))
-        self._send(Ins.IMPORT_KEY, key_type, slot, data, sensitive=True)
+        self._send_no_data(Ins.IMPORT_KEY, key_type, slot, data, sensitive=True)
         return key_type
 
     def attest_key(self, slot: Slot) -> x509.Certificate:
         """ATTEST (YubiKey F9, 4.3+): a certificate for a key generated on the card, signed by
         the F9 attestation key. :class:`NotFoundError`-like errors for empty/imported keys."""
-        from cryptography import x509
 
         self._require_yubikey("ATTEST")
         data = self._send(Ins.ATTEST, slot, 0)
-        try:
-            return x509.load_der_x509_certificate(data)
-        except ValueError as e:
-            raise BadResponseError("attestation is not a certificate") from e
+        return parse_certificate(data, "attestation is not a certificate")
 
     def move_key(self, src: Slot, dst: Slot) -> None:
         """MOVE KEY (YubiKey F6, 5.7+). Needs management key. The destination must be
@@ -534,13 +563,13 @@ class PivSession:
         self._require(has_move_delete(v), "MOVE KEY")
         if src == dst or Slot.ATTESTATION in (src, dst):
             raise UsageError("cannot move a key onto itself or to/from the attestation slot")
-        self._send(Ins.MOVE_KEY, dst, src)
+        self._send_no_data(Ins.MOVE_KEY, dst, src)
 
     def delete_key(self, slot: Slot) -> None:
         """DELETE KEY (YubiKey F6 with P1=FF, 5.7+). Needs management key."""
         v = self._require_yubikey("DELETE KEY")
         self._require(has_move_delete(v), "DELETE KEY")
-        self._send(Ins.MOVE_KEY, 0xFF, slot)
+        self._send_no_data(Ins.MOVE_KEY, 0xFF, slot)
 
     def general_authenticate(self, slot: Slot, key_type: KeyType, data: bytes,
                              exponentiation: bool = False) -> bytes:
@@ -572,13 +601,13 @@ class PivSession:
         self._require_yubikey("SET PIN RETRIES")
         if not (1 <= pin_tries <= 255 and 1 <= puk_tries <= 255):
             raise UsageError("retry counts must be 1-255")
-        self._send(Ins.SET_PIN_RETRIES, pin_tries, puk_tries)
+        self._send_no_data(Ins.SET_PIN_RETRIES, pin_tries, puk_tries)
 
     def reset(self) -> None:
         """RESET (YubiKey FB): factory-reset the PIV application. The card refuses (6985)
         unless PIN and PUK are both blocked."""
         self._require_yubikey("RESET")
-        self._send(Ins.RESET)
+        self._send_no_data(Ins.RESET)
         self._mgmt_key_type = None
 
     # --- composite reads --------------------------------------------------------------

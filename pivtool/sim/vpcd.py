@@ -31,6 +31,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Protocol
 
+from .attach import GARBAGE_RESPONSE, FaultKind, Faults
 from .state import CardState, load_state, save_state
 
 DEFAULT_PORT = 35963  # Debian's /etc/reader.conf.d/vpcd: "Virtual PCD 00 00"
@@ -140,6 +141,7 @@ def serve_card(
     after_command: Callable[[], None] | None = None,
     connect_timeout: float = 10.0,
     reconnect: bool = True,
+    faults: Faults | None = None,
 ) -> None:
     """Plug *card* into vpcd and answer until stopped.
 
@@ -147,9 +149,12 @@ def serve_card(
     hook). *ready_callback* runs each time the connection to vpcd is up (card inserted). When
     vpcd drops the connection, the card is power-cycled and, with *reconnect*, plugged in
     again (bounded by *connect_timeout*). Returns when *stop_event* is set; raises
-    :class:`ConnectionError` when vpcd cannot be reached.
+    :class:`ConnectionError` when vpcd cannot be reached. *faults* (see :func:`_fault`)
+    counts command APDUs over the whole run, so a fault fires once even across
+    re-insertions.
     """
     stop = stop_event if stop_event is not None else threading.Event()
+    counter = [0]
     while not stop.is_set():
         try:
             sock = _connect(host, port, connect_timeout, stop)
@@ -158,7 +163,7 @@ def serve_card(
         try:
             if ready_callback is not None:
                 ready_callback()
-            _answer(sock, card, stop, after_command)
+            _answer(sock, card, stop, after_command, faults, counter)
         except _Stopped:
             return
         except _Disconnected:
@@ -171,12 +176,36 @@ def serve_card(
             sock.close()
 
 
+def _fault(card: VpcdCard, kind: FaultKind) -> bytes | None:
+    """Inject *kind* instead of answering normally. Returns the response to send, or
+    ``None`` to execute the command (on a card that was just reset).
+
+    ``card-removed``: the card leaves the reader before executing the command (the vpcd
+    connection closes, then the card is inserted again). ``transmission-error``: a 1-byte
+    answer, which PC/SC clients see as a broken response. ``reset``: another program reset
+    the card; the command then runs without the verified PIN, the authenticated management
+    key or the selected application. ``garbage``: a 9000 answer that is not what the card
+    would send (the command is not executed)."""
+    if kind is FaultKind.CARD_REMOVED:
+        raise _Disconnected
+    if kind is FaultKind.TRANSMISSION_ERROR:
+        return b"\x6f"
+    if kind is FaultKind.RESET:
+        card.power_cycle()
+        return None
+    data, sw = GARBAGE_RESPONSE
+    return data + sw.to_bytes(2, "big")
+
+
 def _answer(
     sock: socket.socket,
     card: VpcdCard,
     stop: threading.Event,
     after_command: Callable[[], None] | None,
+    faults: Faults | None = None,
+    counter: list[int] | None = None,
 ) -> None:
+    counter = counter if counter is not None else [0]
     while True:
         length = int.from_bytes(_recv_exact(sock, 2, stop), "big")
         frame = _recv_exact(sock, length, stop) if length else b""
@@ -191,6 +220,12 @@ def _answer(
             # Unknown control codes get no answer: vpcd expects none for them.
             continue
         if not frame:
+            continue
+        counter[0] += 1
+        kind = faults.check(counter[0]) if faults is not None else None
+        injected = _fault(card, kind) if kind is not None else None
+        if injected is not None:
+            _send_frame(sock, injected)
             continue
         response = card.execute(frame)
         if after_command is not None:
@@ -224,6 +259,7 @@ def serve(
     stop_event: threading.Event | None = None,
     ready_callback: Callable[[], None] | None = None,
     connect_timeout: float = 10.0,
+    faults: Faults | None = None,
 ) -> None:
     """Serve the virtual card stored in *state_path* on vpcd port *port* until stopped.
 
@@ -253,7 +289,7 @@ def serve(
             ready_callback()
 
     with _signals_stop(stop):
-        serve_card(card, port, host, stop, ready, None, connect_timeout)
+        serve_card(card, port, host, stop, ready, None, connect_timeout, faults=faults)
 
 
 def main(argv: list[str] | None = None) -> int:

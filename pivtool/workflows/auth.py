@@ -109,11 +109,14 @@ def guard(what: str, tries: Tries, force: bool) -> None:
                               "Re-run with --allow-last-try if you are sure of it")
 
 
-def verify_pin(session: PivSession, pin: bytes, force: bool = False) -> None:
-    """VERIFY the PIN after checking its length and the retry guard."""
+def verify_pin(session: PivSession, pin: bytes, force: bool = False) -> Tries:
+    """VERIFY the PIN after checking its length and the retry guard. Returns the tries as
+    they were before (after a right PIN the card is back at ``total``)."""
     pin_bytes(pin)  # length check before anything is spent
-    guard("PIN", pin_tries(session), force)
+    tries = pin_tries(session)
+    guard("PIN", tries, force)
     session.verify_pin(pin)
+    return tries
 
 
 def check_puk(session: PivSession, force: bool = False) -> None:
@@ -198,6 +201,17 @@ def authenticate(session: PivSession, prompter: Prompter, force: bool = False,
             if _try_key(session, key):
                 return AdminAuth("protected", pin_verified, key)
         if candidates:
+            # A change away from the protected key that was interrupted after the card took
+            # the new key (or another tool changed it) leaves a stale copy: the key the user
+            # typed is then the one that opens. Without one, say what failed.
+            from .secrets import parse_hex_key
+
+            try:
+                typed = parse_hex_key(prompter.secret("mgmt_key"))
+            except UsageError:
+                typed = None
+            if typed is not None and typed not in candidates and _try_key(session, typed):
+                return AdminAuth("given", pin_verified, typed)
             raise SecurityStatusError(0x6982, b"",
                                       "the PIN-protected management key was not accepted")
     if session.version is not None and has_metadata(session.version):

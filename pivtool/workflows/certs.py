@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..core.errors import BadResponseError, NotFoundError, PivToolError, UsageError
 from ..piv.constants import KeyType, PinPolicy, Slot, TouchPolicy
-from ..piv.session import PivSession, SlotMetadata
+from ..piv.session import PivSession, SlotMetadata, parse_certificate
 from .auth import Prompter, authenticate, verify_pin
 from .keys import (
     EmptySlotError,
@@ -126,20 +126,25 @@ def save_certificate(cert: x509.Certificate, path: Path) -> Path:
 # --- install (import, selfsign, key import with certificate) -----------------------
 
 
-def _read_slot_cert(session: PivSession, slot: Slot) -> tuple[x509.Certificate | None, bool]:
-    """``(certificate, object_present)``: the object may exist yet not parse."""
-    from cryptography import x509
+def _read_slot_cert(session: PivSession, slot: Slot, attempts: int = 2
+                    ) -> tuple[x509.Certificate | None, bool]:
+    """``(certificate, object_present)``: the object may exist yet not parse.
 
-    try:
-        der, _ = session.get_certificate_der(slot)
-    except NotFoundError:
-        return None, False
-    except BadResponseError:
-        return None, True
-    try:
-        return x509.load_der_x509_certificate(der), True
-    except ValueError:
-        return None, True
+    An unparseable answer is read once more before it counts as a corrupt object: with
+    ``--force`` a corrupt object is replaced *without* a backup, so a transient transport
+    error must not be mistaken for one."""
+    for _attempt in range(attempts):
+        try:
+            der, _ = session.get_certificate_der(slot)
+        except NotFoundError:
+            return None, False
+        except BadResponseError:
+            continue
+        try:
+            return parse_certificate(der), True
+        except BadResponseError:
+            continue
+    return None, True
 
 
 @dataclass

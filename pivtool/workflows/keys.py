@@ -20,7 +20,14 @@ from ..core.errors import (
     PivToolError,
     UsageError,
 )
-from ..piv.constants import KeyType, PinPolicy, Slot, TouchPolicy
+from ..piv.constants import (
+    KeyType,
+    PinPolicy,
+    Slot,
+    TouchPolicy,
+    effective_pin_policy,
+    effective_touch_policy,
+)
 from ..piv.session import PivSession, SlotMetadata, key_type_of
 from ..piv.version import check_key_support, has_metadata, has_move_delete
 from .auth import Prompter, authenticate
@@ -203,14 +210,14 @@ def generate_key(session: PivSession, prompter: Prompter, slot: Slot, key_type: 
     replaced, note = _refuse_replacing(session, slot, force)
     authenticate(session, prompter, allow_last_try)
     public_key = session.generate_key(slot, key_type, pin_policy, touch_policy)
-    md = slot_metadata(session, slot)
-    st = read_slot(session, slot, md)
+    # The policies follow from what was asked and the slot's defaults: no metadata read.
+    st = read_slot(session, slot, None)
+    st.public_key = public_key
     stale = st.certificate is not None and st.cert_matches_key() is not True
     return GenerateResult(
-        slot, key_type,
-        md.pin_policy.label if md else pin_policy.label,
-        md.touch_policy.label if md else touch_policy.label,
-        public_key, replaced, stale, [note] if note else [])
+        slot, key_type, effective_pin_policy(slot, pin_policy).label,
+        effective_touch_policy(touch_policy).label, public_key, replaced, stale,
+        [note] if note else [])
 
 
 # --- import -------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from ..core.errors import (
     PivToolError,
     RetryGuardError,
     StepFailedError,
+    TransportError,
     UsageError,
 )
 from ..piv.constants import DEFAULT_PIN, Slot
@@ -245,6 +246,8 @@ class Recoverer:
         if st.mgmt_key_protected:
             try:
                 auth = authenticate(self.s, OverridePrompter(self.p, {"pin": new_pin}))
+            except TransportError:
+                raise  # a pulled card is not a key that does not open
             except PivToolError as e:
                 # The PIN is unblocked either way; a stored key that no longer opens was
                 # broken before (another tool changed the key without updating the copy).

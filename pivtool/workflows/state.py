@@ -20,7 +20,7 @@ from ..core.errors import (
 )
 from ..piv.constants import DEFAULT_MGMT_KEY, ObjectId, Slot
 from ..piv.objects import Chuid, PivmanData, ccc_card_id
-from ..piv.session import PivSession, SlotMetadata
+from ..piv.session import PivSession, SlotMetadata, parse_certificate
 from ..piv.version import default_mgmt_key_type, has_metadata
 
 NAMED_SLOTS = (Slot.AUTHENTICATION, Slot.SIGNATURE, Slot.KEY_MANAGEMENT, Slot.CARD_AUTH)
@@ -162,6 +162,22 @@ def _optional(fn: Any, *args: Any) -> Any:
         return None
 
 
+def _read_cert(session: PivSession, slot: Slot, st: SlotState) -> str | None:
+    """Fill *st*'s certificate; return why it could not be read (``None``: read, or no
+    certificate object)."""
+    try:
+        der, st.compressed = session.get_certificate_der(slot)
+    except NotFoundError:
+        return None
+    except BadResponseError as e:
+        return str(e)
+    try:
+        st.certificate = parse_certificate(der)
+    except BadResponseError:
+        return "the certificate object does not hold a certificate"
+    return None
+
+
 def read_slot(session: PivSession, slot: Slot, metadata: SlotMetadata | None,
               with_cert: bool = True) -> SlotState:
     """Build a :class:`SlotState` from metadata (if any) and the certificate object."""
@@ -172,19 +188,13 @@ def read_slot(session: PivSession, slot: Slot, metadata: SlotMetadata | None,
         st.touch_policy = metadata.touch_policy.label
         st.origin = metadata.origin.value
         st.public_key = metadata.public_key()
-    if with_cert:
-        try:
-            from cryptography import x509
-
-            der, st.compressed = session.get_certificate_der(slot)
-            try:
-                st.certificate = x509.load_der_x509_certificate(der)
-            except ValueError:
-                st.certificate_error = "the certificate object does not hold a certificate"
-        except NotFoundError:
-            pass
-        except BadResponseError as e:
-            st.certificate_error = str(e)
+    # An unreadable answer is read once more: reset and enroll --force back up only the
+    # certificates they could read, so a transient garbled answer must not pass for a
+    # corrupt object (the certificate would then be destroyed without a backup).
+    for _attempt in range(2 if with_cert else 0):
+        st.certificate_error = _read_cert(session, slot, st)
+        if st.certificate_error is None:
+            break
     return st
 
 

@@ -8,8 +8,10 @@
   server side, or a mix-up would go unnoticed).
 * :class:`TlsServer` — ``openssl s_server -www`` requiring a client certificate from the lab
   CA, checking it against the CRL; stopped by PID.
-* :func:`card_key_uri` / :func:`s_client` / :func:`curl` — real TLS clients using the key on
-  the card through OpenSC's PKCS#11 module and libp11's OpenSSL engine.
+* :func:`token_in_reader` / :func:`card_key_uri` / :func:`s_client` — a real TLS client
+  using the key on the card through OpenSC's PKCS#11 module and libp11's OpenSSL engine.
+* :meth:`TlsServer.handshakes` / :func:`peer_certificates` — the server's view: which
+  handshakes it completed with which client certificate, and the certificate it received.
 
 Test secrets only: the PIN travels in the PKCS#11 URI (``pin-value``) so that the clients
 run unattended. docs/tls-proof.md shows the interactive way.
@@ -24,7 +26,6 @@ import ipaddress
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -44,13 +45,17 @@ from interop_tools import OPENSC_MODULE, OPENSSL, PKCS11_TOOL, run
 from pcsc_stack import VirtualCardProcess
 
 PIVTOOL = str(Path(sys.executable).with_name("pivtool"))
-CURL = shutil.which("curl")
+#: s_server options that refuse session resumption (no cache, no tickets), so that every
+#: connection is a full handshake with a fresh client signature.
+NO_RESUMPTION = ("-no_cache", "-no_ticket")
+#: s_client -reconnect: the first connection and five more.
+RECONNECT_HANDSHAKES = 6
 
 #: The request the clients send; s_server -www answers any GET with its status page.
 HTTP_GET = "GET / HTTP/1.0\r\n\r\n"
 
 # Proxy variables would send the server's CRL download (OpenSSL's HTTP client honours
-# http_proxy) or curl's request somewhere else; the whole exchange is on 127.0.0.1.
+# http_proxy) through a proxy; the whole exchange is on 127.0.0.1.
 _PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY",
                "ALL_PROXY")
 
@@ -223,6 +228,29 @@ def make_server_identity(directory: Path) -> ServerIdentity:
     return ident
 
 
+def _listening(port: int) -> bool:
+    """True once something listens on 127.0.0.1:*port* (read from /proc: probing with a
+    connection would make s_server log a failed handshake)."""
+    want = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            cols = line.split()
+            if cols[1] == want and cols[3] == "0A":  # 0A = TCP_LISTEN
+                return True
+    return False
+
+
+@dataclass
+class ServerHandshake:
+    """One handshake as the server logged it."""
+
+    #: The client certificate's subject as s_server prints it ("CN = alice@contoso.com").
+    client: str | None = None
+    #: "num=23:certificate revoked" etc.; None when the chain verified.
+    verify_error: str | None = None
+    completed: bool = False
+
+
 @dataclass
 class TlsServer:
     """``openssl s_server`` on 127.0.0.1 that requires a client certificate issued by
@@ -252,7 +280,11 @@ class TlsServer:
             # server sends in its CertificateRequest.
             "-CAfile", str(self.client_ca), "-verifyCAfile", str(self.client_ca),
             "-crl_check", "-crl_download",
-            "-www", *self.extra_args,
+            # -state: s_server logs every handshake state; "read finished" after a verified
+            # client certificate is the server's own record of a completed client-authenticated
+            # handshake (the verify callback alone also fires for handshakes that then fail:
+            # the client's Certificate can arrive before it fails to sign).
+            "-state", "-www", *self.extra_args,
         ]
 
     def start(self, attempts: int = 5) -> None:
@@ -266,7 +298,7 @@ class TlsServer:
                 )
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
-                if "ACCEPT" in self.log():
+                if _listening(self.port):
                     return
                 if self.proc.poll() is not None:
                     break  # most likely the port was taken in between: try another
@@ -280,14 +312,36 @@ class TlsServer:
             return ""
         return self.log_path.read_bytes()[self._log_offset:].decode(errors="replace")
 
-    def verified_clients(self, subject_cn: str) -> int:
-        """How many client certificates with this CN the server verified successfully.
+    def handshakes(self) -> list[ServerHandshake]:
+        """Every handshake this server saw, parsed from its -state log."""
+        result: list[ServerHandshake] = []
+        current: ServerHandshake | None = None
+        lines = self.log().splitlines()
+        for i, line in enumerate(lines):
+            if line == "SSL_accept:SSLv3/TLS read client hello":
+                current = ServerHandshake()
+                result.append(current)
+            elif current is None:
+                continue
+            elif line.startswith("depth=0 "):
+                # The verify callback logs the leaf's subject, then its verdict.
+                current.client = line.removeprefix("depth=0 ")
+                verdict = lines[i + 1] if i + 1 < len(lines) else ""
+                if verdict.startswith("verify error:"):
+                    current.verify_error = verdict.removeprefix("verify error:")
+            elif line.startswith("verify error:") and current.verify_error is None:
+                current.verify_error = line.removeprefix("verify error:")
+            elif line == "SSL_accept:SSLv3/TLS read finished":
+                # Reached only after the client's CertificateVerify checked out.
+                current.completed = True
+        return result
 
-        s_server's verify callback logs ``depth=0 <subject>`` then ``verify return:1`` for a
-        leaf that passed, or ``verify error:num=N:...`` for one that did not.
-        """
-        pattern = rf"^depth=0 CN = {re.escape(subject_cn)}\nverify return:1$"
-        return len(re.findall(pattern, self.log(), flags=re.M))
+    def accepted(self, subject_cn: str) -> int:
+        """Completed handshakes whose client certificate (CN=*subject_cn*) verified."""
+        return sum(
+            1 for h in self.handshakes()
+            if h.completed and h.verify_error is None and h.client == f"CN = {subject_cn}"
+        )
 
     def stop(self) -> None:
         """Stop exactly our s_server (by its PID) and reap it."""
@@ -374,11 +428,15 @@ class ClientResult:
 
 
 def s_client(server: TlsServer, server_ca: Path, key_uri: str, cert: Path,
-             opensc_conf: Path, timeout: float = 30) -> ClientResult:
+             opensc_conf: Path, reconnect: bool = False, timeout: float = 30) -> ClientResult:
     """One HTTPS request with ``openssl s_client``, client key on the card.
 
     The server's certificate is verified too (-verify_return_error, -verify_ip): a proof
     against an unauthenticated server would prove little.
+
+    *reconnect*: s_client's -reconnect, five more handshakes in the same process (and so
+    the same PKCS#11 login) before the request. Against a server started with
+    :data:`NO_RESUMPTION` each is a full handshake that makes the card sign again.
     """
     cmd = [
         OPENSSL, "s_client", "-connect", f"127.0.0.1:{server.port}",
@@ -388,29 +446,11 @@ def s_client(server: TlsServer, server_ca: Path, key_uri: str, cert: Path,
         # closes the connection after it.
         "-ign_eof",
     ]
+    if reconnect:
+        cmd.append("-reconnect")
     proc = subprocess.run(cmd, input=HTTP_GET, capture_output=True, text=True,
                           timeout=timeout, env=clean_env(opensc_env(opensc_conf)),
                           check=False)
-    return ClientResult(proc.returncode, proc.stdout, proc.stderr)
-
-
-def curl(server: TlsServer, server_ca: Path, key_uri: str, cert: Path, opensc_conf: Path,
-         requests: int = 1, timeout: float = 30) -> ClientResult:
-    """*requests* HTTPS requests from one curl process, each a full handshake.
-
-    ``--no-sessionid``: no TLS session resumption, so every connection makes the card sign
-    again (s_server -www closes the connection after each answer).
-    """
-    assert CURL is not None
-    url = f"https://127.0.0.1:{server.port}/"
-    cmd = [
-        CURL, "--silent", "--show-error", "--fail", "--noproxy", "*", "--no-sessionid",
-        "--cacert", str(server_ca), "--engine", "pkcs11", "--key-type", "ENG",
-        "--key", key_uri, "--cert", str(cert),
-    ]
-    cmd += [url] * requests
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          env=clean_env(opensc_env(opensc_conf)), check=False)
     return ClientResult(proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -437,10 +477,16 @@ def negotiated_protocol(page: str) -> str | None:
     return m.group(1) if m else None
 
 
+def card_info(card: VirtualCardProcess) -> dict[str, Any]:
+    """``pivtool --json info`` through pcscd."""
+    info: dict[str, Any] = json.loads(
+        pivtool("--reader", card.substring, "--json", "info").stdout)
+    return info
+
+
 def pin_tries_left(card: VirtualCardProcess) -> int:
-    """PIN tries left as ``pivtool --json info`` reads them through pcscd."""
-    out = pivtool("--reader", card.substring, "--json", "info").stdout
-    return int(json.loads(out)["pin"]["tries_left"])
+    """PIN tries left as ``pivtool --json info`` reads them."""
+    return int(card_info(card)["pin"]["tries_left"])
 
 
 def card_certificate(card: VirtualCardProcess, path: Path) -> x509.Certificate:

@@ -1,0 +1,406 @@
+"""``pivtool batch``: helpdesk batch enrollment (many keys, many users, unattended)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from .context import CliContext, pass_ctx
+from .escrow import passphrase_file_option
+from .options import allow_last_try_option, json_option, secret_options, yes_option
+
+if TYPE_CHECKING:
+    from ..workflows.batch import BatchEvent, BatchState
+
+ALGORITHMS = ["eccp256", "eccp384", "rsa2048", "rsa1024", "rsa3072", "rsa4096", "ed25519"]
+SUMMARY_SCHEMA = "pivtool.batch-summary/1"
+STATUS_SCHEMA = "pivtool.batch-status/1"
+
+
+@click.group()
+def batch() -> None:
+    """Helpdesk batch enrollment: a roster of users, many keys, several readers at once.
+
+    \b
+    pivtool batch enroll ROSTER.csv --ca DIR --pin-letters DIR --escrow FILE --yes
+    pivtool batch status --state FILE     (progress per user)
+    pivtool batch report --state FILE     (rewrite the report and Graph $batch files)
+    pivtool batch release --state FILE UPN  (unbind a user whose key is lost)
+
+    See docs/batch.md."""
+
+
+def _default_state(roster: str) -> str:
+    return f"{Path(roster).stem}.state.json"
+
+
+def _readers(values: tuple[str, ...]) -> list[str]:
+    out = [p.strip() for v in values for p in v.split(",") if p.strip()]
+    return [] if any(r.casefold() == "all" for r in out) else out
+
+
+class _Renderer:
+    """Prints events: JSON lines on stdout (``--json``), or text with per-reader progress on
+    stderr."""
+
+    def __init__(self, as_json: bool, state: BatchState) -> None:
+        self.json = as_json
+        self.state = state
+        self.lock = threading.Lock()
+
+    def __call__(self, event: BatchEvent) -> None:
+        with self.lock:
+            if self.json:
+                sys.stdout.write(json.dumps(event.to_json()) + "\n")
+                sys.stdout.flush()
+                return
+            self._text(event)
+
+    def _text(self, e: BatchEvent) -> None:
+        where = f"[{e.reader}]" if e.reader else "[batch]"
+        key = f" serial {e.serial}" if e.serial is not None else ""
+        d = e.data
+        line: str | None = None
+        if e.kind == "inserted":
+            line = f"{where} key inserted:{key}"
+        elif e.kind == "enrolling":
+            how = "finishing the enrollment of" if d.get("resume") else "enrolling"
+            line = f"{where}{key}: {how} {e.upn} (attempt {d.get('attempt')})"
+        elif e.kind == "step":
+            mark = {"done": "ok", "pending": "..", "skipped": "--"}.get(d["status"], "!!")
+            line = f"{where}   [{mark}] {d['step']}: {d['detail']}"
+        elif e.kind == "wiped":
+            line = f"{where}{key}: wiped (--reassign)"
+        elif e.kind == "done":
+            line = f"{where}{key}: ENROLLED {e.upn}"
+        elif e.kind == "failed":
+            step = f" at '{d['step']}'" if d.get("step") else ""
+            line = f"{where}{key}: FAILED{step}: {d.get('error')}"
+        elif e.kind == "refused":
+            line = f"{where}{key}: not enrolled: {d.get('reason')}"
+        elif e.kind == "remove-card":
+            counts = self.state.counts()
+            line = (f"{where}{key}: remove the key.   Progress: {counts['done']} done, "
+                    f"{counts['pending'] + counts['incomplete']} to do, "
+                    f"{counts['failed']} failed, {counts['invalid']} bad rows")
+        elif e.kind == "stopped":
+            line = f"[batch] stopped ({d['reason']})"
+            for reader, row in sorted(d["per_reader"].items()):
+                line += (f"\n  {reader}: {row['done']} done, {row['failed']} failed, "
+                         f"{row['refused']} refused")
+        if line is not None:
+            click.echo(line, err=True)
+
+
+def _collect_secrets(obj: CliContext, pin_letters: str | None, escrow: bool,
+                     prompt: bool) -> Any:
+    from ..workflows.batch import SecretPolicy
+    from .secrets import SPECS, get_secret
+
+    files = obj.secret_files
+
+    def optional(name: str) -> bytes | None:
+        return get_secret(SPECS[name], files.get(name), prompt=False, required=False)
+
+    new_pin = optional("new_pin")
+    if new_pin is None and pin_letters is None:
+        # One PIN for everyone, typed once (twice to confirm) on a terminal.
+        new_pin = get_secret(SPECS["new_pin"], files.get("new_pin"), prompt=prompt,
+                             confirm=True)
+    new_puk = optional("new_puk")
+    if new_puk is None and not escrow:
+        new_puk = get_secret(SPECS["new_puk"], files.get("new_puk"), prompt=prompt,
+                             confirm=True)
+    return SecretPolicy(pin_letters=Path(pin_letters) if pin_letters else None,
+                        new_pin=new_pin, new_puk=new_puk, pin=optional("pin"),
+                        puk=optional("puk"), mgmt_key=optional("mgmt_key"))
+
+
+@batch.command("enroll")
+@click.argument("roster", metavar="ROSTER.csv")
+@click.option("--ca", "ca_dir", metavar="DIR",
+              help="Issue with the lab CA in DIR (passphrase from $PIVTOOL_CA_PASSPHRASE).")
+@click.option("--issuer-cmd", metavar="CMD",
+              help="Issue with CMD: CSR PEM on stdin, certificate PEM on stdout (no shell). "
+                   "Runs once per key, in parallel across readers.")
+@click.option("--issuer-timeout", type=float, default=120.0, show_default=True,
+              help="Seconds to wait for --issuer-cmd.")
+@click.option("--ca-bundle", metavar="FILE",
+              help="CA certificate(s) to check each issued certificate's chain against.")
+@click.option("--days", type=int, default=365, show_default=True, help="Validity with --ca.")
+@click.option("--readers", "readers", multiple=True, metavar="all|NAME",
+              help="Readers to watch: 'all' (default) or a name substring; repeatable or "
+                   "comma-separated. One worker per reader, in parallel.")
+@click.option("--state", "state_path", metavar="FILE",
+              help="Progress file, written atomically after every step (default: "
+                   "<roster>.state.json in the current directory). Re-run with the same "
+                   "file to resume.")
+@click.option("--audit", "audit_path", metavar="FILE",
+              help="Audit log, JSON lines (default: <state>.audit.jsonl).")
+@click.option("--report", "report_path", metavar="FILE",
+              help="Report base name: writes FILE.json and FILE.csv (default: "
+                   "<state>.report.*).")
+@click.option("--graph-out", "graph_path", metavar="PREFIX",
+              help="Microsoft Graph $batch bodies, 20 PATCH requests per file: "
+                   "PREFIX-001.json... (default: <state>.graph-NNN.json).")
+@click.option("--pin-letters", metavar="DIR",
+              help="A random 8-digit PIN per user, written to a 0600 PIN letter in DIR "
+                   "(created 0700) before it is set. Without it, one PIN for all: "
+                   "$PIVTOOL_NEW_PIN or --new-pin-file.")
+@click.option("--escrow", "escrow_path", metavar="FILE",
+              help="A random PUK per key (unless $PIVTOOL_NEW_PUK is set), written to the "
+                   "encrypted escrow FILE before it is set, with any management key not "
+                   "stored PIN-protected. Without it, one PUK for all: $PIVTOOL_NEW_PUK.")
+@passphrase_file_option
+@click.option("--algorithm", "-a", type=click.Choice(ALGORITHMS), default="eccp256",
+              show_default=True, help="Key algorithm for rows without one.")
+@click.option("--pin-policy", type=click.Choice(["default", "never", "once", "always"]),
+              default="default", show_default=True, help="For rows without one.")
+@click.option("--touch-policy", type=click.Choice(["default", "never", "always", "cached"]),
+              default="default", show_default=True, help="For rows without one.")
+@click.option("--policy", "policies", multiple=True, metavar="OID",
+              help="Certificate policy OID for rows without a policies column (repeatable).")
+@click.option("--macos", is_flag=True, help="Also enroll 9d (macOS smart-card pairing).")
+@click.option("--allow-non-ios", is_flag=True,
+              help="Allow algorithms iOS cannot use (RSA 3072/4096, Ed25519) in 9a.")
+@click.option("--operator", metavar="NAME",
+              help="Who runs the batch, for the audit log (default: $USER).")
+@click.option("--reassign", is_flag=True,
+              help="Wipe (PIV reset, certificates backed up first) a key enrolled for someone "
+                   "else and enroll it for the next pending user. Without it such keys are "
+                   "refused.")
+@click.option("--max-cards", type=click.IntRange(min=1), metavar="N",
+              help="Stop after N keys were enrolled.")
+@click.option("--timeout", "idle_timeout", type=click.FloatRange(min=0), metavar="S",
+              help="Stop after S seconds without a card event or enrollment.")
+@allow_last_try_option
+@secret_options("new_pin", "new_puk", "pin", "puk", "mgmt_key")
+@yes_option
+@json_option
+@pass_ctx
+def batch_enroll(obj: CliContext, roster: str, ca_dir: str | None, issuer_cmd: str | None,
+                 issuer_timeout: float, ca_bundle: str | None, days: int,
+                 readers: tuple[str, ...], state_path: str | None, audit_path: str | None,
+                 report_path: str | None, graph_path: str | None, pin_letters: str | None,
+                 escrow_path: str | None, escrow_passphrase_file: str | None,
+                 algorithm: str, pin_policy: str, touch_policy: str,
+                 policies: tuple[str, ...], macos: bool, allow_non_ios: bool,
+                 operator: str | None, reassign: bool, max_cards: int | None,
+                 idle_timeout: float | None, allow_last_try: bool) -> None:
+    """Enroll the users of ROSTER.csv onto the YubiKeys inserted into the readers.
+
+    \b
+    ROSTER.csv: a header row, then one user per row. Columns: upn (required), email,
+    display name, serial (pin the user to that key), algorithm, policies, pin policy,
+    touch policy. A bad row is reported and skipped; the others proceed.
+
+    \b
+    Insert a key: the next pending user is enrolled onto it (pivtool enroll's steps),
+    then remove it and insert the next. Readers work in parallel. Kill the batch or
+    pull a key at any moment: re-run with the same --state and it continues; a key
+    already enrolled for someone is refused (unless --reassign), a half-enrolled key
+    is finished for the same user.
+
+    \b
+    Stops when every user is done (or failed), after --max-cards N keys, after
+    --timeout S idle seconds, or on Ctrl-C (keys in progress finish first; a second
+    Ctrl-C aborts, the state is saved after every step). Outputs: state, audit log
+    (JSON lines), report (JSON + CSV) with certificateUserIds, Graph $batch files,
+    PIN letters, escrow. With --json, progress events are printed as JSON lines.
+
+    \b
+    Exit: 0 every user enrolled (or --max-cards reached) with nothing failed; 1 a user
+    failed, a roster row is bad, or users are left when --timeout stopped the batch;
+    2 bad options/roster or the state file is in use; 5 no PC/SC service; 130 Ctrl-C."""
+    from ..core.errors import UsageError
+    from ..piv.constants import KeyType, PinPolicy, TouchPolicy
+    from ..workflows.batch import (
+        BatchOptions,
+        BatchPaths,
+        BatchRunner,
+        BatchState,
+        prepare_letter_dir,
+        state_lock,
+        write_reports,
+    )
+    from ..workflows.roster import RosterDefaults, load_roster
+    from .issuer import build_issuer
+
+    if bool(ca_dir) == bool(issuer_cmd):
+        raise UsageError("choose exactly one issuer: --ca DIR or --issuer-cmd CMD")
+    interactive = obj.interactive and not obj.yes
+    defaults = RosterDefaults(
+        algorithm=KeyType.parse(algorithm),
+        pin_policy=PinPolicy.parse(pin_policy),  # type: ignore[arg-type]
+        touch_policy=TouchPolicy.parse(touch_policy),  # type: ignore[arg-type]
+        policies=list(policies), allow_non_ios=allow_non_ios)
+    rows = load_roster(roster, defaults)
+    issuer = build_issuer(ca_dir, issuer_cmd, issuer_timeout, ca_bundle, days)
+    assert issuer is not None
+    paths = BatchPaths.derive(state_path or _default_state(roster), audit_path, report_path,
+                              graph_path, pin_letters)
+    escrow = None
+    if escrow_path:
+        from .escrow import open_escrow
+
+        escrow = open_escrow(obj, escrow_path, escrow_passphrase_file, create=True)
+    secrets_policy = _collect_secrets(obj, pin_letters, escrow is not None, interactive)
+    secrets_policy.check(escrow)
+    if paths.pin_letters is not None:
+        prepare_letter_dir(paths.pin_letters)
+    options = BatchOptions(
+        issuer=issuer, secrets=secrets_policy, readers=_readers(readers), escrow=escrow,
+        reassign=reassign, max_cards=max_cards, idle_timeout=idle_timeout,
+        operator=operator or os.environ.get("USER") or "unknown",
+        allow_last_try=allow_last_try, macos=macos, allow_non_ios=allow_non_ios)
+    with state_lock(paths):
+        state = BatchState.load(paths.state)
+        state.merge_roster(str(roster), rows)
+        counts = state.counts()
+        if not obj.json:
+            click.echo(f"Roster {roster}: {counts['pending']} to enroll, "
+                       f"{counts['incomplete']} to finish, {counts['done']} done, "
+                       f"{counts['invalid']} bad row(s).", err=True)
+            for bad in state.doc["invalid_rows"]:
+                click.echo(f"  skipped: {bad['error']}", err=True)
+        if not obj.yes:
+            what = "Enroll them" + (" (keys enrolled for others will be WIPED)"
+                                    if reassign else "")
+            if not obj.prompter().confirm(f"{what}?"):
+                raise click.exceptions.Exit(1)
+        renderer = _Renderer(obj.json, state)
+        runner = BatchRunner(state, paths, options, renderer)
+        if not obj.json:
+            click.echo("Waiting for keys (Ctrl-C stops)...", err=True)
+        with _graceful_signals(runner):
+            summary = runner.run()
+        written = write_reports(state, paths)
+    data = {"schema": SUMMARY_SCHEMA, "event": "summary", **summary.to_json(),
+            "state": str(paths.state),
+            "audit": str(paths.audit), "outputs": [str(p) for p in written]}
+    if obj.json:
+        click.echo(json.dumps(data))
+    else:
+        click.echo(f"Done: {summary.counts['done']} enrolled, {summary.counts['pending']} "
+                   f"pending, {summary.counts['incomplete']} incomplete, "
+                   f"{summary.counts['failed']} failed, {summary.counts['invalid']} bad "
+                   f"row(s).\nReports: {', '.join(str(p) for p in written)}", err=True)
+    ctx = click.get_current_context()
+    if summary.reason == "interrupted":
+        ctx.exit(130)
+    if not summary.ok or (summary.reason == "timeout" and state.open_users()):
+        ctx.exit(1)
+
+
+class _graceful_signals:
+    """First Ctrl-C (or SIGTERM): stop taking keys, let keys in progress finish. Second:
+    abort at once (the state file is already consistent)."""
+
+    def __init__(self, runner: Any) -> None:
+        self.runner = runner
+        self.old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, _frame: Any) -> None:
+        if self.runner._stop_requested.is_set():
+            raise KeyboardInterrupt
+        self.runner.request_stop()
+        click.echo("\nStopping: keys in progress finish first (Ctrl-C again to abort).",
+                   err=True)
+
+    def __enter__(self) -> _graceful_signals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self.old.items():
+            signal.signal(sig, old)
+
+
+def _load_state(state_path: str) -> BatchState:
+    from ..core.errors import UsageError
+    from ..workflows.batch import BatchState
+
+    if not os.path.exists(state_path):
+        raise UsageError(f"no batch state at {state_path}")
+    return BatchState.load(Path(state_path))
+
+
+@batch.command("status")
+@click.option("--state", "state_path", required=True, metavar="FILE")
+@json_option
+@pass_ctx
+def batch_status(obj: CliContext, state_path: str) -> None:
+    """Show each user's progress from the state file (safe while a batch runs)."""
+    state = _load_state(state_path)
+    users = [{"upn": u["upn"], "status": u["status"], "serial": u["serial"],
+              "reader": u["reader"], "attempts": u["attempts"], "last_step": u["last_step"],
+              "error": u["error"]} for u in state.users.values()]
+    data = {"schema": STATUS_SCHEMA, "state": state_path, "counts": state.counts(),
+            "users": users, "invalid_rows": state.doc["invalid_rows"]}
+    lines = [", ".join(f"{k}: {v}" for k, v in state.counts().items())]
+    for u in users:
+        extra = f" last step '{u['last_step']}'" if u["last_step"] else ""
+        err = f" — {u['error']}" if u["error"] else ""
+        serial = f" serial {u['serial']}" if u["serial"] else ""
+        lines.append(f"  {u['status']:<10} {u['upn']}{serial}{extra}{err}")
+    for bad in state.doc["invalid_rows"]:
+        lines.append(f"  {'invalid':<10} {bad['error']}")
+    obj.emit(data, "\n".join(lines))
+
+
+@batch.command("report")
+@click.option("--state", "state_path", required=True, metavar="FILE")
+@click.option("--report", "report_path", metavar="FILE", help="Report base name.")
+@click.option("--graph-out", "graph_path", metavar="PREFIX", help="Graph $batch prefix.")
+@json_option
+@pass_ctx
+def batch_report(obj: CliContext, state_path: str, report_path: str | None,
+                 graph_path: str | None) -> None:
+    """(Re)write the report and the Graph $batch files from the state file — e.g. after a
+    batch was killed."""
+    from ..workflows.batch import BatchPaths, write_reports
+
+    state = _load_state(state_path)
+    paths = BatchPaths.derive(state_path, report=report_path, graph=graph_path)
+    written = write_reports(state, paths)
+    obj.emit({"outputs": [str(p) for p in written]}, "\n".join(str(p) for p in written))
+
+
+@batch.command("release")
+@click.option("--state", "state_path", required=True, metavar="FILE")
+@click.argument("upn")
+@yes_option
+@pass_ctx
+def batch_release(obj: CliContext, state_path: str, upn: str) -> None:
+    """Unbind UPN from a key that holds part of their enrollment (lost, broken, or
+    failed), so the next run enrolls them on another key. The old key stays as it is:
+    wipe it with 'pivtool reset', or let a batch with --reassign take it."""
+    from ..core.errors import UsageError
+    from ..workflows.batch import DONE, PENDING, AuditLog, BatchPaths, state_lock
+
+    paths = BatchPaths.derive(state_path)
+    with state_lock(paths):
+        state = _load_state(state_path)
+        user = state.find(upn)
+        if user is None:
+            raise UsageError(f"{upn} is not in {state_path}")
+        if user["status"] in (PENDING, DONE):
+            raise UsageError(f"{upn} is {user['status']}; only incomplete or failed users "
+                             "can be released")
+        if not obj.prompter().confirm(f"Release {upn} from serial {user['serial']}?"):
+            raise click.exceptions.Exit(1)
+        old = user["serial"]
+        user.update(status=PENDING, serial=None, attempts=0, error=None)
+        state.save()
+        AuditLog(paths.audit, os.environ.get("USER") or "unknown").write(
+            "release", "done", serial=old, upn=user["upn"])
+    click.echo(f"{upn} released from serial {old}; pending again.", err=True)
