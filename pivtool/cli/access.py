@@ -32,7 +32,7 @@ def pin_verify(obj: CliContext, allow_last_try: bool) -> None:
         s.unverify_pin()
     # A right PIN resets the counter to its total (known from metadata, else unknown).
     left = before.total
-    obj.emit({"verified": True, "tries_left": left},
+    obj.emit({"schema": "pivtool.pin-verify/1", "verified": True, "tries_left": left},
              f"PIN verified ({left} tries left)." if left is not None else "PIN verified.")
 
 
@@ -51,7 +51,7 @@ def pin_change(obj: CliContext, allow_last_try: bool) -> None:
     with obj.session() as s:
         guard("PIN", pin_tries(s), allow_last_try)
         s.change_pin(old, new)
-    obj.emit({"changed": "pin"}, "PIN changed.")
+    obj.emit({"schema": "pivtool.pin-change/1", "changed": "pin"}, "PIN changed.")
 
 
 @pin.command("unblock")
@@ -70,7 +70,7 @@ def pin_unblock(obj: CliContext, allow_last_try: bool) -> None:
     with obj.session() as s:
         check_puk(s, allow_last_try)
         s.unblock_pin(puk, new)
-    obj.emit({"unblocked": True}, "PIN unblocked and set.")
+    obj.emit({"schema": "pivtool.pin-unblock/1", "unblocked": True}, "PIN unblocked and set.")
 
 
 @pin.command("set-retries")
@@ -92,7 +92,8 @@ def pin_set_retries(obj: CliContext, pin_tries: int, puk_tries: int, allow_last_
             raise click.Abort()
         authenticate(s, p, allow_last_try, need_pin=True)
         s.set_pin_retries(pin_tries, puk_tries)
-    obj.emit({"pin_tries": pin_tries, "puk_tries": puk_tries, "pin_puk_reset": True},
+    obj.emit({"schema": "pivtool.pin-retries/1", "pin_tries": pin_tries,
+              "puk_tries": puk_tries, "pin_puk_reset": True},
              f"Retries set: PIN {pin_tries}, PUK {puk_tries}. PIN and PUK are now the "
              "factory defaults: change them.")
 
@@ -118,7 +119,7 @@ def puk_change(obj: CliContext, allow_last_try: bool) -> None:
     with obj.session() as s:
         check_puk(s, allow_last_try)
         s.change_puk(old, new)
-    obj.emit({"changed": "puk"}, "PUK changed.")
+    obj.emit({"schema": "pivtool.puk-change/1", "changed": "puk"}, "PUK changed.")
 
 
 @click.group("mgmt-key")
@@ -186,8 +187,8 @@ def mgmt_key_change(obj: CliContext, algorithm: str | None, generate: bool, prot
                                  pin=lambda: p.secret("pin"), force=allow_last_try)
     where = "stored on the card under the PIN" if protect else (
         f"written to {key_out}" if key_out else "as given")
-    obj.emit({"algorithm": result.algorithm, "protected": result.protected,
-              "touch": result.touch, "key_file": key_out},
+    obj.emit({"schema": "pivtool.mgmt-key-change/1", "algorithm": result.algorithm,
+              "protected": result.protected, "touch": result.touch, "key_file": key_out},
              f"Management key changed ({result.algorithm}, {where}).")
 
 
@@ -228,6 +229,7 @@ def reset(obj: CliContext, backup_dir: str | None) -> None:
     text = "PIV application reset to factory defaults."
     if saved:
         text += f" Certificates saved in {directory}."
-    obj.emit({"reset": True, "destroyed": result.destroyed, "backup": result.backup,
+    obj.emit({"schema": "pivtool.reset/1", "reset": True, "destroyed": result.destroyed,
+              "backup": result.backup,
               "pin_tries_spent": result.pin_tries_spent,
               "puk_tries_spent": result.puk_tries_spent}, text)

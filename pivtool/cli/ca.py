@@ -99,7 +99,8 @@ def ca_init(obj: CliContext, directory: str, subject: str, crl_url: str | None,
                      key_type=key_type, days=days, aia_url=aia_url)
     summary = summarize(lab.certificate).to_json()
     cert_path = os.path.join(directory, "ca.pem")
-    data = {"directory": directory, "certificate": cert_path, "key_type": key_type,
+    data = {"schema": "pivtool.ca-init/1", "directory": directory, "certificate": cert_path,
+            "key_type": key_type,
             "encrypted": secret is not None, "crl_url": crl_url, "aia_url": aia_url,
             "ca": summary}
     lines = [f"CA created in {directory}",
@@ -154,7 +155,8 @@ def ca_issue(obj: CliContext, directory: str, csr: str, output: str, days: int, 
     to_stdout = output in ("-", "")
     if to_stdout and obj.json:
         # One JSON document on stdout: the certificate travels inside it.
-        obj.emit({"serial": summary["serial"], "output": None, "certificate": summary,
+        obj.emit({"schema": "pivtool.ca-issue/1", "serial": summary["serial"], "output": None,
+                  "certificate": summary,
                   "certificate_pem": cert.public_bytes(Encoding.PEM).decode("ascii")})
         return
     write_output(None if to_stdout else output, encoded, overwrite=force)
@@ -164,7 +166,8 @@ def ca_issue(obj: CliContext, directory: str, csr: str, output: str, days: int, 
     if to_stdout:
         click.echo(text, err=True)  # stdout carries the certificate
     else:
-        obj.emit({"serial": summary["serial"], "output": output, "certificate": summary}, text)
+        obj.emit({"schema": "pivtool.ca-issue/1", "serial": summary["serial"],
+                  "output": output, "certificate": summary}, text)
 
 
 @ca.command("revoke")
@@ -181,7 +184,7 @@ def ca_revoke(obj: CliContext, directory: str, serial: str, reason: str,
     listed on the next CRL: run 'pivtool ca crl' and publish it."""
     lab = _open(obj, directory, passphrase_file)
     record = lab.revoke(serial, reason)
-    obj.emit(record.to_json(),
+    obj.emit({"schema": "pivtool.ca-revoke/1", **record.to_json()},
              f"Revoked serial {record.serial} ({record.reason}). Publish a new CRL: "
              f"pivtool ca crl {directory} -o FILE")
 
@@ -220,7 +223,8 @@ def ca_crl(obj: CliContext, directory: str, output: str, days: int, fmt: str, fo
     revoked = [serial_hex(r.serial_number) for r in crl]
     next_update = crl.next_update_utc
     data: dict[str, Any] = {
-        "output": None if to_stdout else output, "format": fmt, "revoked": revoked,
+        "schema": "pivtool.ca-crl/1", "output": None if to_stdout else output, "format": fmt,
+        "revoked": revoked,
         "next_update": iso_utc(next_update) if next_update else None,
         "crl_url": lab.crl_url}
     text = (f"CRL with {len(revoked)} revoked certificate(s), next update "

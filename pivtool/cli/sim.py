@@ -38,8 +38,8 @@ def create(obj: CliContext, state_file: str, firmware: str, serial: int | None,
         raise UsageError(f"{state_file} exists; use --force to replace that virtual card")
     state = new_card_state(firmware=(fw.major, fw.minor, fw.patch), serial=serial, generic=generic)
     save_state(state, state_file)
-    obj.emit({"state_file": state_file, "firmware": str(fw), "serial": state.serial,
-              "generic": generic},
+    obj.emit({"schema": "pivtool.sim-create/1", "state_file": state_file,
+              "firmware": str(fw), "serial": state.serial, "generic": generic},
              f"Created virtual {'PIV card' if generic else 'YubiKey ' + str(fw)}"
              f" serial {state.serial} in {state_file}")
 

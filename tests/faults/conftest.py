@@ -24,3 +24,36 @@ def rows_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         os.environ.pop(ROWS_ENV, None)
     else:
         os.environ[ROWS_ENV] = old
+
+
+@pytest.fixture(scope="session", autouse=True)
+def canary_guard() -> Iterator[None]:
+    """For the whole faults session: record pivtool's log records and the argv of every
+    subprocess started, and fail at the end if a canary secret is in any of them."""
+    import logging
+    import subprocess
+
+    from tests.faults.canaries import SUBPROCESS_ARGV as argvs
+    from tests.faults.canaries import leaks
+
+    records: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    handler = Collect(level=1)
+    logging.getLogger("pivtool").addHandler(handler)
+    original = subprocess.Popen.__init__
+
+    def recording(self: subprocess.Popen[bytes], args: object, *a: object,
+                  **kw: object) -> None:
+        argvs.append(repr(args) + repr(kw.get("env") and sorted(kw["env"])))  # type: ignore[union-attr]
+        original(self, args, *a, **kw)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(subprocess.Popen, "__init__", recording)
+        yield
+    logging.getLogger("pivtool").removeHandler(handler)
+    found = leaks("\n".join(argvs)) + leaks("\n".join(records))
+    assert not found, f"a canary secret leaked into a log record or subprocess argv: {found}"
