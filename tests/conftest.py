@@ -31,3 +31,14 @@ def make_session() -> Iterator[MakeSession]:
 def session(make_session: MakeSession) -> PivSession:
     """A PivSession on a factory-fresh virtual YubiKey 5.7.1."""
     return make_session()
+
+
+@pytest.fixture(scope="session")
+def openssl_cli() -> str:
+    """The openssl command; its absence fails the tests that need it (never a skip)."""
+    import shutil
+
+    path = shutil.which("openssl")
+    if path is None:
+        pytest.fail("openssl is not installed: run scripts/dev setup")
+    return path

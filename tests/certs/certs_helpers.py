@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,9 +19,9 @@ from cryptography.x509.oid import NameOID
 
 NOW = dt.datetime(2026, 1, 15, 12, 0, 0, tzinfo=dt.timezone.utc)
 
-requires_openssl = pytest.mark.skipif(
-    shutil.which("openssl") is None, reason="openssl CLI not found"
-)
+# openssl is part of the test set-up (scripts/dev installs it): missing is a failure,
+# never a skip.
+requires_openssl = pytest.mark.usefixtures("openssl_cli")
 
 
 def openssl(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
