@@ -178,7 +178,8 @@ def test_firmware_gates_before_sending() -> None:
 
 
 def test_yubikey_extension_encodings() -> None:
-    conn = Scripted(bytes((5, 7, 1)), lambda apdu: (b"\x01\x02\x03\x04", 0x9000))
+    conn = Scripted(bytes((5, 7, 1)),
+                    lambda apdu: (b"\x01\x02\x03\x04" if apdu[1] == 0xF8 else b"", 0x9000))
     s = PivSession(conn, extended=False)
     conn.sent.clear()
     assert s.get_serial() == 0x01020304
