@@ -279,7 +279,7 @@ def batch_enroll(obj: CliContext, roster: str, ca_dir: str | None, issuer_cmd: s
         runner = BatchRunner(state, paths, options, renderer)
         if not obj.json:
             click.echo("Waiting for keys (Ctrl-C stops)...", err=True)
-        with _graceful_signals(runner):
+        with _GracefulSignals(runner):
             summary = runner.run()
         written = write_reports(state, paths)
     data = {"schema": SUMMARY_SCHEMA, "event": "summary", **summary.to_json(),
@@ -299,7 +299,7 @@ def batch_enroll(obj: CliContext, roster: str, ca_dir: str | None, issuer_cmd: s
         ctx.exit(1)
 
 
-class _graceful_signals:
+class _GracefulSignals:
     """First Ctrl-C (or SIGTERM): stop taking keys, let keys in progress finish. Second:
     abort at once (the state file is already consistent)."""
 
@@ -314,7 +314,7 @@ class _graceful_signals:
         click.echo("\nStopping: keys in progress finish first (Ctrl-C again to abort).",
                    err=True)
 
-    def __enter__(self) -> _graceful_signals:
+    def __enter__(self) -> _GracefulSignals:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self.old[sig] = signal.signal(sig, self._handler)
