@@ -385,3 +385,19 @@ def graph_patch_body(
             f"{len(values)} certificateUserIds values given; at most {max_values} are allowed"
         )
     return {"authorizationInfo": {"certificateUserIds": values}}
+
+
+#: The Graph body's value order: the high-affinity bindings first (issuer+serial, SKI, public
+#: key), then the UPN. RFC822, Subject and Issuer+Subject are left out on purpose: they bind
+#: any certificate carrying the same name.
+GRAPH_ORDER = ("IssuerAndSerialNumber", "SKI", "SHA1PublicKey", "PrincipalName")
+
+
+def graph_selection(ids: list[CertUserId], limit: int = 10
+                    ) -> tuple[list[CertUserId], list[CertUserId]]:
+    """Pick the values for a Graph PATCH body in :data:`GRAPH_ORDER`, at most *limit* and
+    none over Entra's 1024 characters; return (chosen, left out)."""
+    chosen = [i for kind in GRAPH_ORDER for i in ids
+              if i.kind == kind and len(i.value) <= MAX_VALUE_LENGTH]
+    left = [i for i in ids if i not in chosen]
+    return chosen[:limit], chosen[limit:] + left

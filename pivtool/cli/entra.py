@@ -17,11 +17,6 @@ if TYPE_CHECKING:
 #: JSON schema identifier of ``pivtool entra ids --json``.
 IDS_SCHEMA = "pivtool.entra-ids/1"
 
-# Graph body order: the high-affinity bindings first (they tie the user to this one
-# certificate or key), then the UPN (what Entra's default username binding matches). The
-# other low-affinity forms (RFC822, Subject, Issuer+Subject) match any certificate with the
-# same name from a trusted CA, so they are left for the admin to add deliberately.
-_GRAPH_ORDER = ("IssuerAndSerialNumber", "SKI", "SHA1PublicKey", "PrincipalName")
 
 
 @click.group()
@@ -29,17 +24,6 @@ def entra() -> None:
     """Microsoft Entra ID helpers for certificate-based authentication."""
 
 
-def graph_selection(ids: list[CertUserId], limit: int = 10) -> tuple[list[CertUserId],
-                                                                     list[CertUserId]]:
-    """Pick the values for a Graph PATCH body: high-affinity first, then PrincipalName,
-    at most *limit*; return (chosen, left out)."""
-    from ..certs.entra import MAX_VALUE_LENGTH
-
-    # Entra refuses values over 1024 characters (a very long DN): never put one in the body.
-    chosen = [i for kind in _GRAPH_ORDER for i in ids
-              if i.kind == kind and len(i.value) <= MAX_VALUE_LENGTH]
-    left = [i for i in ids if i not in chosen]
-    return chosen[:limit], chosen[limit:] + left
 
 
 @entra.command("ids")
@@ -75,6 +59,7 @@ def entra_ids(obj: CliContext, slot: str | None, cert_file: str | None, graph: b
         certificate_user_id_gaps,
         certificate_user_ids,
         graph_patch_body,
+        graph_selection,
         reversed_serial_hex,
     )
     from ..certs.inspect import serial_hex, summarize

@@ -69,9 +69,6 @@ MAX_ATTEMPTS = 3
 READ_ONLY_STEPS = frozenset({"read card", "check slots"})
 #: Microsoft Graph JSON batching allows at most 20 requests per $batch body.
 GRAPH_BATCH_LIMIT = 20
-#: The Graph body's value order (same as ``pivtool entra ids --graph``): high-affinity
-#: bindings first, then the UPN.
-GRAPH_ORDER = ("IssuerAndSerialNumber", "SKI", "SHA1PublicKey", "PrincipalName")
 PIN_LETTER_LINE = "Initial PIN: "
 
 
@@ -979,8 +976,10 @@ class _ReaderWorker(threading.Thread):
 def graph_values(ids: list[dict[str, Any]], limit: int = 10) -> list[str]:
     """The values for the Graph PATCH body: high-affinity first, then the UPN (as
     ``pivtool entra ids --graph``), at most *limit*, none over Entra's 1024 characters."""
-    return [i["value"] for kind in GRAPH_ORDER for i in ids
-            if i["kind"] == kind and len(i["value"]) <= 1024][:limit]
+    from ..certs.entra import CertUserId, graph_selection
+
+    chosen, _ = graph_selection([CertUserId(**i) for i in ids], limit)
+    return [i.value for i in chosen]
 
 
 def graph_batches(state: BatchState) -> list[dict[str, Any]]:
