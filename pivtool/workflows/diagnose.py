@@ -60,7 +60,7 @@ class DiagnosticsBundle:
             "schema": DIAGNOSE_SCHEMA,
             "created": self.created,
             "environment": self.environment,
-            "readers": {"names": self.readers, "error": self.readers_error},
+            "readers": {"names": self.readers or [], "error": self.readers_error},
             "selection": self.selection,
             "card": {
                 "error": self.card_error,
