@@ -47,9 +47,9 @@ def render(rows: list[dict[str, Any]]) -> str:
         "card; exit 5), **transmission-error** (exit 5), **garbage** (a 9000 answer that is "
         "not the card's; the command is not executed). card-removed runs at every APDU; the "
         "other kinds at every third APDU and the last (garbage: at every APDU of the commands "
-        "that replace or destroy certificates). Garbage taken for success (exit 0) is a "
-        "read whose answer pivtool treats as 'nothing there' (e.g. an absent optional "
-        "object); the end state is still checked.",
+        "that replace or destroy certificates). Exit 0 after garbage: a certificate read pivtool "
+        "repeated (an unreadable answer is read twice before it counts as a corrupt "
+        "object) or an answer it did not need; the card is checked the same way.",
         "",
     ]
     for op in ops:
