@@ -49,6 +49,12 @@ def create(obj: CliContext, state_file: str, firmware: str, serial: int | None,
 @click.option("--port", type=int, default=35963, show_default=True,
               help="vpcd port (35963 = 'Virtual PCD 00 00', 35964 = '... 00 01').")
 @click.option("--host", default="127.0.0.1", show_default=True, help="vpcd host.")
+@click.option("--interface", type=click.Choice(["nfc", "usb"]), default="nfc",
+              show_default=True,
+              help="Which YubiKey ATR to present. ykman takes any reader not named "
+                   "'Yubico YubiKey' for an NFC reader and refuses a USB ATR there, so the "
+                   "plain vpcd readers want nfc; use usb behind a reader named 'Yubico "
+                   "YubiKey ...'.")
 @click.option("--fail-at", type=click.IntRange(min=1), metavar="N",
               help="Fault injection (testing): fail the N-th command APDU, once.")
 @click.option("--fail-kind", type=click.Choice(["card-removed", "transmission-error", "reset",
@@ -57,7 +63,8 @@ def create(obj: CliContext, state_file: str, firmware: str, serial: int | None,
               help="What happens at --fail-at: the card is pulled (and put back), the "
                    "answer is broken, the card was reset by another program, or a 9000 "
                    "answer that is not the card's.")
-def serve(state_file: str, port: int, host: str, fail_at: int | None, fail_kind: str) -> None:
+def serve(state_file: str, port: int, host: str, interface: str, fail_at: int | None,
+          fail_kind: str) -> None:
     """Insert the virtual card into pcscd's vpcd reader until Ctrl-C or SIGTERM.
 
     Every state change is saved atomically before the card answers, so killing this process
@@ -66,4 +73,4 @@ def serve(state_file: str, port: int, host: str, fail_at: int | None, fail_kind:
     from ..sim.vpcd import serve as run
 
     faults = Faults(at=fail_at, kind=FaultKind(fail_kind)) if fail_at is not None else None
-    run(state_file, port=port, host=host, faults=faults)
+    run(state_file, port=port, host=host, faults=faults, interface=interface)

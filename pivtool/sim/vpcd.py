@@ -260,8 +260,11 @@ def serve(
     ready_callback: Callable[[], None] | None = None,
     connect_timeout: float = 10.0,
     faults: Faults | None = None,
+    interface: str | None = None,
 ) -> None:
     """Serve the virtual card stored in *state_path* on vpcd port *port* until stopped.
+
+    *interface* ("usb" or "nfc") overrides which ATR the card presents for this session.
 
     Stops on SIGTERM/SIGINT (when called from the main thread) or when *stop_event* is set;
     raises :class:`ConnectionError` if vpcd is not reachable within *connect_timeout*
@@ -273,6 +276,8 @@ def serve(
 
     path = Path(state_path)
     state = load_state(path)
+    if interface is not None:
+        state.interface = interface
     card = VirtualCard(state)
 
     def persist(changed: CardState) -> None:
