@@ -150,6 +150,7 @@ class Recoverer:
         self.result = RecoverResult(serial=None, card="piv")
 
     def _report(self, name: str, status: str, detail: str) -> None:
+        self._current = name
         step = Step(name, status, detail)
         self.result.steps.append(step)
         self.on_step(step)
@@ -157,7 +158,15 @@ class Recoverer:
     # --- entry point ------------------------------------------------------------------
 
     def run(self) -> RecoverResult:
-        """Read the state and take the least destructive path."""
+        """Read the state and take the least destructive path. A card pulled (or reset)
+        midway is reported with the step it interrupted."""
+        self._current = "read card"
+        try:
+            return self._run()
+        except TransportError as e:
+            raise StepFailedError(self._current, e) from e
+
+    def _run(self) -> RecoverResult:
         st = read_card_state(self.s)
         r = self.result
         r.serial, r.card, r.before = st.serial, "yubikey" if st.is_yubikey else "piv", st
