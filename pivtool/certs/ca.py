@@ -302,6 +302,15 @@ class LabCA:
         _write_json(path / _CONFIG_FILE, config)
         return cls(path, key, cert, config)
 
+    @staticmethod
+    def is_encrypted(directory: str | os.PathLike[str]) -> bool:
+        """Whether the CA key in *directory* needs a passphrase (False when the directory
+        holds no readable CA: :meth:`open` then reports that properly)."""
+        try:
+            return bool(_read_json(Path(directory) / _CONFIG_FILE).get("encrypted"))
+        except LabCAError:
+            return False
+
     @classmethod
     def open(
         cls, directory: str | os.PathLike[str], passphrase: bytes | str | None = None

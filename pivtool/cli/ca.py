@@ -35,23 +35,13 @@ def _passphrase(obj: CliContext, file: str | None, confirm: bool = False) -> byt
     return value
 
 
-def _encrypted(directory: str) -> bool:
-    # ca.json records whether the key was written encrypted; asking for a passphrase only
-    # then means an unencrypted lab CA never prompts (and a passphrase in the environment
-    # for another CA does not break it).
-    import json
-
-    try:
-        with open(os.path.join(directory, "ca.json"), encoding="utf-8") as f:
-            return bool(json.load(f).get("encrypted"))
-    except (OSError, ValueError, AttributeError):
-        return False  # LabCA.open reports the missing or broken CA with a proper message
-
 
 def _open(obj: CliContext, directory: str, passphrase_file: str | None) -> LabCA:
     from ..certs.ca import LabCA
 
-    secret = _passphrase(obj, passphrase_file) if _encrypted(directory) else None
+    # Ask only for an encrypted key: an unencrypted lab CA never prompts (and a passphrase
+    # in the environment meant for another CA does not break it).
+    secret = _passphrase(obj, passphrase_file) if LabCA.is_encrypted(directory) else None
     return LabCA.open(directory, secret)
 
 

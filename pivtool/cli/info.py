@@ -27,37 +27,43 @@ def info(obj: CliContext) -> None:
 @json_option
 @pass_ctx
 def list_cmd(obj: CliContext) -> None:
-    """List readers and the card in each (YubiKey serial and firmware, generic PIV, none)."""
-    from .. import pcsc
+    """List readers and the card in each (YubiKey serial, firmware and form factor; generic
+    PIV; no card). --reader narrows the list to readers whose name contains NAME."""
+    from ..core.errors import NoCardError, TransportError
+    from ..piv.session import PivSession
+    from ..workflows.device import describe_card
 
-    rows = []
+    rows: list[dict[str, object]] = []
     if obj.sim is not None:
-        from ..piv.session import PivSession
-
         with obj.session() as s:
-            assert isinstance(s, PivSession)
-            serial = s.get_serial() if s.version and s.version >= (5, 0, 0) else None
-            rows.append({"reader": s.connection.reader_name,
-                         "card": "yubikey" if s.is_yubikey else "piv",
-                         "serial": serial, "version": str(s.version) if s.version else None})
+            rows.append(describe_card(s))
     else:
-        from ..core.errors import TransportError
+        from .. import pcsc
 
+        wanted = (obj.reader or "").lower()
         for reader in pcsc.list_readers():
+            if wanted not in reader.lower():
+                continue
             try:
-                with pcsc.open_reader(reader, shared=True) as conn:
-                    ident = pcsc.identify(conn)
-                rows.append({"reader": reader, "card": ident.kind,
-                             "serial": ident.serial, "version": ident.version})
+                # Shared: listing must not take a card away from another program.
+                with pcsc.PcscConnection(reader, shared=True) as conn:
+                    row = describe_card(PivSession(conn))
+            except NoCardError as e:
+                row = {"reader": reader, "card": "none", "error": str(e)}
             except TransportError as e:
-                rows.append({"reader": reader, "card": "none", "serial": None,
-                             "version": None, "error": str(e)})
+                row = {"reader": reader, "card": "unavailable", "error": str(e)}
+            if obj.serial is None or row.get("serial") == obj.serial:
+                rows.append(row)
     lines: list[str] = []
     for r in rows:
         if r["card"] == "yubikey":
-            desc = f"YubiKey {r['version']}" + (f", serial {r['serial']}" if r["serial"] else "")
+            desc = f"YubiKey {r['version']}"
+            if r.get("form_factor"):
+                desc += f" ({r['form_factor']})"
+            if r.get("serial"):
+                desc += f", serial {r['serial']}"
         elif r["card"] == "piv":
-            desc = "PIV card"
+            desc = "PIV card (no YubiKey extensions)"
         else:
             desc = str(r.get("error") or "no card")
         lines.append(f"{r['reader']}: {desc}")

@@ -107,6 +107,10 @@ class CliPrompter:
         """True when the secret is available without prompting."""
         return bool(self.files.get(name)) or SPECS[name].env in os.environ
 
+    def given(self, name: str) -> bool:
+        """True when the user supplied the secret explicitly (file option or env var)."""
+        return self.has(name)
+
     def confirm(self, message: str) -> bool:
         """``--yes`` answers yes; otherwise ask on a terminal; never assume yes."""
         if self.yes:

@@ -37,6 +37,11 @@ class Prompter(Protocol):
         """Ask a yes/no question; non-interactive callers answer from ``--yes``."""
         ...
 
+    def given(self, name: str) -> bool:
+        """True when the user supplied *name* explicitly (file or environment): such a
+        secret is used before any fallback (an explicit management key beats the default)."""
+        ...
+
 
 @dataclass
 class StaticPrompter:
@@ -55,6 +60,10 @@ class StaticPrompter:
         """Answer with ``yes``."""
         return self.yes
 
+    def given(self, name: str) -> bool:
+        """Whether the value is there."""
+        return name in self.secrets
+
 
 @dataclass
 class OverridePrompter:
@@ -71,6 +80,10 @@ class OverridePrompter:
     def confirm(self, message: str) -> bool:
         """Ask the base prompter."""
         return self.base.confirm(message)
+
+    def given(self, name: str) -> bool:
+        """An override counts as given."""
+        return name in self.values or self.base.given(name)
 
 
 @dataclass(frozen=True)
@@ -183,6 +196,7 @@ def authenticate(session: PivSession, prompter: Prompter, force: bool = False,
                  need_pin: bool = False) -> AdminAuth:
     """Authenticate with the management key, finding it the way an admin expects:
 
+    0. a key the user gave explicitly (``PIVTOOL_MGMT_KEY`` or a file) is used as given;
     1. stored PIN-protected (PIVMAN flag 0x02, ykman-compatible): verify PIN, read, use;
     2. the factory default, when metadata says the key is still default;
     3. otherwise ask the prompter for ``mgmt_key`` (hex).
@@ -190,6 +204,21 @@ def authenticate(session: PivSession, prompter: Prompter, force: bool = False,
     With *need_pin* the PIN is verified in any case (for commands that need both).
     Wrong keys raise :class:`SecurityStatusError` (a management key has no retry counter on
     a YubiKey, so trying the candidates costs nothing)."""
+    from .secrets import parse_hex_key
+
+    if prompter.given("mgmt_key"):
+        # The admin said which key to use: never fall back to the factory default instead.
+        # The one fallback is the PIN-protected store, which the admin set up deliberately
+        # and which holds the new key after an interrupted change away from the typed one.
+        key = parse_hex_key(prompter.secret("mgmt_key"))
+        if _try_key(session, key):
+            pin_verified = False
+            if need_pin:
+                verify_pin(session, prompter.secret("pin"), force)
+                pin_verified = True
+            return AdminAuth("given", pin_verified, key)
+        if not read_pivman(session).mgmt_key_protected:
+            raise SecurityStatusError(0x6982, b"", "the management key was not accepted")
     pivman = read_pivman(session)
     pin_verified = False
     if pivman.mgmt_key_protected or need_pin:

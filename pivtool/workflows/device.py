@@ -156,3 +156,26 @@ def _read_info(conn: Connection) -> DeviceReport:
         config_locked=bool(info.is_locked),
         fips=bool(info.is_fips),
     )
+
+
+def describe_card(session: PivSession) -> dict[str, Any]:
+    """One row of ``pivtool list``: kind, serial, firmware and form factor (the latter from
+    the management application through yubikit; ``None`` where the card cannot say)."""
+    from ..core.errors import NotSupportedError
+
+    serial: int | None = None
+    form_factor: str | None = None
+    if session.is_yubikey:
+        try:
+            serial = session.get_serial()
+        except NotSupportedError:
+            serial = None  # firmware < 5 has no GET SERIAL over PIV
+        report = read_device_info(session)
+        form_factor = report.form_factor
+        if serial is None:
+            serial = report.serial
+    return {"reader": session.connection.reader_name,
+            "card": "yubikey" if session.is_yubikey else "piv",
+            "serial": serial,
+            "version": str(session.version) if session.version else None,
+            "form_factor": form_factor}
