@@ -10,24 +10,18 @@ from typing import Any, TypeVar
 import click
 
 from ..piv.constants import Slot
+from .common import check_output, deliver, notifier, pfx_password
 from .context import CliContext, pass_ctx
-from .keys import (
-    SLOT,
-    backup_dir_option,
-    backup_target,
-    check_output,
-    deliver,
-    format_option,
-    install_text,
-    keep_chuid_option,
-    notifier,
-    output_option,
-    pfx_password,
-)
+from .keys import backup_target, install_text
 from .options import (
+    SLOT,
     allow_last_try_option,
+    backup_dir_option,
     force_option,
+    format_option,
     json_option,
+    keep_chuid_option,
+    output_option,
     secret_options,
     yes_option,
 )

@@ -1,128 +1,33 @@
-"""``pivtool keys``: generate, import, inspect, export, attest, move and delete slot keys.
-
-Also home of the parameter types and output helpers that ``certs`` and ``objects`` share
-(slot and policy arguments, ``-o FILE`` delivery, ``--allow-last-try``...)."""
+"""``pivtool keys``: generate, import, inspect, export, attest, move and delete slot keys."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from ..core.errors import UsageError
 from ..piv.constants import KeyType, PinPolicy, Slot, TouchPolicy
+from .common import check_output, deliver, pfx_password
 from .context import CliContext, pass_ctx
 from .options import (
+    KEY_TYPE,
+    PIN_POLICY,
+    SLOT,
+    TOUCH_POLICY,
     allow_last_try_option,
+    backup_dir_option,
     force_option,
+    format_option,
     json_option,
+    keep_chuid_option,
+    output_option,
     secret_options,
     yes_option,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-# --- shared parameter types and options -------------------------------------------
-
-
-class ParsedType(click.ParamType):  # type: ignore[type-arg]
-    """A click type backed by one of pivtool's ``parse`` functions (``ValueError`` = bad
-    value), so slot and algorithm names are spelled the same everywhere."""
-
-    def __init__(self, name: str, parse: Callable[[str], Any]) -> None:
-        self.name = name
-        self._parse = parse
-
-    def convert(self, value: Any, param: click.Parameter | None,
-                ctx: click.Context | None) -> Any:
-        """Parse *value* unless it already is one (defaults, programmatic calls)."""
-        if not isinstance(value, str):
-            return value
-        try:
-            return self._parse(value)
-        except ValueError as e:
-            self.fail(str(e), param, ctx)
-
-
-SLOT = ParsedType("slot", Slot.parse)
-KEY_TYPE = ParsedType("algorithm", KeyType.parse)
-PIN_POLICY = ParsedType("pin-policy", PinPolicy.parse)
-TOUCH_POLICY = ParsedType("touch-policy", TouchPolicy.parse)
-
-SLOT_HELP = ("SLOT is 9a|authentication, 9c|signature, 9d|key-management, "
-             "9e|card-authentication or a retired slot 82..95.")
-
-
-
-
-
-
-def keep_chuid_option(f: F) -> F:
-    """``--keep-chuid``: do not renew the CHUID GUID after a certificate change."""
-    return click.option("--keep-chuid", is_flag=True,
-                        help="Do not renew the CHUID GUID. By default it is renewed after a "
-                             "certificate change, because Windows caches certificates by "
-                             "it.")(f)
-
-
-def backup_dir_option(f: F) -> F:
-    """``--backup-dir DIR``: where replaced or deleted certificates are saved."""
-    return click.option("--backup-dir", metavar="DIR", type=click.Path(file_okay=False),
-                        help="Save replaced or deleted certificates in DIR (default: the "
-                             "current directory).")(f)
-
-
-def output_option(what: str) -> Callable[[F], F]:
-    """``-o/--output FILE`` (``-`` or absent = standard output)."""
-    return click.option("-o", "--output", metavar="FILE",
-                        help=f"Write the {what} to FILE (default: standard output).")
-
-
-def format_option(f: F) -> F:
-    """``--format pem|der``."""
-    return click.option("--format", "fmt", type=click.Choice(["pem", "der"]), default="pem",
-                        show_default=True, help="Output encoding.")(f)
-
-
-def check_output(path: str | None, overwrite: bool) -> None:
-    """Refuse an existing output file before the card is touched (not after a key was
-    generated or a PIN was spent)."""
-    if path not in (None, "-") and os.path.exists(str(path)) and not overwrite:
-        raise UsageError(f"{path} exists; use --force to overwrite it")
-
-
-def deliver(obj: CliContext, output: str | None, data: bytes, json_data: dict[str, Any],
-            text: str, overwrite: bool = False) -> None:
-    """Hand a result over: *data* (a PEM, DER, raw object) to FILE or standard output, a
-    status line for people, JSON for programs. When *data* goes to standard output the
-    status goes to standard error, so ``pivtool ... > file`` captures only the data."""
-    from .files import write_output
-
-    to_file = output not in (None, "-")
-    if to_file:
-        write_output(output, data, overwrite)
-        json_data = {**json_data, "file": output}
-    if obj.json:
-        obj.emit(json_data)
-    elif to_file:
-        click.echo(text)
-    else:
-        write_output(None, data)
-        click.echo(text, err=True)
-
-
-def pfx_password(obj: CliContext) -> Callable[[], bytes]:
-    """The PKCS#12/key-file password, asked for only if the file turns out to need one."""
-    return lambda: obj.prompter().secret("pfx_password")
-
-
-def notifier() -> Callable[[str], None]:
-    """Messages for the person at the key ("touch it") go to standard error."""
-    return lambda message: click.echo(message, err=True)
 
 
 def _public_bytes(key: Any, fmt: str) -> bytes:

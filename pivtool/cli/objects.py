@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import click
 
+from .common import check_output, deliver
 from .context import CliContext, pass_ctx
-from .keys import check_output, deliver, output_option
-from .options import allow_last_try_option, force_option, json_option, secret_options
+from .options import (
+    allow_last_try_option,
+    force_option,
+    json_option,
+    output_option,
+    secret_options,
+)
 
 
 @click.group()

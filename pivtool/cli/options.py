@@ -7,6 +7,8 @@ from typing import Any, TypeVar
 
 import click
 
+from ..piv.constants import KeyType, PinPolicy, Slot, TouchPolicy
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -85,3 +87,63 @@ def allow_last_try_option(f: F) -> F:
     return click.option("--allow-last-try", is_flag=True,
                         help="Spend the last PIN/PUK try if it comes to that (refused "
                              "otherwise).")(f)
+
+
+# --- parameter types: slot, algorithm and policy names spelled one way everywhere ---
+
+
+class ParsedType(click.ParamType):  # type: ignore[type-arg]
+    """A click type backed by one of pivtool's ``parse`` functions (``ValueError`` = bad
+    value), so slot and algorithm names are spelled the same everywhere."""
+
+    def __init__(self, name: str, parse: Callable[[str], Any]) -> None:
+        self.name = name
+        self._parse = parse
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        """Parse *value* unless it already is one (defaults, programmatic calls)."""
+        if not isinstance(value, str):
+            return value
+        try:
+            return self._parse(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+SLOT = ParsedType("slot", Slot.parse)
+KEY_TYPE = ParsedType("algorithm", KeyType.parse)
+PIN_POLICY = ParsedType("pin-policy", PinPolicy.parse)
+TOUCH_POLICY = ParsedType("touch-policy", TouchPolicy.parse)
+
+SLOT_HELP = ("SLOT is 9a|authentication, 9c|signature, 9d|key-management, "
+             "9e|card-authentication or a retired slot 82..95.")
+
+
+def keep_chuid_option(f: F) -> F:
+    """``--keep-chuid``: do not renew the CHUID GUID after a certificate change."""
+    return click.option("--keep-chuid", is_flag=True,
+                        help="Do not renew the CHUID GUID. By default it is renewed after a "
+                             "certificate change, because Windows caches certificates by "
+                             "it.")(f)
+
+
+def backup_dir_option(f: F) -> F:
+    """``--backup-dir DIR``: where replaced or deleted certificates are saved."""
+    return click.option("--backup-dir", metavar="DIR", type=click.Path(file_okay=False),
+                        help="Save replaced or deleted certificates in DIR (default: the "
+                             "current directory).")(f)
+
+
+def output_option(what: str) -> Callable[[F], F]:
+    """``-o/--output FILE`` (``-`` or absent = standard output)."""
+    return click.option("-o", "--output", metavar="FILE",
+                        help=f"Write the {what} to FILE (default: standard output).")
+
+
+def format_option(f: F) -> F:
+    """``--format pem|der``."""
+    return click.option("--format", "fmt", type=click.Choice(["pem", "der"]), default="pem",
+                        show_default=True, help="Output encoding.")(f)
+
+
