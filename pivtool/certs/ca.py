@@ -21,7 +21,6 @@ import datetime as _dt
 import json
 import os
 import secrets
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
+from ..core.fileio import atomic_write
 from .csr import SignatureHash, default_hash
 from .errors import CertInputError, CertMismatchError, CertRequestRefusedError, LabCAError
 from .inspect import iso_utc, load_certificate, load_private_key, public_key_matches, serial_hex
@@ -145,29 +145,13 @@ def _parse_reason(reason: x509.ReasonFlags | str | None) -> x509.ReasonFlags:
     return flag
 
 
-def _atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # persist the rename; not possible on every platform
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+def _write_public(path: Path, data: bytes) -> None:
+    # Certificates, CRLs and the index are public (0644); only ca.key is 0600.
+    atomic_write(path, data, 0o644)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    _atomic_write(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    _write_public(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -287,7 +271,7 @@ class LabCA:
             handle.write(pem_key)
             handle.flush()
             os.fsync(handle.fileno())
-        _atomic_write(path / _CERT_FILE, cert.public_bytes(serialization.Encoding.PEM))
+        _write_public(path / _CERT_FILE, cert.public_bytes(serialization.Encoding.PEM))
         config = {
             "version": _FORMAT_VERSION,
             "subject": name.rfc4514_string(),
@@ -497,7 +481,7 @@ class LabCA:
         )
         # Certificate file first, index second: a crash in between leaves an orphan file,
         # never an index entry without its certificate.
-        _atomic_write(
+        _write_public(
             self._dir / _CERTS_DIR / f"{record.serial}.pem",
             cert.public_bytes(serialization.Encoding.PEM),
         )
@@ -655,8 +639,8 @@ class LabCA:
             builder = builder.add_revoked_certificate(entry.build())
         crl = builder.sign(self._key, self._signing_hash())
 
-        _atomic_write(self._dir / "crl.der", crl.public_bytes(serialization.Encoding.DER))
-        _atomic_write(self._dir / "crl.pem", crl.public_bytes(serialization.Encoding.PEM))
+        _write_public(self._dir / "crl.der", crl.public_bytes(serialization.Encoding.DER))
+        _write_public(self._dir / "crl.pem", crl.public_bytes(serialization.Encoding.PEM))
         self._config = {**self._config, "crl_number": number}
         _write_json(self._dir / _CONFIG_FILE, self._config)
         return crl

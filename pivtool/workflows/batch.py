@@ -33,7 +33,6 @@ import os
 import queue
 import re
 import secrets
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ..core.errors import PivToolError, StepFailedError, TransportError, UsageError
+from ..core.fileio import atomic_write
 from ..piv.constants import DEFAULT_PIN, DEFAULT_PUK, KeyType, PinPolicy, Slot, TouchPolicy
 from .roster import RosterRow
 
@@ -86,28 +86,6 @@ def _random_digits(n: int) -> bytes:
     return "".join(secrets.choice("0123456789") for _ in range(n)).encode()
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace *path* with *data*: temp file in the same directory (created with *mode*,
-    so a secret never sits in a wider file), fsync, ``os.replace``, fsync the directory.
-    A crash leaves the old file or the new one, never a mix."""
-    directory = path.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)  # the rename itself must survive a power cut
-    finally:
-        os.close(dfd)
 
 
 # --------------------------------------------------------------------------------------------

@@ -39,13 +39,13 @@ import hmac
 import json
 import os
 import secrets
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import AuthenticationError, PivToolError, UsageError
+from ..core.fileio import atomic_write
 
 FORMAT = "pivtool-escrow"
 VERSION = 1
@@ -337,26 +337,7 @@ class EscrowFile:
             os.close(fd)
 
     def _replace(self, data: bytes) -> None:
-        directory = self.path.parent
-        # mkstemp creates the file 0600: the secret never sits in a wider-mode file.
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
-                                   dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        with contextlib.suppress(OSError):  # make the rename durable
-            dfd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+        atomic_write(self.path, data, 0o600)
 
 
 def _read_fd(fd: int) -> bytes:
