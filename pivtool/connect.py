@@ -41,7 +41,8 @@ class SimLink:
         except SimCardResetError:
             raise CardRemovedError("the card was reset by another program") from None
         except SimTransportError as e:
-            raise TransportError(f"transmission error: {e}") from None
+            # The emulator says what failed ("transmission error"); do not say it twice.
+            raise TransportError(str(e) or "transmission error") from None
 
     def close(self) -> None:
         """Close the virtual connection."""
