@@ -39,6 +39,7 @@ def pin_verify(obj: CliContext, allow_last_try: bool) -> None:
 @pin.command("change")
 @secret_options("pin", "new_pin")
 @allow_last_try_option
+@json_option
 @pass_ctx
 def pin_change(obj: CliContext, allow_last_try: bool) -> None:
     """Change the PIN (6-8 characters; macOS wants digits only)."""
@@ -57,6 +58,7 @@ def pin_change(obj: CliContext, allow_last_try: bool) -> None:
 @pin.command("unblock")
 @secret_options("puk", "new_pin")
 @allow_last_try_option
+@json_option
 @pass_ctx
 def pin_unblock(obj: CliContext, allow_last_try: bool) -> None:
     """Set a new PIN with the PUK (after the PIN was blocked by wrong tries)."""
@@ -79,6 +81,7 @@ def pin_unblock(obj: CliContext, allow_last_try: bool) -> None:
 @secret_options("pin", "mgmt_key")
 @yes_option
 @allow_last_try_option
+@json_option
 @pass_ctx
 def pin_set_retries(obj: CliContext, pin_tries: int, puk_tries: int, allow_last_try: bool) -> None:
     """Set how many wrong PINs/PUKs the card allows. This resets PIN and PUK to the
@@ -106,6 +109,7 @@ def puk() -> None:
 @puk.command("change")
 @secret_options("puk", "new_puk")
 @allow_last_try_option
+@json_option
 @pass_ctx
 def puk_change(obj: CliContext, allow_last_try: bool) -> None:
     """Change the PUK (6-8 characters)."""
@@ -122,7 +126,7 @@ def puk_change(obj: CliContext, allow_last_try: bool) -> None:
     obj.emit({"schema": "pivtool.puk-change/1", "changed": "puk"}, "PUK changed.")
 
 
-@click.group("mgmt-key")
+@click.group("mgmt-key", short_help="Change the management key (needed for key changes).")
 def mgmt_key() -> None:
     """Change the management key (the key that authorises key and certificate changes)."""
 
@@ -141,10 +145,22 @@ def mgmt_key() -> None:
                    "(created 0600) before the card is changed.")
 @secret_options("pin", "mgmt_key", "new_mgmt_key")
 @allow_last_try_option
+@json_option
 @pass_ctx
 def mgmt_key_change(obj: CliContext, algorithm: str | None, generate: bool, protect: bool,
                     touch: bool, key_out: str | None, allow_last_try: bool) -> None:
-    """Change the management key."""
+    """Change the management key.
+
+    The management key authorises key and certificate changes. Recommended: --protect, a
+    random key stored on the card under the PIN (as ykman does), so nobody has to keep it:
+
+    \b
+      pivtool mgmt-key change --protect
+      pivtool mgmt-key change --generate --key-out mgmt.key   (keep the key yourself)
+
+    The current key is found PIN-protected, is the factory default, or comes from
+    $PIVTOOL_MGMT_KEY / --mgmt-key-file / a prompt; a new key you choose from
+    $PIVTOOL_NEW_MGMT_KEY / --new-mgmt-key-file (hex)."""
     from ..core.errors import SecurityStatusError, UsageError
     from ..piv.constants import MgmtKeyType
     from ..piv.version import default_mgmt_key_type, supported_mgmt_key_types
@@ -155,6 +171,10 @@ def mgmt_key_change(obj: CliContext, algorithm: str | None, generate: bool, prot
     p = obj.prompter()
     if protect and not p.has("new_mgmt_key"):
         generate = True
+    if not generate and not p.has("new_mgmt_key") and not obj.interactive:
+        raise UsageError("which new management key? --protect (a random key stored under "
+                         "the PIN; recommended), --generate --key-out FILE, "
+                         "$PIVTOOL_NEW_MGMT_KEY or --new-mgmt-key-file FILE")
     if generate and not protect and not key_out:
         raise UsageError("a generated key must go somewhere: add --protect (store it under "
                          "the PIN) or --key-out FILE")
@@ -192,7 +212,8 @@ def mgmt_key_change(obj: CliContext, algorithm: str | None, generate: bool, prot
              f"Management key changed ({result.algorithm}, {where}).")
 
 
-@click.command()
+@click.command(short_help="Factory-reset PIV: keys destroyed, certificates saved "
+                          "first.")
 @click.option("--backup-dir", metavar="DIR",
               help="Where to save the certificates first (default: "
                    "./pivtool-backup-<serial>-<time>).")

@@ -14,17 +14,27 @@ import click
 
 from .context import CliContext, pass_ctx
 from .escrow import passphrase_file_option
-from .options import allow_last_try_option, json_option, secret_options, yes_option
+from .options import (
+    SET_PIN_POLICY,
+    SET_TOUCH_POLICY,
+    SIGNING_KEY_TYPE,
+    allow_last_try_option,
+    json_option,
+    secret_options,
+    yes_option,
+)
 
 if TYPE_CHECKING:
+    from ..piv.constants import KeyType, PinPolicy, TouchPolicy
     from ..workflows.batch import BatchEvent, BatchState
 
-ALGORITHMS = ["eccp256", "eccp384", "rsa2048", "rsa1024", "rsa3072", "rsa4096", "ed25519"]
 SUMMARY_SCHEMA = "pivtool.batch-summary/1"
 STATUS_SCHEMA = "pivtool.batch-status/1"
+REPORT_SCHEMA = "pivtool.batch-report-files/1"
+RELEASE_SCHEMA = "pivtool.batch-release/1"
 
 
-@click.group()
+@click.group(short_help="Enroll a roster of users onto many keys, readers in parallel.")
 def batch() -> None:
     """Helpdesk batch enrollment: a roster of users, many keys, several readers at once.
 
@@ -159,12 +169,12 @@ def _collect_secrets(obj: CliContext, pin_letters: str | None, escrow: bool,
                    "encrypted escrow FILE before it is set, with any management key not "
                    "stored PIN-protected. Without it, one PUK for all: $PIVTOOL_NEW_PUK.")
 @passphrase_file_option
-@click.option("--algorithm", "-a", type=click.Choice(ALGORITHMS), default="eccp256",
+@click.option("--algorithm", "-a", type=SIGNING_KEY_TYPE, default="eccp256",
               show_default=True, help="Key algorithm for rows without one.")
-@click.option("--pin-policy", type=click.Choice(["default", "never", "once", "always"]),
-              default="default", show_default=True, help="For rows without one.")
-@click.option("--touch-policy", type=click.Choice(["default", "never", "always", "cached"]),
-              default="default", show_default=True, help="For rows without one.")
+@click.option("--pin-policy", type=SET_PIN_POLICY, default="default", show_default=True,
+              help="PIN policy for rows without one.")
+@click.option("--touch-policy", type=SET_TOUCH_POLICY, default="default", show_default=True,
+              help="Touch policy for rows without one.")
 @click.option("--policy", "policies", multiple=True, metavar="OID",
               help="Certificate policy OID for rows without a policies column (repeatable).")
 @click.option("--macos", is_flag=True, help="Also enroll 9d (macOS smart-card pairing).")
@@ -190,7 +200,7 @@ def batch_enroll(obj: CliContext, roster: str, ca_dir: str | None, issuer_cmd: s
                  readers: tuple[str, ...], state_path: str | None, audit_path: str | None,
                  report_path: str | None, graph_path: str | None, pin_letters: str | None,
                  escrow_path: str | None, escrow_passphrase_file: str | None,
-                 algorithm: str, pin_policy: str, touch_policy: str,
+                 algorithm: KeyType, pin_policy: PinPolicy, touch_policy: TouchPolicy,
                  policies: tuple[str, ...], macos: bool, allow_non_ios: bool,
                  operator: str | None, reassign: bool, max_cards: int | None,
                  idle_timeout: float | None, allow_last_try: bool) -> None:
@@ -220,7 +230,6 @@ def batch_enroll(obj: CliContext, roster: str, ca_dir: str | None, issuer_cmd: s
     failed, a roster row is bad, or users are left when --timeout stopped the batch;
     2 bad options/roster or the state file is in use; 5 no PC/SC service; 130 Ctrl-C."""
     from ..core.errors import UsageError
-    from ..piv.constants import KeyType, PinPolicy, TouchPolicy
     from ..workflows.batch import (
         BatchOptions,
         BatchPaths,
@@ -237,9 +246,7 @@ def batch_enroll(obj: CliContext, roster: str, ca_dir: str | None, issuer_cmd: s
         raise UsageError("choose exactly one issuer: --ca DIR or --issuer-cmd CMD")
     interactive = obj.interactive and not obj.yes
     defaults = RosterDefaults(
-        algorithm=KeyType.parse(algorithm),
-        pin_policy=PinPolicy.parse(pin_policy),  # type: ignore[arg-type]
-        touch_policy=TouchPolicy.parse(touch_policy),  # type: ignore[arg-type]
+        algorithm=algorithm, pin_policy=pin_policy, touch_policy=touch_policy,
         policies=list(policies), allow_non_ios=allow_non_ios)
     rows = load_roster(roster, defaults)
     issuer = build_issuer(ca_dir, issuer_cmd, issuer_timeout, ca_bundle, days)
@@ -334,8 +341,11 @@ def _load_state(state_path: str) -> BatchState:
     return BatchState.load(Path(state_path))
 
 
+STATE_HELP = "The batch's state file (see 'batch enroll --state')."
+
+
 @batch.command("status")
-@click.option("--state", "state_path", required=True, metavar="FILE")
+@click.option("--state", "state_path", required=True, metavar="FILE", help=STATE_HELP)
 @json_option
 @pass_ctx
 def batch_status(obj: CliContext, state_path: str) -> None:
@@ -358,9 +368,13 @@ def batch_status(obj: CliContext, state_path: str) -> None:
 
 
 @batch.command("report")
-@click.option("--state", "state_path", required=True, metavar="FILE")
-@click.option("--report", "report_path", metavar="FILE", help="Report base name.")
-@click.option("--graph-out", "graph_path", metavar="PREFIX", help="Graph $batch prefix.")
+@click.option("--state", "state_path", required=True, metavar="FILE", help=STATE_HELP)
+@click.option("--report", "report_path", metavar="FILE",
+              help="Report base name: writes FILE.json and FILE.csv (default: "
+                   "<state>.report.*).")
+@click.option("--graph-out", "graph_path", metavar="PREFIX",
+              help="Microsoft Graph $batch bodies PREFIX-001.json... (default: "
+                   "<state>.graph-NNN.json).")
 @json_option
 @pass_ctx
 def batch_report(obj: CliContext, state_path: str, report_path: str | None,
@@ -372,13 +386,15 @@ def batch_report(obj: CliContext, state_path: str, report_path: str | None,
     state = _load_state(state_path)
     paths = BatchPaths.derive(state_path, report=report_path, graph=graph_path)
     written = write_reports(state, paths)
-    obj.emit({"outputs": [str(p) for p in written]}, "\n".join(str(p) for p in written))
+    obj.emit({"schema": REPORT_SCHEMA, "state": state_path,
+              "outputs": [str(p) for p in written]}, "\n".join(str(p) for p in written))
 
 
 @batch.command("release")
-@click.option("--state", "state_path", required=True, metavar="FILE")
+@click.option("--state", "state_path", required=True, metavar="FILE", help=STATE_HELP)
 @click.argument("upn")
 @yes_option
+@json_option
 @pass_ctx
 def batch_release(obj: CliContext, state_path: str, upn: str) -> None:
     """Unbind UPN from a key that holds part of their enrollment (lost, broken, or
@@ -403,4 +419,5 @@ def batch_release(obj: CliContext, state_path: str, upn: str) -> None:
         state.save()
         AuditLog(paths.audit, os.environ.get("USER") or "unknown").write(
             "release", "done", serial=old, upn=user["upn"])
-    click.echo(f"{upn} released from serial {old}; pending again.", err=True)
+    obj.emit({"schema": RELEASE_SCHEMA, "upn": user["upn"], "released_serial": old,
+              "status": PENDING}, f"{upn} released from serial {old}; pending again.")

@@ -45,7 +45,7 @@ def _open(obj: CliContext, directory: str, passphrase_file: str | None) -> LabCA
     return LabCA.open(directory, secret)
 
 
-@click.group()
+@click.group(short_help="A small lab CA issuing Entra CBA smart-card-logon certificates.")
 def ca() -> None:
     """A small lab CA that issues Entra CBA smart-card-logon certificates.
 
@@ -60,15 +60,19 @@ def ca() -> None:
 
 @ca.command("init")
 @click.argument("directory", type=click.Path(file_okay=False))
-@click.option("--subject", required=True, metavar="RFC4514",
-              help="The CA's name, e.g. 'CN=Contoso Lab CA,O=Contoso'.")
+@click.option("--subject", required=True, metavar="DN",
+              help="The CA's name, RFC 4514, e.g. 'CN=Contoso Lab CA,O=Contoso'.")
 @click.option("--crl-url", metavar="URL",
               help="http:// URL written into every issued certificate as its one CRL "
                    "distribution point (Entra needs one per CA).")
 @click.option("--aia-url", metavar="URL",
               help="http:// URL of ca.pem, written as AIA caIssuers.")
-@click.option("--key-type", type=click.Choice(KEY_TYPES), default="eccp256",
+@click.option("-a", "--algorithm", "key_type", type=click.Choice(KEY_TYPES), default="eccp256",
               show_default=True, help="Root key algorithm.")
+@click.option("--key-type", "key_type", type=click.Choice(KEY_TYPES), hidden=True,
+              expose_value=False, is_eager=False,
+              callback=lambda ctx, _p, v: ctx.params.__setitem__("key_type", v) if v else None,
+              help="Old name of --algorithm.")
 @click.option("--days", type=click.IntRange(1, 36500), default=3650, show_default=True,
               help="Root certificate validity.")
 @click.option("--passphrase", is_flag=True,
@@ -143,11 +147,12 @@ def ca_issue(obj: CliContext, directory: str, csr: str, output: str, days: int, 
     encoded = cert.public_bytes(Encoding.PEM if fmt == "pem" else Encoding.DER)
     summary = summarize(cert).to_json()
     to_stdout = output in ("-", "")
+    data = {"schema": "pivtool.ca-issue/1", "serial": summary["serial"],
+            "output": None if to_stdout else output, "certificate": summary,
+            "certificate_pem": cert.public_bytes(Encoding.PEM).decode("ascii")}
     if to_stdout and obj.json:
         # One JSON document on stdout: the certificate travels inside it.
-        obj.emit({"schema": "pivtool.ca-issue/1", "serial": summary["serial"], "output": None,
-                  "certificate": summary,
-                  "certificate_pem": cert.public_bytes(Encoding.PEM).decode("ascii")})
+        obj.emit(data)
         return
     write_output(None if to_stdout else output, encoded, overwrite=force)
     who = ", ".join(dict.fromkeys(summary["upns"] + summary["emails"]))
@@ -156,8 +161,7 @@ def ca_issue(obj: CliContext, directory: str, csr: str, output: str, days: int, 
     if to_stdout:
         click.echo(text, err=True)  # stdout carries the certificate
     else:
-        obj.emit({"schema": "pivtool.ca-issue/1", "serial": summary["serial"],
-                  "output": output, "certificate": summary}, text)
+        obj.emit(data, text)
 
 
 @ca.command("revoke")
@@ -194,7 +198,10 @@ def ca_revoke(obj: CliContext, directory: str, serial: str, reason: str,
 @pass_ctx
 def ca_crl(obj: CliContext, directory: str, output: str, days: int, fmt: str, force: bool,
            passphrase_file: str | None) -> None:
-    """Sign a new CRL listing every revoked certificate."""
+    """Sign a new CRL listing every revoked certificate.
+
+    With --json the CRL is in the JSON document (crl_pem) instead of raw on standard
+    output; crl.pem and crl.der in DIRECTORY are written either way."""
     from cryptography.hazmat.primitives.serialization import Encoding
 
     from ..certs.inspect import iso_utc, serial_hex
@@ -207,22 +214,24 @@ def ca_crl(obj: CliContext, directory: str, output: str, days: int, fmt: str, fo
         raise UsageError(f"{output} exists; use --force to overwrite it")
     lab = _open(obj, directory, passphrase_file)
     crl = lab.crl(days=days)
-    write_output(None if to_stdout else output,
-                 crl.public_bytes(Encoding.PEM if fmt == "pem" else Encoding.DER),
-                 overwrite=force)
+    if not (to_stdout and obj.json):  # under --json, stdout carries one JSON document
+        write_output(None if to_stdout else output,
+                     crl.public_bytes(Encoding.PEM if fmt == "pem" else Encoding.DER),
+                     overwrite=force)
     revoked = [serial_hex(r.serial_number) for r in crl]
     next_update = crl.next_update_utc
     data: dict[str, Any] = {
         "schema": "pivtool.ca-crl/1", "output": None if to_stdout else output, "format": fmt,
         "revoked": revoked,
         "next_update": iso_utc(next_update) if next_update else None,
-        "crl_url": lab.crl_url}
+        "crl_url": lab.crl_url,
+        "crl_pem": crl.public_bytes(Encoding.PEM).decode("ascii")}
     text = (f"CRL with {len(revoked)} revoked certificate(s), next update "
             f"{data['next_update']}" + ("" if to_stdout else f": {output}"))
     if lab.crl_url:
         text += f"\nPublish it at {lab.crl_url}"
-    if to_stdout:
-        click.echo(text, err=True)
+    if to_stdout and not obj.json:
+        click.echo(text, err=True)  # stdout carries the CRL
     else:
         obj.emit(data, text)
 

@@ -63,7 +63,7 @@ def _request(subject: str | None, upns: tuple[str, ...], emails: tuple[str, ...]
                               ekus=list(ekus) if ekus else None, policies=policies)
 
 
-@click.group()
+@click.group(short_help="Request, self-sign, import, export and delete certificates.")
 def certs() -> None:
     """Request, self-sign, import, export and delete the certificates in PIV slots."""
 
@@ -101,7 +101,7 @@ def certs_request(obj: CliContext, slot: Slot, subject: str | None, upns: tuple[
     data = r.to_json()
     where = f" written to {output}" if output not in (None, "-") else ""
     deliver(obj, output, r.csr.public_bytes(Encoding.PEM), data,
-            f"CSR for {data['subject']} (slot {slot.label}){where}.", force)
+            f"Slot {slot.label}: CSR for {data['subject']}{where}.", force)
 
 
 @certs.command("selfsign")
@@ -112,7 +112,7 @@ def certs_request(obj: CliContext, slot: Slot, subject: str | None, upns: tuple[
 @output_option("certificate (PEM) as well")
 @click.option("--compress", is_flag=True, help="Store the certificate compressed.")
 @force_option("Replace a certificate already in the slot (saved first); overwrite FILE.")
-@backup_dir_option
+@backup_dir_option()
 @keep_chuid_option
 @allow_last_try_option
 @secret_options("pin", "mgmt_key")
@@ -152,7 +152,7 @@ def certs_selfsign(obj: CliContext, slot: Slot, subject: str | None, upns: tuple
               help="Store the certificate compressed (lets large RSA certificates fit).")
 @force_option("Replace a certificate already in the slot (saved next to FILE first); import "
               "even when the card cannot report its key, so the match was not checked.")
-@backup_dir_option
+@backup_dir_option("next to FILE; the current directory when FILE is -")
 @keep_chuid_option
 @allow_last_try_option
 @secret_options("pin", "mgmt_key", "pfx_password")
@@ -212,7 +212,7 @@ def certs_export(obj: CliContext, slot: Slot, fmt: str, output: str | None,
 
 @certs.command("delete")
 @click.argument("slot", type=SLOT)
-@backup_dir_option
+@backup_dir_option()
 @keep_chuid_option
 @allow_last_try_option
 @secret_options("pin", "mgmt_key")

@@ -15,17 +15,23 @@ if TYPE_CHECKING:
 
 _MARK = {"pass": "PASS", "warn": "WARN", "fail": "FAIL"}
 
+#: ``check`` without ``--platform``: what a plain ``pivtool enroll`` makes ready. macOS
+#: pairing needs more (``enroll --macos``), so it is checked only when asked for — a
+#: Windows/iOS user's key must not fail for lacking a macOS-only 9d key.
+DEFAULT_PLATFORMS = ("ios", "windows")
 
-@click.command()
-@click.option("--upn", metavar="UPN",
+
+@click.command(short_help="Is the key ready for Entra CBA? PASS/WARN/FAIL per item.")
+@click.option("--upn", metavar="USER@DOMAIN",
               help="The user's UPN: the 9a certificate's SAN UPN must equal it.")
 @click.option("--ca-bundle", metavar="FILE",
               help="PEM file of the CA certificates uploaded to Entra: the 9a certificate "
                    "must chain to them.")
-@click.option("--platform", "platforms", multiple=True, default=("all",),
+@click.option("--platform", "platforms", multiple=True,
               type=click.Choice(["ios", "macos", "windows", "all"]),
-              help="Run the extra checks of this platform (repeatable; default: all "
-                   "three).")
+              help="Check for this platform (repeatable). Default: ios and windows, what "
+                   "'pivtool enroll' prepares. macOS pairing needs 'enroll --macos' (9d, a "
+                   "digits-only PIN): check such keys with --platform all.")
 @secret_options("pin")
 @json_option
 @pass_ctx
@@ -38,14 +44,20 @@ def check(obj: CliContext, upn: str | None, ca_bundle: str | None,
     slot 9a, the certificate's Entra profile (EKU, UPN, key usage, validity, one HTTP CRL
     distribution point, chain to --ca-bundle, an algorithm iOS can use), PIN/PUK/management
     key changed from the defaults, PIN tries left; macOS: key and certificate in 9d and a
-    numeric PIN; Windows: a CHUID.
+    numeric PIN; Windows: a CHUID. Without --platform: iOS and Windows.
 
     Spends no PIN try and sends no secret to the card. The PIN is not needed; if it is
     given ($PIVTOOL_PIN or --pin-file) it is only checked locally to be digits only, for
-    macOS. Exit status 1 when any item fails."""
+    macOS. Exit status 1 when any item fails. Examples:
+
+    \b
+      pivtool check --upn alice@contoso.com --ca-bundle contoso-ca.pem
+      pivtool check --upn alice@contoso.com --platform all   (enrolled with --macos)"""
     from ..workflows.check import PLATFORMS, check_card
     from .exitcodes import Exit
 
+    if not platforms:
+        platforms = DEFAULT_PLATFORMS
     chosen = PLATFORMS if "all" in platforms else tuple(dict.fromkeys(platforms))
     bundle = _load_bundle(ca_bundle) if ca_bundle else None
     p = obj.prompter()
@@ -87,10 +99,11 @@ def check_text(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@click.command()
+@click.command(short_help="Write a diagnostics bundle (JSON) for the helpdesk.")
 @click.option("-o", "--output", metavar="FILE",
               help="Write the bundle to FILE (created with mode 0600) instead of stdout.")
 @click.option("--force", is_flag=True, help="Overwrite an existing FILE.")
+@json_option
 @pass_ctx
 def diagnose(obj: CliContext, output: str | None, force: bool) -> None:
     """Collect a diagnostics bundle (JSON) for whoever helps you debug a sign-in problem.
@@ -101,7 +114,10 @@ def diagnose(obj: CliContext, output: str | None, force: bool) -> None:
     certificate summaries, the readiness checklist and the 9a certificate's
     certificateUserIds. It never holds a PIN, PUK, management key or private key — it
     reads none — but it names the certificate holder, so the file is created readable by
-    you only. Works without a card too (the card section then says why it is missing)."""
+    you only. Works without a card too (the card section then says why it is missing).
+
+    The bundle is JSON (pivtool.diagnose/1) with or without --json; with -o FILE and
+    --json, standard output gets pivtool.diagnose-file/1 (the file name, the card error)."""
     import json
 
     from ..workflows.diagnose import collect
@@ -118,4 +134,5 @@ def diagnose(obj: CliContext, output: str | None, force: bool) -> None:
     card = bundle.card_error or "card read"
     msg = (f"Diagnostics written to {output} (mode 0600; {card}). It names the certificate "
            "holder: share it only with your helpdesk.")
-    obj.emit({"output": output, "card_error": bundle.card_error}, msg)
+    obj.emit({"schema": "pivtool.diagnose-file/1", "output": output,
+              "card_error": bundle.card_error}, msg)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import click
 
@@ -27,9 +27,11 @@ def deliver(obj: CliContext, output: str | None, data: bytes, json_data: dict[st
     from .files import write_output
 
     to_file = output not in (None, "-")
+    # "file" is always there (null: the data is in the JSON document or on stdout), so a
+    # script reads the same keys whether or not -o was given.
+    json_data = {**json_data, "file": output if to_file else None}
     if to_file:
         write_output(output, data, overwrite)
-        json_data = {**json_data, "file": output}
     if obj.json:
         obj.emit(json_data)
     elif to_file:
@@ -47,3 +49,59 @@ def pfx_password(obj: CliContext) -> Callable[[], bytes]:
 def notifier() -> Callable[[str], None]:
     """Messages for the person at the key ("touch it") go to standard error."""
     return lambda message: click.echo(message, err=True)
+
+
+class StepPrinter:
+    """Shows a workflow's steps (``enroll``, ``recover``) on standard error as they happen:
+    ``[ok] name: detail``. Nothing under ``--json`` (the steps are in the JSON document).
+
+    A failed step is held back: when the workflow then stops with that step's error, the
+    one ``Error:`` line says it (with the step's extra hint, if any) instead of the same
+    words twice. Use :meth:`running` around the workflow."""
+
+    MARKS: ClassVar[dict[str, str]] = {"done": "ok", "plan": "->", "pending": "..", "skipped": "--"}
+
+    def __init__(self, obj: CliContext) -> None:
+        self.quiet = obj.json
+        self._failed: Any = None
+
+    def __call__(self, step: Any) -> None:
+        self._flush()
+        if step.status == "failed":
+            self._failed = step
+        else:
+            self._print(step)
+
+    def _print(self, step: Any) -> None:
+        if not self.quiet:
+            mark = self.MARKS.get(step.status, "!!")
+            click.echo(f"[{mark}] {step.name}: {step.detail}", err=True)
+
+    def _flush(self) -> None:
+        if self._failed is not None:
+            self._print(self._failed)
+            self._failed = None
+
+    def running(self) -> Any:
+        """A context manager: on the held step's own error, fold the step's detail into the
+        error (one line, no repetition); otherwise print what was held."""
+        import contextlib
+
+        from ..core.errors import StepFailedError
+
+        @contextlib.contextmanager
+        def cm() -> Any:
+            try:
+                yield self
+            except StepFailedError as e:
+                held, self._failed = self._failed, None
+                cause = str(e.__cause__) if e.__cause__ is not None else ""
+                if (held is not None and held.name == e.step and cause
+                        and held.detail.startswith(cause)):
+                    e.args = (f"{e.step}: {held.detail}",)
+                elif held is not None:
+                    self._print(held)
+                raise
+            self._flush()
+
+        return cm()

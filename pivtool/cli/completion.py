@@ -25,9 +25,10 @@ def completion_script(shell: str, prog_name: str = "pivtool") -> str:
     return cls(cli, {}, prog_name, COMPLETE_VAR).source()
 
 
-@click.command()
+@click.command(short_help="Print the shell completion script (bash, zsh or fish).")
 @click.argument("shell", type=click.Choice(SHELLS))
-def completion(shell: str) -> None:
+@click.pass_context
+def completion(ctx: click.Context, shell: str) -> None:
     """Print the shell completion script for SHELL (bash, zsh or fish).
 
     \b
@@ -36,4 +37,10 @@ def completion(shell: str) -> None:
     fish:  pivtool completion fish > ~/.config/fish/completions/pivtool.fish
 
     Or load it in the current shell: eval "$(pivtool completion bash)"."""
+    from ..core.errors import UsageError
+    from .context import CliContext
+
+    obj = ctx.find_object(CliContext)
+    if obj is not None and obj.json:
+        raise UsageError("'completion' prints a shell script; --json does not apply")
     click.echo(completion_script(shell), nl=False)

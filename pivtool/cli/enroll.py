@@ -2,25 +2,41 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
+from .common import StepPrinter
 from .context import CliContext, pass_ctx
+from .escrow import passphrase_file_option
 from .issuer import build_issuer, chosen_modes, issuer_options
-from .options import allow_last_try_option, json_option, secret_options
+from .options import (
+    SET_PIN_POLICY,
+    SET_TOUCH_POLICY,
+    SIGNING_KEY_TYPE,
+    allow_last_try_option,
+    json_option,
+    secret_options,
+)
 
-ALGORITHMS = ["eccp256", "eccp384", "rsa2048", "rsa1024", "rsa3072", "rsa4096", "ed25519"]
+if TYPE_CHECKING:
+    from ..piv.constants import KeyType, PinPolicy, TouchPolicy
 
 
-@click.command()
-@click.option("--upn", required=True, help="The user's UPN (goes into the SAN otherName).")
-@click.option("--email", "emails", multiple=True, help="rfc822Name for the SAN (repeatable).")
-@click.option("--subject", metavar="RFC4514", help="Subject DN (default CN=<UPN>).")
-@click.option("--algorithm", "-a", type=click.Choice(ALGORITHMS), default="eccp256",
-              show_default=True, help="Key algorithm (iOS takes RSA 1024/2048, P-256, P-384).")
-@click.option("--pin-policy", type=click.Choice(["default", "never", "once", "always"]),
-              default="default", show_default=True)
-@click.option("--touch-policy", type=click.Choice(["default", "never", "always", "cached"]),
-              default="default", show_default=True)
+@click.command(short_help="Everything for Entra CBA in one go: PIN, PUK, key, "
+                          "certificate.")
+@click.option("--upn", required=True, metavar="USER@DOMAIN",
+              help="The user's UPN (goes into the SAN otherName).")
+@click.option("--email", "emails", multiple=True, metavar="ADDRESS",
+              help="E-mail address for the SAN (rfc822Name; repeatable).")
+@click.option("--subject", metavar="DN", help="Subject, RFC 4514 (default: CN=<UPN>).")
+@click.option("--algorithm", "-a", type=SIGNING_KEY_TYPE, default="eccp256",
+              show_default=True,
+              help="Key algorithm (iOS takes RSA 1024/2048, P-256, P-384).")
+@click.option("--pin-policy", type=SET_PIN_POLICY, default="default", show_default=True,
+              help="When the card asks for the PIN before the key signs.")
+@click.option("--touch-policy", type=SET_TOUCH_POLICY, default="default", show_default=True,
+              help="When the card asks for a touch before the key signs.")
 @click.option("--macos", is_flag=True,
               help="Also enroll 9d (macOS smart-card pairing needs 9a and 9d).")
 @click.option("--policy", "policies", multiple=True, metavar="OID",
@@ -34,7 +50,9 @@ ALGORITHMS = ["eccp256", "eccp384", "rsa2048", "rsa1024", "rsa3072", "rsa4096", 
 @click.option("--force", is_flag=True,
               help="Replace keys/certificates already in the slot (old certificates are "
                    "backed up first).")
-@click.option("--backup-dir", metavar="DIR", help="Where --force saves old certificates.")
+@click.option("--backup-dir", metavar="DIR", type=click.Path(file_okay=False),
+              help="Where --force saves the old certificates (default: "
+                   "./pivtool-backup-<serial>-<time>).")
 @click.option("--allow-non-ios", is_flag=True,
               help="Allow algorithms iOS cannot use (RSA 3072/4096, Ed25519) in 9a.")
 @allow_last_try_option
@@ -42,13 +60,12 @@ ALGORITHMS = ["eccp256", "eccp384", "rsa2048", "rsa1024", "rsa3072", "rsa4096", 
               help="Write the PUK (and a management key that is not stored PIN-protected) "
                    "for this serial to the encrypted escrow FILE (created 0600). Passphrase: "
                    "$PIVTOOL_ESCROW_PASSPHRASE, --escrow-passphrase-file or a prompt.")
-@click.option("--escrow-passphrase-file", metavar="FILE",
-              help="Read the escrow passphrase from FILE ('-' = stdin).")
+@passphrase_file_option
 @secret_options("pin", "puk", "new_pin", "new_puk", "mgmt_key")
 @json_option
 @pass_ctx
 def enroll(obj: CliContext, upn: str, emails: tuple[str, ...], subject: str | None,
-           algorithm: str, pin_policy: str, touch_policy: str, macos: bool,
+           algorithm: KeyType, pin_policy: PinPolicy, touch_policy: TouchPolicy, macos: bool,
            policies: tuple[str, ...], ca_dir: str | None, issuer_cmd: str | None,
            issuer_timeout: float, ca_bundle: str | None, csr_out: str | None, days: int,
            random_pin: bool, random_puk: bool, secrets_out: str | None, force: bool,
@@ -72,11 +89,9 @@ def enroll(obj: CliContext, upn: str, emails: tuple[str, ...], subject: str | No
     With --escrow FILE the PUK is also written to an encrypted escrow file, for
     'pivtool recover --escrow FILE' (a PUK enroll keeps is asked for and checked first)."""
     from ..core.errors import UsageError
-    from ..piv.constants import KeyType, PinPolicy, TouchPolicy
     from ..workflows.enroll import (
         Enroller,
         EnrollOptions,
-        Step,
         validate_options,
     )
 
@@ -84,26 +99,21 @@ def enroll(obj: CliContext, upn: str, emails: tuple[str, ...], subject: str | No
         raise UsageError("choose exactly one issuer: --ca DIR, --issuer-cmd CMD or "
                          "--csr-out FILE")
     opts = EnrollOptions(
-        upn=upn, emails=list(emails), subject=subject, algorithm=KeyType.parse(algorithm),
-        pin_policy=PinPolicy.parse(pin_policy),  # type: ignore[arg-type]
-        touch_policy=TouchPolicy.parse(touch_policy),  # type: ignore[arg-type]
+        upn=upn, emails=list(emails), subject=subject, algorithm=algorithm,
+        pin_policy=pin_policy, touch_policy=touch_policy,
         macos=macos, policies=list(policies), force=force, random_pin=random_pin,
         random_puk=random_puk, secrets_out=secrets_out, backup_dir=backup_dir,
         allow_non_ios=allow_non_ios, csr_out=csr_out, retry_force=allow_last_try)
     validate_options(opts)  # before the card is touched
     issuer = build_issuer(ca_dir, issuer_cmd, issuer_timeout, ca_bundle, days)
 
-    def show(step: Step) -> None:
-        if not obj.json:
-            mark = {"done": "ok", "pending": "..", "skipped": "--"}.get(step.status, "!!")
-            click.echo(f"[{mark}] {step.name}: {step.detail}", err=True)
-
     escrow = None
     if escrow_path:  # --- escrow: passphrase and file checked before the card is touched ---
         from .escrow import open_escrow
 
         escrow = open_escrow(obj, escrow_path, escrow_passphrase_file, create=True)
-    with obj.session() as session:
+    show = StepPrinter(obj)
+    with obj.session() as session, show.running():
         result = Enroller(session, obj.prompter(), opts, issuer, show, escrow=escrow).run()
     data = result.to_json()
     if obj.json:

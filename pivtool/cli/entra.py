@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import click
 
+from ..piv.constants import Slot
 from .context import CliContext, pass_ctx
-from .options import json_option
+from .options import SLOT, json_option
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -19,7 +20,7 @@ IDS_SCHEMA = "pivtool.entra-ids/1"
 
 
 
-@click.group()
+@click.group(short_help="certificateUserIds values for Microsoft Entra ID.")
 def entra() -> None:
     """Microsoft Entra ID helpers for certificate-based authentication."""
 
@@ -27,7 +28,7 @@ def entra() -> None:
 
 
 @entra.command("ids")
-@click.option("--slot", metavar="SLOT",
+@click.option("--slot", type=SLOT, metavar="SLOT",
               help="Read the certificate from this slot (default 9a; no PIN needed).")
 @click.option("--cert", "cert_file", metavar="FILE",
               help="Read the certificate from FILE (PEM or DER, '-' = stdin) instead of "
@@ -43,7 +44,7 @@ def entra() -> None:
                    "PowerShell module emits), or both.")
 @json_option
 @pass_ctx
-def entra_ids(obj: CliContext, slot: str | None, cert_file: str | None, graph: bool,
+def entra_ids(obj: CliContext, slot: Slot | None, cert_file: str | None, graph: bool,
               sha1_pukey: str) -> None:
     """Show the certificateUserIds values for a certificate: each value, its affinity
     (high = bound to this certificate or key, low = bound to a name) and how it was
@@ -68,7 +69,7 @@ def entra_ids(obj: CliContext, slot: str | None, cert_file: str | None, graph: b
     if slot is not None and cert_file is not None:
         raise UsageError("use --slot or --cert, not both")
     cert, source = (_from_file(cert_file) if cert_file is not None
-                    else _from_slot(obj, slot or "9a"))
+                    else _from_slot(obj, slot or Slot.AUTHENTICATION))
     mode = cast(Literal["public-key", "thumbprint", "both"], sha1_pukey)  # click.Choice
     ids = certificate_user_ids(cert, sha1_pukey=mode)
     chosen, left_out = graph_selection(ids)
@@ -104,14 +105,9 @@ def _from_file(path: str) -> tuple[x509.Certificate, dict[str, Any]]:
     return load_certificate(read_input(path)), {"file": path}
 
 
-def _from_slot(obj: CliContext, text: str) -> tuple[x509.Certificate, dict[str, Any]]:
-    from ..core.errors import NotFoundError, UsageError
-    from ..piv.constants import Slot
+def _from_slot(obj: CliContext, slot: Slot) -> tuple[x509.Certificate, dict[str, Any]]:
+    from ..core.errors import NotFoundError
 
-    try:
-        slot = Slot.parse(text)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
     with obj.session() as s:
         try:
             cert = s.get_certificate(slot)

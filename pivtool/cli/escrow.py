@@ -61,7 +61,7 @@ def passphrase_file_option(f: F) -> F:
                              "$PIVTOOL_ESCROW_PASSPHRASE or a prompt.")(f)
 
 
-@click.group()
+@click.group(short_help="Read the encrypted PUK escrow that 'enroll --escrow' writes.")
 def escrow() -> None:
     """Read the encrypted PUK escrow written by 'pivtool enroll --escrow FILE'.
 

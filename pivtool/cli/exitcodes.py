@@ -35,7 +35,7 @@ Exit codes:
   1  the operation failed on the card (or a check failed)
   2  usage error or bad input (nothing was sent to the card)
   3  authentication failed (wrong PIN, PUK or management key)
-  4  PIN or PUK blocked, or only one try left and --force not given
+  4  PIN or PUK blocked, or only one try left and --allow-last-try not given
   5  no PC/SC service, reader or card; card removed"""
 
 
@@ -60,3 +60,26 @@ def exit_code_for(exc: BaseException) -> Exit:
     if isinstance(exc, (ApduError, NotSupportedError, PivToolError)):
         return Exit.FAILED
     return Exit.FAILED
+
+
+def blocked_hint(exc: BaseException) -> str | None:
+    """What to do next when *exc* says the PIN or PUK is (now) blocked — appended to the
+    error line of every command but ``recover`` and ``reset`` themselves."""
+    from ..core.errors import StepFailedError
+
+    while isinstance(exc, StepFailedError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    if isinstance(exc, InvalidPinError):
+        if exc.tries_left != 0:
+            return None
+        what = exc.what
+    elif isinstance(exc, BlockedError):
+        text = str(exc)
+        what = "PUK" if "PUK" in text else ("PIN" if "PIN" in text else "")
+    else:
+        return None
+    if what == "PIN":
+        return "to unblock it: pivtool recover (uses the PUK; keys are kept)"
+    if what == "PUK":
+        return "a blocked PUK cannot be unblocked: pivtool recover shows what is left"
+    return None

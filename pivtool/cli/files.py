@@ -17,9 +17,14 @@ def write_secret_file(path: str, text: str, overwrite: bool = False) -> None:
         raise UsageError(f"{path} exists; refusing to overwrite it") from None
     except OSError as e:
         raise UsageError(f"cannot create {path}: {e.strerror}") from None
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(path, 0o600)  # in case the file pre-existed with wider permissions
+    try:
+        with os.fdopen(fd, "w") as f:
+            # Before the first byte: a pre-existing file (overwrite) may have wider
+            # permissions, and the secret must never sit in it readable by others.
+            os.fchmod(f.fileno(), 0o600)
+            f.write(text)
+    except OSError as e:
+        raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def write_output(path: str | None, data: bytes, overwrite: bool = False) -> None:
@@ -41,14 +46,23 @@ def write_output(path: str | None, data: bytes, overwrite: bool = False) -> None
         raise UsageError(f"cannot write {path}: {e.strerror}") from None
 
 
+#: Largest input file read (certificates, bundles, keys, CSRs, object data are far
+#: smaller): ``/dev/zero`` or a huge file is a usage error, not an exhausted memory.
+MAX_INPUT = 16 * 1024 * 1024
+
+
 def read_input(path: str) -> bytes:
     """Read a whole input file ('-' = stdin) with a one-line error."""
     import sys
 
-    if path == "-":
-        return sys.stdin.buffer.read()
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        if path == "-":
+            data = sys.stdin.buffer.read(MAX_INPUT + 1)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(MAX_INPUT + 1)
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror}") from None
+    if len(data) > MAX_INPUT:
+        raise UsageError(f"{path} is too large (over {MAX_INPUT // (1024 * 1024)} MiB)")
+    return data

@@ -8,7 +8,7 @@ from .context import CliContext, pass_ctx
 from .options import json_option
 
 
-@click.command()
+@click.command(short_help="Show the key: serial, PIN/PUK tries, management key, slots.")
 @json_option
 @pass_ctx
 def info(obj: CliContext) -> None:
@@ -23,7 +23,7 @@ def info(obj: CliContext) -> None:
     obj.emit(data, info_text(data))
 
 
-@click.command("list")
+@click.command("list", short_help="List the readers and the key or card in each.")
 @json_option
 @pass_ctx
 def list_cmd(obj: CliContext) -> None:

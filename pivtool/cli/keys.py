@@ -40,7 +40,7 @@ def _public_bytes(key: Any, fmt: str) -> bytes:
 # --- commands ---------------------------------------------------------------------
 
 
-@click.group()
+@click.group(short_help="Generate, import, inspect, export, attest, move, delete keys.")
 def keys() -> None:
     """Generate, import, inspect, export, attest, move and delete the keys in PIV slots."""
 
@@ -101,7 +101,7 @@ def keys_generate(obj: CliContext, slot: Slot, algorithm: KeyType, pin_policy: P
 @click.option("--compress", is_flag=True, help="Store the certificate compressed.")
 @force_option("Replace a key (and certificate) already in the slot; the old certificate is "
               "saved first.")
-@backup_dir_option
+@backup_dir_option("next to FILE; the current directory when FILE is -")
 @keep_chuid_option
 @allow_last_try_option
 @secret_options("pin", "mgmt_key", "pfx_password")
@@ -269,7 +269,7 @@ def _yes_no(value: bool | None) -> str:
 @click.option("--no-cert", is_flag=True,
               help="Move only the key; leave the certificate where it is.")
 @force_option("Replace a key or certificate in DESTINATION (its certificate is saved first).")
-@backup_dir_option
+@backup_dir_option()
 @keep_chuid_option
 @allow_last_try_option
 @secret_options("pin", "mgmt_key")
@@ -296,7 +296,7 @@ def keys_move(obj: CliContext, source: Slot, destination: Slot, no_cert: bool, f
 @keys.command("delete")
 @click.argument("slot", type=SLOT)
 @click.option("--keep-cert", is_flag=True, help="Delete only the key, keep the certificate.")
-@backup_dir_option
+@backup_dir_option()
 @keep_chuid_option
 @allow_last_try_option
 @secret_options("pin", "mgmt_key")

@@ -13,7 +13,7 @@ import click
 
 from .. import __version__
 from .context import CliContext
-from .exitcodes import EXIT_HELP, Exit, exit_code_for
+from .exitcodes import EXIT_HELP, Exit, blocked_hint, exit_code_for
 
 #: command name -> "module:attribute" under pivtool.cli
 COMMANDS: dict[str, str] = {
@@ -38,6 +38,20 @@ COMMANDS: dict[str, str] = {
     "completion": "completion:completion",
 }
 
+#: ``pivtool --help`` lists the commands in these groups, in this order (every command in
+#: :data:`COMMANDS` is in exactly one; ``tests/cli/test_review_ux_help.py`` checks it).
+SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Set up a key for Entra CBA", ("enroll", "check")),
+    ("Step by step", ("pin", "puk", "mgmt-key", "keys", "certs", "objects")),
+    ("A user locked the key", ("recover", "reset")),
+    ("Look at a key", ("info", "list", "entra", "diagnose")),
+    ("Helpdesk: many keys", ("batch", "escrow", "ca")),
+    ("Other", ("sim", "completion")),
+)
+
+#: Commands whose own output already says what to do about a blocked PIN or PUK.
+NO_HINT = frozenset({"recover", "reset", "batch"})
+
 
 class LazyGroup(click.Group):
     """A group whose subcommands are imported on first use."""
@@ -59,8 +73,27 @@ class LazyGroup(click.Group):
         except Exception as e:
             if not _is_known(e):
                 raise
-            click.echo(f"Error: {e}", err=True)
+            message = f"Error: {e}"
+            hint = blocked_hint(e) if ctx.invoked_subcommand not in NO_HINT else None
+            if hint and hint not in message:
+                message += f"; {hint}"
+            click.echo(message, err=True)
             ctx.exit(exit_code_for(e))
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The commands grouped by task (:data:`SECTIONS`), not alphabetically."""
+        if self.lazy is not COMMANDS:
+            return super().format_commands(ctx, formatter)
+        name_width = max(len(n) for n in self.lazy)
+        limit = max(formatter.width - formatter.current_indent - name_width - 6, 40)
+        for title, names in SECTIONS:
+            rows = []
+            for name in names:
+                cmd = self.get_command(ctx, name)
+                if cmd is not None and not cmd.hidden:
+                    rows.append((name.ljust(name_width), cmd.get_short_help_str(limit=limit)))
+            with formatter.section(title):
+                formatter.write_dl(rows)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.lazy:
@@ -89,9 +122,18 @@ def cli(ctx: click.Context, reader: str | None, serial: int | None, sim: str | N
     """pivtool: make YubiKeys and PIV cards ready for Microsoft Entra certificate-based
     authentication.
 
+    \b
+    pivtool info                                     what is on the key
+    pivtool enroll --upn alice@contoso.com --ca DIR  make it ready in one go
+    pivtool check --upn alice@contoso.com            is it ready? (exit 1 if not)
+    pivtool recover                                  the user locked the PIN
+    pivtool --json info                              any command, for scripts
+
     Secrets (PIN, PUK, management key) come from a hidden prompt, an environment variable
-    (PIVTOOL_PIN, PIVTOOL_PUK, PIVTOOL_MGMT_KEY, ...) or a file option, never from the
-    command line."""
+    (PIVTOOL_PIN, PIVTOOL_NEW_PIN, PIVTOOL_PUK, PIVTOOL_MGMT_KEY, ...) or a --pin-file
+    style option, never from the command line. Without a terminal a missing secret or
+    confirmation is an error (exit 2) naming the variable or option to use. 'pivtool
+    COMMAND -h' shows a command's options; docs/ has the guides."""
     obj = CliContext(reader=reader, serial=serial, sim=sim, json=json_, verbose=verbose)
     obj.setup_logging()
     ctx.obj = obj

@@ -15,7 +15,7 @@ from .options import (
 )
 
 
-@click.group()
+@click.group(short_help="Show or renew the CHUID and CCC; read and write data objects.")
 def objects() -> None:
     """Show or renew the CHUID and CCC; read and write raw PIV data objects."""
 

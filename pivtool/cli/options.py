@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import click
@@ -94,11 +94,20 @@ def allow_last_try_option(f: F) -> F:
 
 class ParsedType(click.ParamType):  # type: ignore[type-arg]
     """A click type backed by one of pivtool's ``parse`` functions (``ValueError`` = bad
-    value), so slot and algorithm names are spelled the same everywhere."""
+    value), so slot and algorithm names are spelled the same everywhere. With *choices*
+    (labels) only those values are accepted, and the help shows them like a
+    ``click.Choice`` does — while the aliases ``parse`` knows (``p256``, ``rsa-2048``...)
+    keep working."""
 
-    def __init__(self, name: str, parse: Callable[[str], Any]) -> None:
+    def __init__(self, name: str, parse: Callable[[str], Any],
+                 choices: Sequence[str] | None = None) -> None:
         self.name = name
         self._parse = parse
+        self.choices = tuple(choices) if choices else None
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str | None:
+        """``[a|b|c]`` when restricted to *choices* (as ``click.Choice`` shows them)."""
+        return f"[{'|'.join(self.choices)}]" if self.choices else None
 
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> Any:
@@ -106,15 +115,39 @@ class ParsedType(click.ParamType):  # type: ignore[type-arg]
         if not isinstance(value, str):
             return value
         try:
-            return self._parse(value)
+            parsed = self._parse(value)
         except ValueError as e:
+            if self.choices:
+                self.fail(f"{value!r} is not one of {', '.join(self.choices)}", param, ctx)
             self.fail(str(e), param, ctx)
+        label = getattr(parsed, "label", None)
+        if self.choices and label not in self.choices:
+            self.fail(f"{value!r} is not one of {', '.join(self.choices)}", param, ctx)
+        return parsed
+
+    def shell_complete(self, ctx: click.Context, param: click.Parameter,
+                       incomplete: str) -> list[Any]:
+        """Complete the *choices*, if any."""
+        from click.shell_completion import CompletionItem
+
+        return [CompletionItem(c) for c in self.choices or () if c.startswith(incomplete)]
 
 
 SLOT = ParsedType("slot", Slot.parse)
 KEY_TYPE = ParsedType("algorithm", KeyType.parse)
 PIN_POLICY = ParsedType("pin-policy", PinPolicy.parse)
 TOUCH_POLICY = ParsedType("touch-policy", TouchPolicy.parse)
+
+#: The algorithms a sign-in key can have (enroll, batch): no X25519 (it cannot sign).
+SIGNING_ALGORITHMS = ("eccp256", "eccp384", "rsa2048", "rsa1024", "rsa3072", "rsa4096",
+                      "ed25519")
+SIGNING_KEY_TYPE = ParsedType("algorithm", KeyType.parse, SIGNING_ALGORITHMS)
+#: The PIN and touch policies a key can be given (the match-* PIN policies are
+#: biometric YubiKeys' and are only reported, never set).
+SET_PIN_POLICY = ParsedType("pin-policy", PinPolicy.parse, ("default", "never", "once",
+                                                             "always"))
+SET_TOUCH_POLICY = ParsedType("touch-policy", TouchPolicy.parse, ("default", "never",
+                                                                   "always", "cached"))
 
 SLOT_HELP = ("SLOT is 9a|authentication, 9c|signature, 9d|key-management, "
              "9e|card-authentication or a retired slot 82..95.")
@@ -128,11 +161,12 @@ def keep_chuid_option(f: F) -> F:
                              "it.")(f)
 
 
-def backup_dir_option(f: F) -> F:
-    """``--backup-dir DIR``: where replaced or deleted certificates are saved."""
+def backup_dir_option(default: str = "the current directory") -> Callable[[F], F]:
+    """``--backup-dir DIR``: where replaced or deleted certificates are saved (*default*
+    says where they go without it)."""
     return click.option("--backup-dir", metavar="DIR", type=click.Path(file_okay=False),
-                        help="Save replaced or deleted certificates in DIR (default: the "
-                             "current directory).")(f)
+                        help=f"Save replaced or deleted certificates in DIR (default: "
+                             f"{default}).")
 
 
 def output_option(what: str) -> Callable[[F], F]:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .common import StepPrinter
 from .context import CliContext, pass_ctx
 from .escrow import passphrase_file_option
 from .issuer import build_issuer, chosen_modes, issuer_options
@@ -31,7 +32,8 @@ if TYPE_CHECKING:
 @click.option("--reenroll", is_flag=True,
               help="After a reset, enroll again with the UPN of the old 9a certificate "
                    "(needs --ca, --issuer-cmd or --csr-out; new PIN and PUK as for enroll).")
-@click.option("--upn", help="UPN for --reenroll when the old certificate has none.")
+@click.option("--upn", metavar="USER@DOMAIN",
+              help="UPN for --reenroll when the old certificate has none.")
 @issuer_options("--reenroll: ")
 @secret_options("pin", "puk", "new_pin", "new_puk", "mgmt_key")
 @yes_option
@@ -65,7 +67,6 @@ def recover(obj: CliContext, escrow_path: str | None, escrow_passphrase_file: st
     scripts it needs --allow-last-try, --yes is not enough (exit 4 otherwise, the
     counter is untouched)."""
     from ..core.errors import UsageError
-    from ..workflows.enroll import Step
     from ..workflows.recover import Recoverer, RecoverOptions
     from .exitcodes import Exit
 
@@ -94,13 +95,8 @@ def recover(obj: CliContext, escrow_path: str | None, escrow_passphrase_file: st
         else ("ask" if obj.interactive else "no"),
         backup_dir=backup_dir, reenroll=reenroll, upn=upn, csr_out=csr_out)
 
-    def show(step: Step) -> None:
-        if not obj.json:
-            mark = {"done": "ok", "plan": "->", "pending": "..", "skipped": "--"}.get(
-                step.status, "!!")
-            click.echo(f"[{mark}] {step.name}: {step.detail}", err=True)
-
-    with obj.session() as session:
+    show = StepPrinter(obj)
+    with obj.session() as session, show.running():
         result = Recoverer(session, p, opts, issuer, escrow, show).run()
     obj.emit(result.to_json(), _summary(result) if not obj.json else None)
     if result.status in ("declined", "issuer-needed"):

@@ -30,17 +30,35 @@ NEW_MGMT_KEY = SecretSpec("new management key", "PIVTOOL_NEW_MGMT_KEY", "--new-m
 PFX_PASSWORD = SecretSpec("PKCS#12 password", "PIVTOOL_PFX_PASSWORD", "--password-file")
 
 
+#: Longest secret accepted from a file: bounds the read, so ``--pin-file /dev/zero`` or a
+#: huge file without a newline is an error instead of exhausting memory.
+MAX_SECRET = 4096
+
+
 def _read_file(path: str, spec: SecretSpec) -> bytes:
     try:
         if path == "-":
-            data = sys.stdin.buffer.readline()
+            data = sys.stdin.buffer.readline(MAX_SECRET + 1)
         else:
             with open(path, "rb") as f:
-                data = f.readline()
+                data = f.readline(MAX_SECRET + 1)
     except OSError as e:
         raise UsageError(f"cannot read the {spec.name} file {path}: {e.strerror}") from None
     # One secret per file, first line; trailing newline is not part of it.
-    return data.rstrip(b"\r\n")
+    value = data.rstrip(b"\r\n")
+    if len(value) > MAX_SECRET:
+        raise UsageError(f"the first line of the {spec.name} file {path} is too long (over "
+                         f"{MAX_SECRET} bytes)")
+    return value
+
+
+def _utf8(text: str) -> bytes | None:
+    """*text* as UTF-8, or ``None`` when it holds undecodable bytes (Python maps them to
+    lone surrogates). The error is not raised from here: its repr holds the whole value."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
 
 
 def get_secret(spec: SecretSpec, file: str | None, prompt: bool = True,
@@ -52,12 +70,18 @@ def get_secret(spec: SecretSpec, file: str | None, prompt: bool = True,
     if file:
         value = _read_file(file, spec)
     elif spec.env in os.environ:
-        value = os.environ[spec.env].encode("utf-8")
+        encoded = _utf8(os.environ[spec.env])
+        if encoded is None:
+            raise UsageError(f"{spec.env} is not valid UTF-8 text")
+        value = encoded
     elif prompt and sys.stdin.isatty():
         text = click.prompt(f"Enter {spec.name}", hide_input=True,
                             confirmation_prompt=confirm, err=True, default="",
                             show_default=False)
-        value = text.encode("utf-8")
+        encoded = _utf8(text)
+        if encoded is None:
+            raise UsageError(f"the {spec.name} typed is not valid UTF-8 text")
+        value = encoded
     elif not required:
         return None
     else:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import click
 
 from .context import CliContext, pass_ctx
+from .options import json_option
 
 
-@click.group()
+@click.group(short_help="Create and serve virtual YubiKeys (a PIV card emulator).")
 def sim() -> None:
     """Create and serve virtual YubiKeys (a PIV card emulator with real cryptography)."""
 
@@ -20,6 +21,7 @@ def sim() -> None:
 @click.option("--generic", is_flag=True,
               help="A generic PIV card without YubiKey extensions.")
 @click.option("--force", is_flag=True, help="Overwrite an existing state file.")
+@json_option
 @pass_ctx
 def create(obj: CliContext, state_file: str, firmware: str, serial: int | None,
            generic: bool, force: bool) -> None:

@@ -44,6 +44,7 @@ from .version import (
     Version,
     check_key_support,
     default_mgmt_key_type,
+    has_attestation,
     has_metadata,
     has_move_delete,
     has_serial_ins,
@@ -56,6 +57,10 @@ if TYPE_CHECKING:
         PrivateKeyTypes,
         PublicKeyTypes,
     )
+
+#: yubikit ``_MaxApduSize``: the longest APDU a YubiKey 4.0-4.2 / 4.3+ takes over USB CCID.
+MAX_APDU_YK4 = 2038
+MAX_APDU_YK4_3 = 3062
 
 #: Objects whose contents are secret: traces redact them.
 SENSITIVE_OBJECTS = frozenset({ObjectId.PRINTED})
@@ -221,9 +226,29 @@ class PivSession:
         """True when the card speaks the YubiKey extensions."""
         return self.version is not None
 
+    @property
+    def max_extended_apdu(self) -> int:
+        """The longest extended APDU (header, Lc, data and Le) the card takes: a YubiKey's
+        USB CCID message limit, yubikit's ``_MaxApduSize`` (YubiKey 4: 2038 bytes, 4.3 and
+        later: 3062)."""
+        if self.version is not None and self.version < (4, 3, 0):
+            return MAX_APDU_YK4
+        return MAX_APDU_YK4_3
+
     def _send(self, ins: int, p1: int = 0, p2: int = 0, data: bytes = b"",
               sensitive: bool = False, what: str = "PIN") -> bytes:
-        return self.protocol.send(Apdu(0x00, ins, p1, p2, data), sensitive, what)
+        apdu = Apdu(0x00, ins, p1, p2, data)
+        # 4 header + 3 Lc + data + 2 Le (extended APDUs always carry Le=0000 here).
+        if self.protocol.extended and len(data) + 9 > self.max_extended_apdu:
+            # Too long for one extended APDU (a 3063-byte object needs 3079): chain short
+            # APDUs instead; the applet collects up to 3072 bytes of chained data
+            # (yubico-piv-tool's CB_BUF_MAX), which is what yubico-piv-tool always does.
+            self.protocol.extended = False
+            try:
+                return self.protocol.send(apdu, sensitive, what)
+            finally:
+                self.protocol.extended = True
+        return self.protocol.send(apdu, sensitive, what)
 
     def _send_no_data(self, ins: int, p1: int = 0, p2: int = 0, data: bytes = b"",
                       sensitive: bool = False, what: str = "PIN") -> None:
@@ -552,7 +577,8 @@ class PivSession:
         """ATTEST (YubiKey F9, 4.3+): a certificate for a key generated on the card, signed by
         the F9 attestation key. :class:`NotFoundError`-like errors for empty/imported keys."""
 
-        self._require_yubikey("ATTEST")
+        v = self._require_yubikey("ATTEST")
+        self._require(has_attestation(v), "ATTEST")
         data = self._send(Ins.ATTEST, slot, 0)
         return parse_certificate(data, "attestation is not a certificate")
 

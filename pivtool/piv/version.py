@@ -106,3 +106,11 @@ def check_key_support(v: Version | None, key_type: KeyType,
     # generate RSA keys on the card.
     if generate and key_type.is_rsa and (4, 2, 0) <= v < (4, 3, 5):
         raise NotSupportedError(f"RSA key generation is disabled on firmware {v} (ROCA)")
+    # YubiKey 4 FIPS (firmware 4.4.x), as yubikit's _do_check_key_support: no RSA-1024 and
+    # no key without a PIN.
+    if (4, 4, 0) <= v < (4, 5, 0):
+        if key_type in (KeyType.RSA1024, KeyType.X25519):
+            raise NotSupportedError(f"{key_type.label} is not allowed on a YubiKey FIPS "
+                                    f"(firmware {v})")
+        if pin_policy == PinPolicy.NEVER:
+            raise NotSupportedError("PIN policy 'never' is not allowed on a YubiKey FIPS")

@@ -48,6 +48,10 @@ def _generic_atr() -> bytes:
 
 ATR_GENERIC_PIV = _generic_atr()
 
+# yubikit's _MaxApduSize: the longest APDU a YubiKey 4.0-4.2 / 4.3+ takes over USB CCID.
+MAX_APDU_YK4 = 2038
+MAX_APDU_YK4_3 = 3062
+
 # The most a short response can carry; longer answers go out in GET RESPONSE pieces.
 SHORT_CHUNK = 256
 TRANSCRIPT_LIMIT = 2000
@@ -91,6 +95,11 @@ class VirtualCard:
         if self.state.generic:
             return ATR_GENERIC_PIV
         return ATR_YUBIKEY5_NFC if self.state.interface == "nfc" else ATR_YUBIKEY5_USB
+
+    @property
+    def max_extended_apdu(self) -> int:
+        """Longest extended APDU (in bytes) the key takes: 3062 from 4.3, 2038 before."""
+        return MAX_APDU_YK4_3 if self.state.firmware >= (4, 3, 0) else MAX_APDU_YK4
 
     def power_cycle(self) -> None:
         """Forget everything a connection holds: security status, selection, buffers."""
@@ -144,6 +153,13 @@ class VirtualCard:
         if cmd.cla & ~0x10 & 0xFF:
             # No secure messaging, no proprietary class on this applet.
             raise SwError(Sw.CLA_NOT_SUPPORTED)
+        if cmd.extended and not self.state.generic and len(apdu) > self.max_extended_apdu:
+            # A YubiKey's USB CCID message holds at most 3062 APDU bytes (2038 before 4.3;
+            # yubikit's _MaxApduSize). A real reader stack refuses a longer one before the
+            # key sees it; the emulator answers "wrong length" so a client cannot rely on it.
+            self._chain = None
+            self._pending = b""
+            raise SwError(Sw.WRONG_LENGTH)
 
         if cmd.ins == INS_GET_RESPONSE and not cmd.chained:
             return self._get_response(cmd)

@@ -111,9 +111,10 @@ class PivSession:
 
 
 def _valid_object_tag(tag: int) -> bool:
-    # SP 800-73-4 containers 5FC101..5FC123, Yubico's vendor range 5FFFxx, and the
-    # BIT group template (writable to provision biometric data).
-    return 0x5FC101 <= tag <= 0x5FC123 or 0x5FFF00 <= tag <= 0x5FFFFF or tag == OBJ_BIT_GROUP
+    # Yubico (.NET SDK "PIV data objects"): on a YubiKey any number from 5F0000 to 5FFFFF
+    # is a valid data tag (SP 800-73-4 containers, Yubico's 5FFFxx, and undefined ones an
+    # application may use), plus the BIT group template (writable to provision biometrics).
+    return 0x5F0000 <= tag <= 0x5FFFFF or tag == OBJ_BIT_GROUP
 
 
 def _pin_value(block: bytes) -> bytes:
@@ -320,7 +321,10 @@ class PivApplet:
         # P1 names the algorithm; 00 is SP 800-78's legacy "3DES" code, which OpenSC still
         # sends for its GET CHALLENGE (87 00 9B, 7C 02 81 00) and a YubiKey answers.
         if cmd.p1 not in (0x00, st.mgmt_key_type):
-            raise SwError(Sw.INCORRECT_P1P2)
+            # A P1 naming another algorithm is "incorrect parameter in command data" (6A80)
+            # on a YubiKey: what clients hardcoding 3DES get from a 5.7 AES-192 key
+            # (sigstore/cosign#3742, Yubico.NET.SDK#160).
+            raise SwError(Sw.INCORRECT_DATA)
         block = MgmtKeyType(st.mgmt_key_type).block_len
         sess = self.session
         cipher = self._mgmt_cipher()
@@ -411,7 +415,9 @@ class PivApplet:
 
     def _use_key(self, cmd: Command, items: dict[int, bytes]) -> bytes:
         slot = cmd.p2
-        if slot not in KEY_SLOTS:
+        # Yubico ("Authenticate: sign"): the f9 attestation key signs the attestation
+        # statements it creates and nothing else.
+        if slot not in KEY_SLOTS or slot == SLOT_ATTESTATION:
             raise SwError(Sw.INCORRECT_P1P2)
         st = self.card.state
         slot_key = st.keys.get(slot)
@@ -537,7 +543,9 @@ class PivApplet:
         """MOVE KEY (F6, 5.7+): P1 destination slot or FF to delete, P2 source slot."""
         self._require_fw((5, 7, 0))
         src, dst = cmd.p2, cmd.p1
-        if src not in KEY_SLOTS or src == SLOT_ATTESTATION:
+        # Yubico (.NET SDK MoveKey/DeleteKey docs): any key, the attestation key included,
+        # can be deleted; only a move may not take the attestation key out of f9.
+        if src not in KEY_SLOTS or (dst != 0xFF and src == SLOT_ATTESTATION):
             raise SwError(Sw.INCORRECT_P1P2)
         if dst != 0xFF and (dst not in KEY_SLOTS or dst in (SLOT_ATTESTATION, src)):
             raise SwError(Sw.INCORRECT_P1P2)
@@ -545,6 +553,10 @@ class PivApplet:
         st = self.card.state
         if src not in st.keys:
             raise SwError(Sw.REFERENCE_NOT_FOUND)
+        if dst != 0xFF and dst in st.keys:
+            # "The destination slot must be empty"; ykman maps this 6A80 to "DEST slot is
+            # not empty" (ykman/_cli/piv.py, keys move).
+            raise SwError(Sw.INCORRECT_DATA)
         if dst == 0xFF:
             del st.keys[src]
             self.card.log(f"key deleted from slot {slot_name(src)}")

@@ -47,7 +47,7 @@ class Prompter(Protocol):
 class StaticPrompter:
     """A prompter from fixed values (tests, batch jobs). Missing secrets are usage errors."""
 
-    secrets: dict[str, bytes]
+    secrets: dict[str, bytes] = field(repr=False)
     yes: bool = False
 
     def secret(self, name: str) -> bytes:

@@ -360,7 +360,7 @@ def _pin_tries(state: CardState) -> CheckItem:
         return CheckItem("pin.tries", "warn",
                          f"only {left}{of} PIN try left: one more wrong PIN blocks it",
                          "enter the correct PIN once (that resets the counter), e.g. "
-                         "pivtool pin verify --force")
+                         "pivtool pin verify --allow-last-try")
     return CheckItem("pin.tries", "pass", f"{left}{of} PIN tries left")
 
 

@@ -69,7 +69,7 @@ class LabCAIssuer:
     """Issue with pivtool's lab CA in a directory."""
 
     directory: str
-    passphrase: bytes | None = None
+    passphrase: bytes | None = field(default=None, repr=False)
     days: int = 365
     description: str = "lab CA"
 
@@ -209,6 +209,12 @@ def validate_options(opts: EnrollOptions, session: PivSession | None = None) -> 
         raise UsageError(f"{opts.secrets_out} exists; refusing to overwrite it")
     if opts.csr_out and os.path.exists(opts.csr_out) and not opts.force:
         raise UsageError(f"{opts.csr_out} exists; use --force to overwrite it")
+    # Where the files go must be writable before the card changes: a secrets file that
+    # cannot be written stops enroll with the PIN unchanged, a CSR that cannot be written
+    # would come after the slot's key was replaced.
+    for out in (opts.secrets_out, opts.csr_out):
+        if out:
+            _check_writable(out)
     if session is not None:
         check_key_support(session.version, opts.algorithm, opts.pin_policy, opts.touch_policy)
 
@@ -218,8 +224,24 @@ def _random_digits(n: int) -> bytes:
     return "".join(secrets.choice("0123456789") for _ in range(n)).encode()
 
 
+def _check_writable(path: str) -> None:
+    """A usage error unless *path* can be created (or replaced) as a regular file."""
+    if os.path.isdir(path):
+        raise UsageError(f"{path} is a directory")
+    parent = os.path.dirname(path) or "."
+    if not os.path.isdir(parent):
+        raise UsageError(f"cannot write {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write {path}: directory {parent} is not writable")
+
+
 def _write_secrets(path: str, data: dict[str, Any]) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise UsageError(f"{path} exists; refusing to overwrite it") from None
+    except OSError as e:
+        raise UsageError(f"cannot create {path}: {e.strerror or e}") from None
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=2)
         f.write("\n")
@@ -479,7 +501,12 @@ class Enroller:
         if self.issuer is None:
             assert self.o.csr_out is not None
             path = Path(self.o.csr_out)
-            path.write_bytes(b"".join(csrs[s] for s in self.slots))
+            try:
+                path.write_bytes(b"".join(csrs[s] for s in self.slots))
+            except OSError as e:
+                raise PivToolError(f"cannot write the CSR to {path}: {e.strerror or e}; "
+                                   "run enroll again with --force and another "
+                                   "--csr-out") from None
             return ("pending", f"CSR written to {path}; import the issued certificate with "
                                "'pivtool certs import 9a CERT'")
         return f"signed on the card for {self.o.upn}"

@@ -262,10 +262,10 @@ class EscrowFile:
         not given are kept. Creates the file when missing (check the passphrase with
         :func:`check_new_passphrase` first)."""
         if puk is not None:
-            try:
-                puk_text = puk.decode("utf-8")
-            except UnicodeDecodeError:
-                raise UsageError("the PUK is not text; it cannot be escrowed") from None
+            puk_text = _text_or_none(puk)
+            if puk_text is None:
+                # Outside the ``except``: the UnicodeDecodeError's repr holds the PUK.
+                raise UsageError("the PUK is not text; it cannot be escrowed")
 
         def change(entries: list[EscrowEntry]) -> EscrowEntry:
             now = _now()
@@ -338,6 +338,13 @@ class EscrowFile:
 
     def _replace(self, data: bytes) -> None:
         atomic_write(self.path, data, 0o600)
+
+
+def _text_or_none(value: bytes) -> str | None:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def _read_fd(fd: int) -> bytes:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.errors import BadResponseError, NotFoundError, PivToolError, UsageError
-from ..piv.constants import ObjectId
+from ..piv.constants import ObjectId, Slot
 from ..piv.objects import Chuid, build_ccc, ccc_card_id
 from ..piv.session import PivSession
 from .auth import AdminAuth, Prompter, authenticate
@@ -218,6 +218,9 @@ class WriteResult:
     object_id: int
     length: int
     auth: str  # where the management key came from ("default", "protected", "given")
+    #: Where the certificate the write replaced was saved (``--force`` on a slot's
+    #: certificate object), else ``None``.
+    backup: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """``schema``, ``id`` (hex), ``length``, ``written`` (true)."""
@@ -229,7 +232,8 @@ def write_object(session: PivSession, prompter: Prompter, object_id: int, data: 
                  force: bool = False, allow_last_try: bool = False) -> WriteResult:
     """PUT DATA *data* into *object_id* after the size check. ykman's objects (5FFF00,
     5FC109) need *force*: rewriting one without the other breaks the PIN-protected
-    management key for every tool."""
+    management key for every tool. So does a slot's certificate object that holds a
+    certificate: it is saved to a file (current directory) before it is overwritten."""
     check_object_size(object_id, data)
     if object_id in GUARDED_OBJECTS and not force:
         raise UsageError(f"object {object_label(object_id)} belongs to the PIN-protected "
@@ -237,9 +241,32 @@ def write_object(session: PivSession, prompter: Prompter, object_id: int, data: 
                          "if you know what you do)")
     if not data:
         raise UsageError("empty data would delete the object; refusing")
+    slot = _certificate_slot(object_id)
+    old_cert = None
+    if slot is not None:
+        from .certs import _read_slot_cert
+
+        old_cert, _present = _read_slot_cert(session, slot)
+        if old_cert is not None and not force:
+            raise UsageError(f"object {object_label(object_id)} holds the certificate of slot "
+                             f"{slot.label}; use 'pivtool certs import' (which checks it), or "
+                             "--force to overwrite it (the certificate is saved to a file "
+                             "first)")
     auth: AdminAuth = authenticate(session, prompter, allow_last_try)
+    backup = None
+    if slot is not None and old_cert is not None:
+        from .certs import old_cert_path, save_certificate
+        from .keys import card_serial
+
+        backup = str(save_certificate(old_cert, old_cert_path(slot, None, None,
+                                                              card_serial(session))))
     session.put_data(object_id, data)
-    return WriteResult(object_id, len(data), auth.source)
+    return WriteResult(object_id, len(data), auth.source, backup)
+
+
+def _certificate_slot(object_id: int) -> Slot | None:
+    """The slot whose certificate lives in *object_id*, if any."""
+    return next((s for s in Slot if s.object_id == object_id), None)
 
 
 def utc_stamp(now: dt.datetime | None = None) -> str:

@@ -14,6 +14,7 @@ from ..core.errors import (
     InvalidPinError,
     NotSupportedError,
     PivToolError,
+    UsageError,
 )
 from ..piv.session import PivSession
 from .auth import pin_tries, puk_tries
@@ -64,10 +65,15 @@ def backup_certificates(state: CardState, directory: Path) -> list[Path]:
     certs = [s for s in state.slots if s.certificate is not None]
     if not certs:
         return []
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for s in certs:
-        data = s.certificate.public_bytes(Encoding.PEM)
-        written.append(_write_new(directory, f"slot-{s.slot.value:02x}", data))
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for s in certs:
+            data = s.certificate.public_bytes(Encoding.PEM)
+            written.append(_write_new(directory, f"slot-{s.slot.value:02x}", data))
+    except OSError as e:
+        # Nothing has been destroyed yet: stop here with one line (exit 2).
+        raise UsageError(f"cannot save the certificates to {directory}: "
+                         f"{e.strerror or e}") from None
     return written
 
 

@@ -119,7 +119,7 @@ def test_management_single_auth_and_wrong_algorithm(make_card: Callable[..., Vir
 
     card = make_card(firmware=(5, 4, 3))
     run(card, SELECT_PIV)
-    assert run(card, "0087089B047C028000") == "6A86"  # card holds a 3DES key
+    assert run(card, "0087089B047C028000") == "6A80"  # card holds a 3DES key
     resp = run(card, "0087039B047C028100")
     assert resp.startswith("7C0A8108")
     challenge = bytes.fromhex(resp[8:24])
