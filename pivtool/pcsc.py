@@ -23,6 +23,7 @@ from types import ModuleType, TracebackType
 from typing import Any, Literal
 
 from .core.apdu import Apdu
+from .core.atr import is_contactless
 from .core.connection import ApduProtocol
 from .core.errors import (
     CardRemovedError,
@@ -399,12 +400,6 @@ def atr_supports_extended(atr: bytes) -> bool:
     return False
 
 
-def _contactless_atr(atr: bytes) -> bool:
-    """PC/SC part 3 builds contactless ATRs as 3B 8x 80 01 ...; extended APDUs over NFC
-    depend on the reader, so we do not assume them there."""
-    return len(atr) >= 4 and atr[0] == 0x3B and atr[1] & 0xF0 == 0x80 and atr[2:4] == b"\x80\x01"
-
-
 def use_extended(identity: CardIdentity) -> bool:
     """Decide whether :class:`ApduProtocol` should send extended-length APDUs.
 
@@ -412,7 +407,7 @@ def use_extended(identity: CardIdentity) -> bool:
     announces it, and for any YubiKey 4/5 (what yubikit does on USB). Everything else gets
     command chaining and GET RESPONSE, which every PIV card has.
     """
-    if _contactless_atr(identity.atr):
+    if is_contactless(identity.atr):
         # Over NFC the reader decides; yubikit also stays with short APDUs there.
         return False
     if atr_supports_extended(identity.atr):

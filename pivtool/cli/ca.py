@@ -45,6 +45,12 @@ def _open(obj: CliContext, directory: str, passphrase_file: str | None) -> LabCA
     return LabCA.open(directory, secret)
 
 
+def _old_key_type(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    """``--key-type`` (the old spelling of ``--algorithm``) still works, hidden from help."""
+    if value:
+        ctx.params["key_type"] = value
+
+
 @click.group(short_help="A small lab CA issuing Entra CBA smart-card-logon certificates.")
 def ca() -> None:
     """A small lab CA that issues Entra CBA smart-card-logon certificates.
@@ -69,10 +75,8 @@ def ca() -> None:
               help="http:// URL of ca.pem, written as AIA caIssuers.")
 @click.option("-a", "--algorithm", "key_type", type=click.Choice(KEY_TYPES), default="eccp256",
               show_default=True, help="Root key algorithm.")
-@click.option("--key-type", "key_type", type=click.Choice(KEY_TYPES), hidden=True,
-              expose_value=False, is_eager=False,
-              callback=lambda ctx, _p, v: ctx.params.__setitem__("key_type", v) if v else None,
-              help="Old name of --algorithm.")
+@click.option("--key-type", type=click.Choice(KEY_TYPES), hidden=True, expose_value=False,
+              callback=_old_key_type, help="Old name of --algorithm.")
 @click.option("--days", type=click.IntRange(1, 36500), default=3650, show_default=True,
               help="Root certificate validity.")
 @click.option("--passphrase", is_flag=True,

@@ -49,8 +49,9 @@ def keys() -> None:
 @click.argument("slot", type=SLOT)
 @click.option("-a", "--algorithm", type=KEY_TYPE, default="eccp256", show_default=True,
               help="rsa1024, rsa2048, rsa3072, rsa4096, eccp256, eccp384, ed25519, x25519 "
-                   "(checked against the firmware first). rsa2048 is the most widely "
-                   "accepted for Windows logon; eccp256 signs fastest.")
+                   "(checked against the firmware first). The default is enroll's: Entra "
+                   "CBA, Windows and iOS take it and it generates in a moment; rsa2048 for "
+                   "systems that only take RSA (takes seconds on a YubiKey).")
 @click.option("--pin-policy", type=PIN_POLICY, default="default", show_default=True,
               help="default, never, once, always (when the card asks for the PIN).")
 @click.option("--touch-policy", type=TOUCH_POLICY, default="default", show_default=True,
@@ -76,6 +77,9 @@ def keys_generate(obj: CliContext, slot: Slot, algorithm: KeyType, pin_policy: P
     from ..workflows.keys import generate_key
 
     check_output(output, force)
+    if algorithm.label.startswith("rsa") and not obj.json:
+        click.echo("RSA key generation takes a while on a YubiKey (up to a minute for "
+                   "rsa4096)...", err=True)
     with obj.session() as s:
         r = generate_key(s, obj.prompter(), slot, algorithm, pin_policy, touch_policy, force,
                          allow_last_try)

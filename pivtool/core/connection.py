@@ -96,8 +96,8 @@ class ApduProtocol:
                 if sw != SW.OK:
                     return resp, sw
                 data = data[SHORT_MAX_DATA:]
-        # In extended mode every APDU is encoded extended with Le=0000 ("all of it"), as
-        # yubikit does, so long responses come back in one piece; 61xx is still honoured.
+        # In extended mode every APDU is encoded extended with Le=0000 ("all of it"), so long
+        # responses come back in one piece; 61xx is still honoured.
         le = apdu.le if apdu.le is not None else (0 if self.extended else None)
         last = Apdu(apdu.cla, apdu.ins, apdu.p1, apdu.p2, data, le)
         resp, sw = self._transmit(last.encode(extended=self.extended), sensitive)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..core.apdu import Apdu
+from ..core.atr import is_contactless
 from ..core.connection import ApduProtocol, Connection
 from ..core.errors import (
     ApduError,
@@ -213,9 +214,11 @@ class PivSession:
         self.properties = self.select()
         self.version: Version | None = self._read_version()
         if extended is None:
-            # Every YubiKey from 4.0 takes extended APDUs over CCID; generic cards are not
-            # assumed to, so they get command chaining.
-            extended = self.version is not None and self.version >= (4, 0, 0)
+            # Every YubiKey from 4.0 takes extended APDUs over CCID (USB); over NFC that
+            # depends on the reader, and generic cards are not assumed to: both get command
+            # chaining, as yubikit does.
+            extended = (self.version is not None and self.version >= (4, 0, 0)
+                        and not is_contactless(connection.atr))
         self.protocol.extended = extended
         self._mgmt_key_type: MgmtKeyType | None = None
 

@@ -189,3 +189,13 @@ def test_yubikey_extension_encodings() -> None:
     s.delete_key(Slot.SIGNATURE)
     assert [a.hex().upper() for a in conn.sent] == [
         "00F80000", "00FA0504", "00FB0000", "00F6829A", "00F6FF9C"]
+
+
+def test_contactless_yubikey_uses_chaining() -> None:
+    # A YubiKey 5 NFC on a contactless reader (PC/SC part 3 ATR 3B 8x 80 01): extended
+    # length depends on the reader there, so chaining is used (as yubikit does).
+    conn = Scripted(bytes((5, 7, 1)))
+    conn.atr = bytes.fromhex("3B8D80018073C021C057597562694B6579F9")
+    assert not PivSession(conn).protocol.extended
+    conn.atr = bytes.fromhex("3BFD1300008131FE158073C021C057597562694B657940")
+    assert PivSession(conn).protocol.extended
