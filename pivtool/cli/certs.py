@@ -169,7 +169,10 @@ def certs_import(obj: CliContext, slot: Slot, file: str, compress: bool, force: 
     Refused: a certificate for another key; replacing a certificate without --force (the
     old one is then saved next to FILE first); an object too big for the card. After the
     change the CHUID GUID is renewed so Windows forgets the old certificate. Needs the
-    management key."""
+    management key. Example:
+
+    \b
+      pivtool certs import 9a alice.crt"""
     from ..workflows.certs import import_certificate, load_certificate_file
     from .files import read_input
 

@@ -120,7 +120,19 @@ def render(root: click.Command | None = None) -> str:
         out.append("```text\n" + " ".join([path, *cmd.collect_usage_pieces(c)]) + "\n```\n")
         if cmd.help:
             out.append(help_markdown(cmd.help) + "\n")
-        if isinstance(cmd, click.Group):
+        if isinstance(cmd, click.Group) and cmd is root and hasattr(cmd, "lazy"):
+            # pivtool's own table, grouped by task as 'pivtool --help' shows it.
+            from .main import SECTIONS
+
+            out.append("| task | command | summary |\n|---|---|---|")
+            for title, names in SECTIONS:
+                for n in names:
+                    sub = cmd.get_command(c, n)
+                    if sub is not None and not sub.hidden:
+                        out.append(f"| {_cell(title)} | [`{n}`](#{_anchor(f'{path} {n}')}) | "
+                                   f"{_cell(sub.get_short_help_str(limit=200))} |")
+            out.append("")
+        elif isinstance(cmd, click.Group):
             subs = [(n, cmd.get_command(c, n)) for n in cmd.list_commands(c)]
             out.append("| command | summary |\n|---|---|")
             out.extend(f"| [`{n}`](#{_anchor(f'{path} {n}')}) | "

@@ -73,7 +73,10 @@ def keys_generate(obj: CliContext, slot: Slot, algorithm: KeyType, pin_policy: P
     Prints or writes the public key.
 
     SLOT is 9a|authentication, 9c|signature, 9d|key-management, 9e|card-authentication or
-    a retired slot 82..95."""
+    a retired slot 82..95. Example:
+
+    \b
+      pivtool keys generate 9a -o alice-pub.pem      (then: pivtool certs request 9a ...)"""
     from ..workflows.keys import generate_key
 
     check_output(output, force)

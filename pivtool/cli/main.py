@@ -112,7 +112,9 @@ class LazyGroup(click.Group):
 @click.option("--serial", "-s", type=int, metavar="N", help="YubiKey serial number.")
 @click.option("--sim", metavar="STATE_FILE",
               help="Use the virtual YubiKey stored in STATE_FILE (see 'pivtool sim create').")
-@click.option("--json", "json_", is_flag=True, help="Machine-readable JSON output.")
+@click.option("--json", "json_", is_flag=True,
+              help="Machine-readable output: one JSON document on stdout (messages and "
+                   "errors stay on stderr). Also accepted after the command.")
 @click.option("-v", "--verbose", count=True,
               help="Log to stderr; includes the APDU trace (secrets redacted).")
 @click.version_option(__version__, prog_name="pivtool")

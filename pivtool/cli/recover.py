@@ -65,7 +65,14 @@ def recover(obj: CliContext, escrow_path: str | None, escrow_passphrase_file: st
     \b
     The last PUK try is never spent without asking: on a terminal recover asks; in
     scripts it needs --allow-last-try, --yes is not enough (exit 4 otherwise, the
-    counter is untouched)."""
+    counter is untouched).
+
+    \b
+    Examples:
+      pivtool recover                                   (asks for what it needs)
+      PIVTOOL_PUK=... PIVTOOL_NEW_PIN=... pivtool recover
+      pivtool recover --escrow puk-escrow.bin           (PUK from the escrow)
+      pivtool recover --puk-unknown --yes --reenroll --ca lab-ca"""
     from ..core.errors import UsageError
     from ..workflows.recover import Recoverer, RecoverOptions
     from .exitcodes import Exit

@@ -19,7 +19,7 @@ PIN = "24681357"
 
 
 def _leaf_commands() -> list[tuple[str, click.Command]]:
-    ctx = click.Context(cli, info_name="pivtool")
+    ctx = click.Context(cli, info_name="pivtool", **cli.context_settings)
     return [(c.command_path, cmd) for cmd, c in walk(cli, ctx)
             if not isinstance(cmd, click.Group)]
 
