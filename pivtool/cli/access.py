@@ -48,6 +48,7 @@ def pin_change(obj: CliContext, allow_last_try: bool) -> None:
 
     p = obj.prompter()
     old, new = p.secret("pin"), p.secret("new_pin")
+    pin_bytes(old, "PIN")  # both lengths are checked before the card is opened
     pin_bytes(new, "new PIN")
     with obj.session() as s:
         guard("PIN", pin_tries(s), allow_last_try)

@@ -3,7 +3,6 @@ turns them into an :class:`~pivtool.workflows.enroll.Issuer`."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -20,8 +19,8 @@ def issuer_options(context: str = "") -> Callable[[F], F]:
     ``--ca-bundle`` and ``--days``. *context* prefixes the help (e.g. ``"--reenroll: "``)."""
     options = [
         click.option("--ca", "ca_dir", metavar="DIR",
-                     help=f"{context}issue with the lab CA in DIR (key passphrase from "
-                          "$PIVTOOL_CA_PASSPHRASE if it has one)."),
+                     help=f"{context}issue with the lab CA in DIR (an encrypted CA key's "
+                          "passphrase from $PIVTOOL_CA_PASSPHRASE or a prompt)."),
         click.option("--issuer-cmd", metavar="CMD",
                      help=f"{context}issue with CMD: CSR PEM on stdin, certificate PEM on "
                           "stdout (run without a shell)."),
@@ -63,8 +62,16 @@ def build_issuer(ca_dir: str | None, issuer_cmd: str | None, issuer_timeout: flo
 
         bundle = load_certificates(read_input(ca_bundle))
     if ca_dir:
-        passphrase = os.environ.get("PIVTOOL_CA_PASSPHRASE")
-        return LabCAIssuer(ca_dir, passphrase.encode() if passphrase else None, days)
+        from ..certs.ca import LabCA
+
+        passphrase = None
+        if LabCA.is_encrypted(ca_dir):
+            # Same sources as 'pivtool ca': the environment, else a hidden prompt.
+            from .secrets import SecretSpec, get_secret
+
+            spec = SecretSpec("CA passphrase", "PIVTOOL_CA_PASSPHRASE", "--ca (no file option)")
+            passphrase = get_secret(spec, None)
+        return LabCAIssuer(ca_dir, passphrase, days)
     if issuer_cmd:
         return CommandIssuer(issuer_cmd, issuer_timeout, bundle)
     return None

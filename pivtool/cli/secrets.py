@@ -140,5 +140,5 @@ class CliPrompter:
         if self.yes:
             return True
         if not self.interactive:
-            raise UsageError(f"{message} — confirmation needed: re-run with --yes")
+            raise UsageError(f"confirmation needed ({message.rstrip('?')}): re-run with --yes")
         return click.confirm(message, default=False, err=True)
