@@ -7,10 +7,7 @@ key protected by either tool is found by the other.
 
 from __future__ import annotations
 
-import gzip
 import os
-import secrets
-import zlib
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -30,6 +27,8 @@ def encode_certificate_object(cert_der: bytes, compress: bool = False) -> bytes:
     bit 0 (YubiKey and OpenSC read this; it lets RSA-4096 chains fit the object limit)."""
     if compress:
         # mtime=0 makes the bytes reproducible, so re-importing the same cert is idempotent.
+        import gzip  # here, not at module level: `pivtool info` start-up pays for imports
+
         body = gzip.compress(cert_der, mtime=0)
         info = CERTINFO_GZIP
     else:
@@ -48,6 +47,9 @@ def decode_certificate_object(data: bytes) -> tuple[bytes, bool]:
     body = items[TAG_CERT]
     info = items.get(TAG_CERT_INFO, b"\x00")
     if info and info[0] & CERTINFO_GZIP:
+        import gzip
+        import zlib
+
         try:
             return gzip.decompress(body), True
         except (OSError, EOFError, zlib.error) as e:
@@ -127,7 +129,7 @@ class Chuid:
     @classmethod
     def generate(cls) -> Chuid:
         """A CHUID with a fresh random GUID."""
-        return cls(guid=secrets.token_bytes(16))
+        return cls(guid=os.urandom(16))
 
     def encode(self) -> bytes:
         """The object's contents (without the 53 wrapper)."""

@@ -6,7 +6,6 @@ opens or closes one.
 
 from __future__ import annotations
 
-import hmac
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -491,6 +490,8 @@ class PivSession:
             encrypted = unwrap(unwrap(resp, 0x7C), 0x82)
         except TlvError as e:
             raise BadResponseError(f"management key response: {e}") from None
+        import hmac  # only here: hashlib costs start-up time for every command
+
         if not hmac.compare_digest(_ecb(kt, key, challenge, encrypt=True), encrypted):
             # The card accepted our answer but could not answer ours: not the card we think.
             raise BadResponseError("the card failed mutual authentication")
