@@ -41,7 +41,12 @@ Exit codes:
 
 def exit_code_for(exc: BaseException) -> Exit:
     """Map an exception to pivtool's exit code."""
-    from ..certs.errors import CertInputError
+    from ..certs.errors import (
+        CertInputError,
+        CertMismatchError,
+        CertRequestRefusedError,
+        LabCAError,
+    )
     from ..core.errors import StepFailedError
 
     if isinstance(exc, StepFailedError) and exc.__cause__ is not None:
@@ -55,7 +60,9 @@ def exit_code_for(exc: BaseException) -> Exit:
         return Exit.BLOCKED
     if isinstance(exc, TransportError):
         return Exit.NO_CARD
-    if isinstance(exc, (UsageError, CertInputError)):
+    # Certificate, CSR and CA-directory problems are all about the input given.
+    if isinstance(exc, (UsageError, CertInputError, CertMismatchError,
+                        CertRequestRefusedError, LabCAError)):
         return Exit.USAGE
     if isinstance(exc, (ApduError, NotSupportedError, PivToolError)):
         return Exit.FAILED

@@ -35,11 +35,17 @@ class AuthenticationError(PivToolError):
 class ApduError(PivToolError):
     """A command APDU ended with a status word other than 9000."""
 
-    def __init__(self, sw: int, data: bytes = b"", message: str | None = None) -> None:
+    def __init__(self, sw: int, data: bytes = b"", message: str | None = None,
+                 from_card: bool = True) -> None:
         self.sw = sw
         self.data = data
         text = f"SW={sw:04X} ({sw_name(sw)})"
-        super().__init__(f"{message} (SW={sw:04X})" if message else text)
+        if message and not from_card:
+            # pivtool decided this itself (e.g. the retry guard read the counters): the card
+            # never answered with this status word, so do not show one.
+            super().__init__(message)
+        else:
+            super().__init__(f"{message} (SW={sw:04X})" if message else text)
 
 
 class InvalidPinError(ApduError):

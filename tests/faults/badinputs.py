@@ -124,13 +124,11 @@ CASES: list[Case] = [
     # --- CSRs for `ca issue` ----------------------------------------------------------
     Case("CSR with garbage inside the PEM", ("ca", "issue", "ca", "garbage.csr"), sim=False),
     Case("random bytes as a CSR", ("ca", "issue", "ca", "random.bin"), sim=False),
-    # The CA refusing a well-formed request, and a missing CA, are failures (exit 1), not
-    # usage errors: the input parsed, the operation did not go through.
-    Case("CSR without UPN or e-mail", ("ca", "issue", "ca", "no-upn.csr"), exit=1,
-         sim=False),
+    # A request the CA refuses and a missing CA directory are bad input (exit 2) like a
+    # malformed CSR: nothing was issued.
+    Case("CSR without UPN or e-mail", ("ca", "issue", "ca", "no-upn.csr"), sim=False),
     Case("a certificate as a CSR", ("ca", "issue", "ca", "other-key.pem"), sim=False),
-    Case("CA directory that does not exist", ("ca", "issue", "no-ca", "no-upn.csr"), exit=1,
-         sim=False),
+    Case("CA directory that does not exist", ("ca", "issue", "no-ca", "no-upn.csr"), sim=False),
     # --- secrets -----------------------------------------------------------------------
     Case("PIN of 5 characters", ("pin", "verify"), {"PIVTOOL_PIN": "12345"}),
     Case("PIN of 9 characters", ("pin", "verify"), {"PIVTOOL_PIN": "123456789"}),

@@ -199,3 +199,22 @@ def test_contactless_yubikey_uses_chaining() -> None:
     assert not PivSession(conn).protocol.extended
     conn.atr = bytes.fromhex("3BFD1300008131FE158073C021C057597562694B657940")
     assert PivSession(conn).protocol.extended
+
+
+def test_certificate_object_compression_formats() -> None:
+    import gzip
+    import zlib
+
+    from pivtool.core.errors import BadResponseError
+    from pivtool.piv.objects import decode_certificate_object
+
+    der = bytes(range(256)) * 4
+    # Hand-built objects: 70 <compressed cert> 71 01 01 (CertInfo: compressed) FE 00, with
+    # gzip (what YubiKeys and ykman write) and the Net iD zlib format (01 00 len-LE zlib).
+    for body in (gzip.compress(der),
+                 b"\x01\x00" + len(der).to_bytes(2, "little") + zlib.compress(der)):
+        obj = (b"\x70\x82" + len(body).to_bytes(2, "big") + body + b"\x71\x01\x01\xfe\x00")
+        assert decode_certificate_object(obj) == (der, True)
+    bad = b"\x70\x03\x01\x00\x05\x71\x01\x01\xfe\x00"
+    with pytest.raises(BadResponseError):
+        decode_certificate_object(bad)
