@@ -33,3 +33,13 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+def create_new(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
+    """Create *path* holding *data*, with *mode* from the first byte (O_EXCL: never replaces
+    a file; raises ``FileExistsError``), fsynced. For secrets and certificate backups."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())

@@ -11,13 +11,13 @@ cached copy of the old certificate.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from ..core.errors import BadResponseError, NotFoundError, PivToolError, UsageError
+from ..core.fileio import create_new
 from ..piv.constants import KeyType, PinPolicy, Slot, TouchPolicy
 from ..piv.session import PivSession, SlotMetadata, parse_certificate
 from .auth import Prompter, authenticate, verify_pin
@@ -113,13 +113,11 @@ def save_certificate(cert: x509.Certificate, path: Path) -> Path:
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        create_new(path, cert.public_bytes(Encoding.PEM))
     except FileExistsError:
         raise UsageError(f"{path} exists; not overwriting a certificate backup") from None
     except OSError as e:
         raise UsageError(f"cannot save the old certificate to {path}: {e.strerror}") from None
-    with os.fdopen(fd, "wb") as f:
-        f.write(cert.public_bytes(Encoding.PEM))
     return path
 
 

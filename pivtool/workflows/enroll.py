@@ -24,6 +24,7 @@ from ..core.errors import (
     StepFailedError,
     UsageError,
 )
+from ..core.fileio import create_new
 from ..piv.constants import (
     DEFAULT_PIN,
     DEFAULT_PUK,
@@ -237,16 +238,11 @@ def _check_writable(path: str) -> None:
 
 def _write_secrets(path: str, data: dict[str, Any]) -> None:
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        create_new(path, (json.dumps(data, indent=2) + "\n").encode())
     except FileExistsError:
         raise UsageError(f"{path} exists; refusing to overwrite it") from None
     except OSError as e:
         raise UsageError(f"cannot create {path}: {e.strerror or e}") from None
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 class Enroller:

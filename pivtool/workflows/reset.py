@@ -4,7 +4,6 @@ card only resets when both are blocked), reset, and report exactly what was dest
 from __future__ import annotations
 
 import datetime as dt
-import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from ..core.errors import (
     PivToolError,
     UsageError,
 )
+from ..core.fileio import create_new
 from ..piv.session import PivSession
 from .auth import pin_tries, puk_tries
 from .state import CardState
@@ -85,14 +85,12 @@ def _write_new(directory: Path, stem: str, data: bytes) -> Path:
     while True:
         path = directory / (f"{stem}.pem" if n == 0 else f"{stem}-{n}.pem")
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            create_new(path, data)
         except FileExistsError:
             if path.read_bytes() == data:
                 return path  # this very certificate is saved already
             n += 1
             continue
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
         return path
 
 
