@@ -123,8 +123,13 @@ def diagnose(obj: CliContext, output: str | None, force: bool) -> None:
     from ..workflows.diagnose import collect
     from .files import write_secret_file
 
+    def list_readers() -> list[str]:
+        from .. import pcsc  # pyscard loads only now (no pyscard: the bundle says so)
+
+        return pcsc.list_readers()
+
     selection = {"reader": obj.reader, "serial": obj.serial, "virtual_card": obj.sim is not None}
-    bundle = collect(obj.session, selection=selection)
+    bundle = collect(obj.session, list_readers=list_readers, selection=selection)
     text = json.dumps(bundle.to_json(), indent=2) + "\n"
     if output in (None, "-"):
         click.echo(text, nl=False)

@@ -107,25 +107,26 @@ def environment() -> dict[str, Any]:
     }
 
 
-def _readers() -> tuple[list[str] | None, str | None]:
+def _readers(list_readers: Callable[[], list[str]]) -> tuple[list[str] | None, str | None]:
     try:
-        from .. import pcsc
-
-        return pcsc.list_readers(), None
+        return list_readers(), None
     except Exception as e:  # no pcscd, no pyscard, PC/SC oddities: record, don't fail
         return None, _one_line(e)
 
 
 def collect(open_session: Callable[[], AbstractContextManager[PivSession]],
+            list_readers: Callable[[], list[str]],
             selection: dict[str, Any] | None = None,
             now: _dt.datetime | None = None) -> DiagnosticsBundle:
     """Collect the bundle. *open_session* opens the selected card (the CLI's
-    ``CliContext.session``); *selection* records how the card was chosen (reader name,
-    serial, whether it is a virtual card). Never raises for card or PC/SC problems."""
+    ``CliContext.session``); *list_readers* names the PC/SC readers (workflows do not
+    import ``pivtool.pcsc``: the caller passes ``pcsc.list_readers``); *selection* records
+    how the card was chosen (reader name, serial, whether it is a virtual card). Never
+    raises for card or PC/SC problems."""
     from ..certs.inspect import iso_utc
 
     moment = now or _dt.datetime.now(_dt.timezone.utc)
-    readers, readers_error = _readers()
+    readers, readers_error = _readers(list_readers)
     bundle = DiagnosticsBundle(created=iso_utc(moment), environment=environment(),
                                readers=readers, readers_error=readers_error,
                                selection=selection or {})
