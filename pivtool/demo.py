@@ -7,12 +7,13 @@ environment variables, never argv.
 
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from .core.childenv import child_env
 
 
 def _run(args: list[str], env: dict[str, str]) -> None:
@@ -30,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     secrets_file = workdir / "alice-pin-puk.json"
     for stale in (secrets_file,):
         stale.unlink(missing_ok=True)
-    env = dict(os.environ)
+    # pivtool's own rule for children: no PIVTOOL_* variable reaches them.
+    env = child_env()
     card = ["--sim", str(state)]
     try:
         _run(["sim", "create", str(state), "--firmware", "5.7.1", "--serial", "31415926",

@@ -103,7 +103,10 @@ def environment() -> dict[str, Any]:
                    "executable_64bit": sys.maxsize > 2**32},
         "os": {"system": platform.system(), "release": platform.release(),
                "version": platform.version(), "machine": platform.machine(),
-               "platform": platform.platform()},
+               # Not platform.platform(): it runs `uname -p` (a subprocess, and one that
+               # would inherit the environment with pivtool's secrets).
+               "platform": "-".join((platform.system(), platform.release(),
+                                     platform.machine()))},
     }
 
 

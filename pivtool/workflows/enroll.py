@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..core.childenv import child_env
 from ..core.errors import (
     NotFoundError,
     PivToolError,
@@ -106,8 +107,9 @@ class CommandIssuer:
         if not argv:
             raise UsageError("empty --issuer-cmd")
         try:
+            # The child never sees pivtool's secrets (PIVTOOL_PIN, ..._MGMT_KEY...).
             proc = subprocess.run(argv, input=csr_pem, capture_output=True,
-                                  timeout=self.timeout, check=False)
+                                  timeout=self.timeout, check=False, env=child_env())
         except FileNotFoundError:
             raise UsageError(f"issuer command not found: {argv[0]}") from None
         except subprocess.TimeoutExpired:

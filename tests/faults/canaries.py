@@ -11,6 +11,9 @@ CANARY_PFX = "pfx-Canary-7731"
 CANARY_ESCROW = "escrow-Canary-5519"
 #: argv (and env names) of every subprocess started in the faults session (conftest).
 SUBPROCESS_ARGV: list[str] = []
+#: The environment (names and values) every subprocess of the faults session started with:
+#: pivtool starts its children without PIVTOOL_* variables (pivtool.core.childenv).
+SUBPROCESS_ENV: list[str] = []
 
 TEXT_CANARIES = [CANARY_PIN, CANARY_PUK, CANARY_NEW_PIN, CANARY_PFX, CANARY_ESCROW]
 

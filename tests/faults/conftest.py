@@ -28,12 +28,14 @@ def rows_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session", autouse=True)
 def canary_guard() -> Iterator[None]:
-    """For the whole faults session: record pivtool's log records and the argv of every
-    subprocess started, and fail at the end if a canary secret is in any of them."""
+    """For the whole faults session: record pivtool's log records and the argv and
+    environment of every subprocess started, and fail at the end if a canary secret is in
+    any of them."""
     import logging
     import subprocess
 
     from tests.faults.canaries import SUBPROCESS_ARGV as argvs
+    from tests.faults.canaries import SUBPROCESS_ENV as envs
     from tests.faults.canaries import leaks
 
     records: list[str] = []
@@ -49,11 +51,15 @@ def canary_guard() -> Iterator[None]:
     def recording(self: subprocess.Popen[bytes], args: object, *a: object,
                   **kw: object) -> None:
         argvs.append(repr(args) + repr(kw.get("env") and sorted(kw["env"])))  # type: ignore[union-attr]
+        # env=None inherits ours: what the child really sees.
+        env = kw.get("env")
+        envs.append(repr(sorted((os.environ if env is None else env).items())))  # type: ignore[attr-defined]
         original(self, args, *a, **kw)  # type: ignore[arg-type]
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(subprocess.Popen, "__init__", recording)
         yield
     logging.getLogger("pivtool").removeHandler(handler)
-    found = leaks("\n".join(argvs)) + leaks("\n".join(records))
-    assert not found, f"a canary secret leaked into a log record or subprocess argv: {found}"
+    found = leaks("\n".join(argvs)) + leaks("\n".join(records)) + leaks("\n".join(envs))
+    assert not found, ("a canary secret leaked into a log record or a subprocess's argv or "
+                       f"environment: {found}")

@@ -32,6 +32,7 @@ from tests.faults.canaries import (
     CANARY_PIN,
     CANARY_PUK,
     SUBPROCESS_ARGV,
+    SUBPROCESS_ENV,
     binary_leaks,
     leaks,
 )
@@ -61,9 +62,11 @@ def test_canaries_never_leak(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     card = make_card(tmp_path)
     ca = tmp_path / "ca"
     LabCA.init(ca, "CN=Canary Fault CA", crl_url="http://127.0.0.1/ca.crl")
-    # An issuer command: the CSR on stdin, no secret anywhere near its argv.
+    # An issuer command: the CSR on stdin, no secret anywhere near its argv; it writes the
+    # environment it got into a file (checked with every other file written, below).
     issuer = tmp_path / "issuer.py"
-    issuer.write_text("import sys\nfrom pivtool.certs.ca import LabCA\n"
+    issuer.write_text("import os, sys\nfrom pivtool.certs.ca import LabCA\n"
+                      "open('issuer-env.txt', 'a').write(repr(sorted(os.environ.items())))\n"
                       "from cryptography.hazmat.primitives.serialization import Encoding\n"
                       f"ca = LabCA.open({str(ca)!r})\n"
                       "sys.stdout.buffer.write(ca.issue(sys.stdin.buffer.read())"
@@ -128,6 +131,9 @@ def test_canaries_never_leak(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     issuers = [a for a in SUBPROCESS_ARGV if str(issuer) in a]
     assert issuers, "the issuer command did not run"
     assert not leaks("\n".join(SUBPROCESS_ARGV))
+    assert not leaks("\n".join(SUBPROCESS_ENV))
+    issuer_env = (tmp_path / "issuer-env.txt").read_text()
+    assert "PATH" in issuer_env and "PIVTOOL_" not in issuer_env, issuer_env
     # Every file written (escrow, backups, diagnostics, issued certificates...), except
     # the card's own EEPROM.
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p != card]
