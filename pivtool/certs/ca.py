@@ -10,8 +10,10 @@ directly. Directory layout::
     certs/      issued certificates, <serial>.pem
     crl.pem, crl.der   the last CRL produced by :meth:`LabCA.crl` (publish crl.der over HTTP)
 
-JSON files are replaced atomically (write to a temporary file, fsync, rename). There is no
-cross-process locking: use one writer at a time.
+Every change (issue, revoke, CRL) holds an exclusive lock on ``.lock`` in the directory
+(``flock``) from reading the index to writing it back, so parallel pivtool processes never
+lose each other's records and CRL numbers strictly increase; files are replaced atomically
+(write to a temporary file, fsync, rename).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import datetime as _dt
 import json
 import os
 import secrets
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +59,7 @@ CA_KEY_TYPES = ("eccp256", "eccp384", "rsa2048", "rsa3072", "rsa4096")
 
 _KEY_FILE, _CERT_FILE, _CONFIG_FILE, _INDEX_FILE = "ca.key", "ca.pem", "ca.json", "index.json"
 _CERTS_DIR = "certs"
+_LOCK_FILE = ".lock"
 _FORMAT_VERSION = 1
 # Clock skew allowance: a certificate that is "not yet valid" on a slightly slow client is a
 # classic first sign-in failure.
@@ -152,6 +156,31 @@ def _write_public(path: Path, data: bytes) -> None:
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     _write_public(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """Hold the CA directory's write lock (blocking until other writers are done)."""
+    try:
+        # O_NOFOLLOW: a planted symlink must not make us create or lock another file.
+        fd = os.open(directory / _LOCK_FILE,
+                     os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except FileNotFoundError as e:
+        raise LabCAError(f"{directory} holds no CA") from e
+    except OSError as e:
+        raise LabCAError(f"cannot lock the CA in {directory}: {e.strerror}") from e
+    try:
+        try:
+            import fcntl
+        except ImportError:  # Windows: lock the first byte instead
+            import msvcrt
+
+            msvcrt.locking(fd, msvcrt.LK_LOCK, 1)  # type: ignore[attr-defined]
+        else:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield  # the lock goes with the descriptor
+    finally:
+        os.close(fd)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -417,7 +446,13 @@ class LabCA:
             raise CertInputError("validity must be at least one day")
         public_key = self._check_request_key(request)
         upns, emails, policies = self._check_request_extensions(request)
+        with _locked(self._dir):
+            return self._issue_locked(request, public_key, upns, emails, policies, days, now)
 
+    def _issue_locked(self, request: x509.CertificateSigningRequest,
+                      public_key: CertificatePublicKeyTypes, upns: list[str],
+                      emails: list[str], policies: list[x509.PolicyInformation], days: int,
+                      now: _dt.datetime | None) -> x509.Certificate:
         records = self._load_index()
         start = _now(now)
         not_after = min(start + _dt.timedelta(days=days), self._cert.not_valid_after_utc)
@@ -579,6 +614,11 @@ class LabCA:
         """
         number = _parse_serial(serial)
         flag = _parse_reason(reason)
+        with _locked(self._dir):
+            return self._revoke_locked(number, flag, now)
+
+    def _revoke_locked(self, number: int, flag: x509.ReasonFlags,
+                       now: _dt.datetime | None) -> IssuedRecord:
         records = self._load_index()
         for i, record in enumerate(records):
             if record.serial_number != number:
@@ -605,6 +645,14 @@ class LabCA:
         and crl.der in the CA directory, and return it."""
         if days < 1:
             raise CertInputError("CRL validity must be at least one day")
+        with _locked(self._dir):
+            return self._crl_locked(days, now)
+
+    def _crl_locked(self, days: int, now: _dt.datetime | None
+                    ) -> x509.CertificateRevocationList:
+        # The number on disk, not the one read at open(): another process may have signed
+        # CRLs since.
+        self._config = _read_json(self._dir / _CONFIG_FILE)
         start = _now(now)
         number = int(self._config.get("crl_number", 0)) + 1
         ca_ski = self._cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
@@ -639,8 +687,9 @@ class LabCA:
             builder = builder.add_revoked_certificate(entry.build())
         crl = builder.sign(self._key, self._signing_hash())
 
-        _write_public(self._dir / "crl.der", crl.public_bytes(serialization.Encoding.DER))
-        _write_public(self._dir / "crl.pem", crl.public_bytes(serialization.Encoding.PEM))
+        # The number first: a crash before the CRL files leaves a gap, never a reused number.
         self._config = {**self._config, "crl_number": number}
         _write_json(self._dir / _CONFIG_FILE, self._config)
+        _write_public(self._dir / "crl.der", crl.public_bytes(serialization.Encoding.DER))
+        _write_public(self._dir / "crl.pem", crl.public_bytes(serialization.Encoding.PEM))
         return crl
