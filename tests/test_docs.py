@@ -34,7 +34,8 @@ BIN = Path(sys.executable).parent
 
 #: Pages whose sh blocks this test runs.
 RUN_PAGES = ["index.md", "install.md", "desk-provisioning.md", "entra-cba.md",
-             "virtual-yubikey.md", "json.md", "exit-codes.md", "troubleshooting.md"]
+             "virtual-yubikey.md", "json.md", "exit-codes.md", "troubleshooting.md",
+             "security-model.md"]
 #: Pages written and tested elsewhere (other owners) or generated.
 OTHER_PAGES = {"development.md", "architecture.md", "pin-locked.md", "tls-proof.md",
                "performance.md", "batch.md", "bad-input.md", "fault-tolerance.md",
