@@ -262,17 +262,8 @@ class LabCA:
             .not_valid_after(start + _dt.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
+                key_usage_extension(public_key,
+                                    ["digital_signature", "key_cert_sign", "crl_sign"]),
                 critical=True,
             )
             .add_extension(ski, critical=False)

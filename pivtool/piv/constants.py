@@ -206,22 +206,17 @@ class KeyType(IntEnum):
 
     RSA1024 = 0x06
     RSA2048 = 0x07
-    RSA3072 = 0x05
-    RSA4096 = 0x16
+    RSA3072 = 0x05  # YubiKey 5.7 and later
+    RSA4096 = 0x16  # YubiKey 5.7 and later
     ECCP256 = 0x11
     ECCP384 = 0x14
-    ED25519 = 0xE0
-    X25519 = 0xE1
+    ED25519 = 0xE0  # YubiKey 5.7 and later (Yubico's value; not in SP 800-78-4)
+    X25519 = 0xE1  # YubiKey 5.7 and later (Yubico's value; not in SP 800-78-4)
 
     @property
     def is_rsa(self) -> bool:
         """True for the RSA key types."""
         return self.name.startswith("RSA")
-
-    @property
-    def is_ec(self) -> bool:
-        """True for the NIST curves (ECDSA/ECDH)."""
-        return self in (KeyType.ECCP256, KeyType.ECCP384)
 
     @property
     def bits(self) -> int:
@@ -252,9 +247,9 @@ class KeyType(IntEnum):
 class MgmtKeyType(IntEnum):
     """Management key algorithms (SP 800-78-4 Table 6-1)."""
 
-    TDES = 0x03
+    TDES = 0x03  # three-key 3DES: the factory default before YubiKey 5.7
     AES128 = 0x08
-    AES192 = 0x0A
+    AES192 = 0x0A  # the factory default from YubiKey 5.7
     AES256 = 0x0C
 
     @property

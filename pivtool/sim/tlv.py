@@ -1,97 +1,97 @@
-"""Minimal BER-TLV codec for the virtual card.
+"""The virtual card's own BER-TLV reader and writer (ISO 7816-4 §5.2).
 
-Deliberately independent of pivtool's own codec (``pivtool.core``): the emulator is the
-judge of the client code, so a shared bug must not hide on both sides of the wire.
-Only what the PIV applet needs: tags of one to three bytes, definite lengths up to three
-length bytes.
+Written separately from the client's codec (``pivtool/core/tlv.py``), with a different
+structure (a consuming cursor here, offset arithmetic there): the emulator is the judge of
+the client code, so a bug shared by both sides of the wire must not hide. Only what the
+PIV and management applets need: tags of one to three bytes, definite lengths of up to
+three length bytes.
 """
 
 from __future__ import annotations
+
+#: The longest tag the applets use (``5FC105``) and the most length bytes (``83 xx xx xx``).
+_MAX_TAG_OCTETS = 3
+_MAX_LENGTH_OCTETS = 3
 
 
 class TlvError(ValueError):
     """Malformed TLV data (the card answers it with an SW, never with a crash)."""
 
 
-def encode_length(length: int) -> bytes:
-    """DER length octets for ``length``."""
-    if length < 0x80:
-        return bytes([length])
-    if length <= 0xFF:
-        return bytes([0x81, length])
-    if length <= 0xFFFF:
-        return bytes([0x82]) + length.to_bytes(2, "big")
-    return bytes([0x83]) + length.to_bytes(3, "big")
+class _Cursor:
+    """Reads a byte string from the front; running out is a :class:`TlvError`."""
+
+    __slots__ = ("_data", "_next")
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._next = 0
+
+    def exhausted(self) -> bool:
+        return self._next >= len(self._data)
+
+    def take(self, count: int, what: str) -> bytes:
+        chunk = self._data[self._next : self._next + count]
+        if len(chunk) != count:
+            raise TlvError(f"truncated {what}")
+        self._next += count
+        return bytes(chunk)
+
+    def octet(self, what: str) -> int:
+        return self.take(1, what)[0]
+
+    def tag(self) -> int:
+        # A first octet with all five low bits set announces more tag octets; each of
+        # those but the last has bit 8 set.
+        octets = bytearray([self.octet("tag")])
+        more = octets[0] & 0x1F == 0x1F
+        while more:
+            if len(octets) == _MAX_TAG_OCTETS:
+                raise TlvError("tag too long")
+            octets.append(self.octet("tag"))
+            more = bool(octets[-1] & 0x80)
+        return int.from_bytes(octets, "big")
+
+    def length(self) -> int:
+        head = self.octet("length")
+        if head < 0x80:
+            return head
+        count = head - 0x80
+        if not 1 <= count <= _MAX_LENGTH_OCTETS:
+            raise TlvError("unsupported length form")
+        return int.from_bytes(self.take(count, "length"), "big")
+
+
+def _octets(number: int) -> bytes:
+    """*number* as the fewest big-endian octets (at least one)."""
+    out = bytearray()
+    while True:
+        out.insert(0, number & 0xFF)
+        number >>= 8
+        if not number:
+            return bytes(out)
 
 
 def tlv(tag: int, value: bytes = b"") -> bytes:
     """Encode one TLV; ``tag`` is the full tag number as an int (``0x7F49``, ``0x5FC105``)."""
-    tag_len = max(1, (tag.bit_length() + 7) // 8)
-    return tag.to_bytes(tag_len, "big") + encode_length(len(value)) + value
-
-
-def _read_tag(data: bytes, pos: int) -> tuple[int, int]:
-    if pos >= len(data):
-        raise TlvError("truncated tag")
-    first = data[pos]
-    tag = first
-    pos += 1
-    if first & 0x1F == 0x1F:
-        # Multi-byte tag: subsequent bytes while bit 8 is set.
-        while True:
-            if pos >= len(data):
-                raise TlvError("truncated tag")
-            b = data[pos]
-            tag = (tag << 8) | b
-            pos += 1
-            if not b & 0x80:
-                break
-            if tag > 0xFFFFFF:
-                raise TlvError("tag too long")
-    return tag, pos
-
-
-def _read_length(data: bytes, pos: int) -> tuple[int, int]:
-    if pos >= len(data):
-        raise TlvError("truncated length")
-    first = data[pos]
-    pos += 1
-    if first < 0x80:
-        return first, pos
-    n = first & 0x7F
-    if n == 0 or n > 3:
-        raise TlvError("unsupported length form")
-    if pos + n > len(data):
-        raise TlvError("truncated length")
-    return int.from_bytes(data[pos : pos + n], "big"), pos + n
+    size = len(value)
+    length = bytes([size]) if size < 0x80 else bytes([0x80 + len(_octets(size))]) + _octets(size)
+    return _octets(tag) + length + value
 
 
 def parse(data: bytes) -> list[tuple[int, bytes]]:
     """Parse a concatenation of TLVs into ``(tag, value)`` pairs, in order."""
-    out: list[tuple[int, bytes]] = []
-    pos = 0
-    while pos < len(data):
-        tag, pos = _read_tag(data, pos)
-        length, pos = _read_length(data, pos)
-        end = pos + length
-        if end > len(data):
-            raise TlvError("value runs past the end")
-        out.append((tag, data[pos:end]))
-        pos = end
-    return out
+    cursor = _Cursor(data)
+    items: list[tuple[int, bytes]] = []
+    while not cursor.exhausted():
+        tag = cursor.tag()
+        items.append((tag, cursor.take(cursor.length(), "value")))
+    return items
 
 
 def parse_dict(data: bytes) -> dict[int, bytes]:
     """Parse TLVs into a dict; a repeated tag keeps its first value."""
-    out: dict[int, bytes] = {}
+    found: dict[int, bytes] = {}
     for tag, value in parse(data):
-        out.setdefault(tag, value)
-    return out
-
-
-def unwrap(tag: int, data: bytes) -> bytes:
-    """Value of a single TLV that must have ``tag`` and span all of ``data``."""
-    items = parse(data)
-    if len(items) != 1 or items[0][0] != tag:
-        raise TlvError("unexpected template")
-    return items[0][1]
+        found.setdefault(tag, value)
+    return found

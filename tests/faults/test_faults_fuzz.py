@@ -13,7 +13,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pivtool.core.tlv import parse_tlvs, tlv
 from tests.faults.fuzztargets import Target, decode_script, encode_script, mutate, targets
 
 TARGETS = {t.name: t for t in targets()}
@@ -54,13 +53,6 @@ def test_seeds_are_valid() -> None:
     for t in TARGETS.values():
         for seed in t.seeds():
             t.run(seed)
-
-
-@settings(max_examples=200, deadline=None, database=None)
-@given(st.lists(st.tuples(st.sampled_from([0x53, 0x70, 0x7F49, 0x5FC105, 0x9F1F]),
-                          st.binary(max_size=300)), max_size=6))
-def test_tlv_round_trip(items: list[tuple[int, bytes]]) -> None:
-    assert parse_tlvs(b"".join(tlv(t, v) for t, v in items)) == items
 
 
 @settings(max_examples=300, deadline=None, database=None)
