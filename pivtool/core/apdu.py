@@ -25,7 +25,7 @@ class Apdu:
     def encode(self, extended: bool = False) -> bytes:
         """Encode as bytes. Short form unless *extended*; raises :class:`UsageError` when the
         data does not fit the chosen form (chaining is the caller's job, see
-        :mod:`pivtool.core.protocol`)."""
+        :class:`pivtool.core.connection.ApduProtocol`)."""
         for name, value in (("CLA", self.cla), ("INS", self.ins), ("P1", self.p1), ("P2", self.p2)):
             if not 0 <= value <= 0xFF:
                 raise UsageError(f"APDU {name} out of range: {value}")
@@ -53,11 +53,3 @@ class Apdu:
             le = (self.le & 0xFFFF).to_bytes(2, "big")
             body += le if lc else b"\x00" + le
         return header + body
-
-
-def split_response(response: bytes) -> tuple[bytes, int]:
-    """Split a raw response into (data, SW). A response shorter than two bytes is a transport
-    fault, reported as SW 0x6F00 so callers need no special case."""
-    if len(response) < 2:
-        return b"", 0x6F00
-    return response[:-2], int.from_bytes(response[-2:], "big")

@@ -6,7 +6,7 @@ writes them. Lengths use the definite form only; PIV never uses indefinite lengt
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .errors import BadResponseError
@@ -38,11 +38,6 @@ def encode_length(length: int) -> bytes:
 def tlv(tag: int, value: bytes = b"") -> bytes:
     """Encode one TLV."""
     return encode_tag(tag) + encode_length(len(value)) + value
-
-
-def tlvs(items: Iterable[tuple[int, bytes]]) -> bytes:
-    """Encode several TLVs back to back."""
-    return b"".join(tlv(t, v) for t, v in items)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from ..core.errors import (
     NotSupportedError,
     SecurityStatusError,
 )
-from ..piv.constants import DEFAULT_MGMT_KEY, ObjectId, Slot
+from ..piv.constants import ObjectId, Slot
 from ..piv.objects import Chuid, PivmanData, ccc_card_id
 from ..piv.session import PivSession, SlotMetadata, parse_certificate
 from ..piv.version import default_mgmt_key_type, has_metadata
@@ -262,8 +262,3 @@ def read_card_state(session: PivSession) -> CardState:
         ccc_card_id=ccc,
         slots=slots,
     )
-
-
-def is_default_mgmt_key(key: bytes) -> bool:
-    """True for the well-known factory management key."""
-    return key == DEFAULT_MGMT_KEY

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pivtool.core.apdu import Apdu, split_response
+from pivtool.core.apdu import Apdu
 from pivtool.core.errors import (
     BlockedError,
     InsNotSupportedError,
@@ -50,11 +50,6 @@ def test_extended_apdu_cases() -> None:
 def test_short_apdu_refuses_long_data() -> None:
     with pytest.raises(UsageError):
         Apdu(0, 0xDB, 0x3F, 0xFF, bytes(256)).encode()
-
-
-def test_split_response() -> None:
-    assert split_response(bytes.fromhex("01029000")) == (b"\x01\x02", 0x9000)
-    assert split_response(b"\x90") == (b"", 0x6F00)
 
 
 def test_ber_lengths_from_x690() -> None:
