@@ -4,6 +4,13 @@ SP 800-73-4 commands plus the YubiKey extensions, answering with the status word
 TLV layouts a YubiKey 5 uses (checked against yubikit's ``piv.py``, Yubico's APDU
 documentation and yubico-piv-tool). Each handler takes a parsed :class:`Command` and
 returns response data, or raises :class:`SwError`; the card renders both.
+
+Order of checks, as a YubiKey makes them: parameters and APDU format (6A86, 6700, 6A80),
+then security status (6982), then existence (6A82, 6A88), then conditions (6985). Two
+orders follow from the command itself: a key slot's PIN policy lives with the key, so
+GENERAL AUTHENTICATE must find the key before it can ask for the PIN; and CHANGE
+REFERENCE / RESET RETRY COUNTER compare the old PIN or PUK before looking at the new value
+(yubikit blocks PIN and PUK with empty blocks and relies on each costing a try).
 """
 
 from __future__ import annotations
@@ -279,6 +286,9 @@ class PivApplet:
             raise SwError(Sw.INCORRECT_DATA)
         old, new = cmd.data[:PIN_BLOCK_LEN], cmd.data[PIN_BLOCK_LEN:]
         st = self.card.state
+        # The old value is compared before the new one is looked at, as on a YubiKey:
+        # yubikit blocks the PIN and PUK before a reset by sending empty blocks here and
+        # counts on each one costing a try.
         if cmd.p2 == REF_PIN:
             self._check_pin(old)
             st.pin = self._new_pin_value(new)
@@ -297,7 +307,7 @@ class PivApplet:
         if len(cmd.data) != 2 * PIN_BLOCK_LEN:
             raise SwError(Sw.INCORRECT_DATA)
         puk, new = cmd.data[:PIN_BLOCK_LEN], cmd.data[PIN_BLOCK_LEN:]
-        self._check_puk(puk)
+        self._check_puk(puk)  # before the new PIN's format, see change_reference
         st = self.card.state
         st.pin = self._new_pin_value(new)
         st.pin_retries_left = st.pin_retries_total
@@ -615,14 +625,18 @@ class PivApplet:
         tag = _object_tag(cmd.data)
         if tag == OBJ_DISCOVERY:
             return DISCOVERY_OBJECT
+        # Access before existence (SP 800-73-4 Table 2, and what a YubiKey does): without
+        # the PIN a protected object answers 6982 whether or not it holds anything. A 6A82
+        # here would tell a client "empty" — ykman then believes no PIN-protected
+        # management key is stored and replaces the key without the PIN.
+        if tag in PIN_PROTECTED_OBJECTS and not self.session.pin_verified:
+            raise SwError(Sw.SECURITY_STATUS_NOT_SATISFIED)
         st = self.card.state
         value = st.objects.get(tag)
         if value is None:
             if tag == OBJ_BIT_GROUP:
                 return BIT_GROUP_OBJECT
             raise SwError(Sw.FILE_NOT_FOUND)
-        if tag in PIN_PROTECTED_OBJECTS and not self.session.pin_verified:
-            raise SwError(Sw.SECURITY_STATUS_NOT_SATISFIED)
         if tag == OBJ_BIT_GROUP:
             return value
         return tlv(0x53, value)
