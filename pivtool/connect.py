@@ -64,7 +64,7 @@ def open_sim_link(path: str | os.PathLike[str], faults: Faults | None = None) ->
 
 #: Test hook: ``PIVTOOL_SIM_FAULTS=AT:KIND[:COUNT]`` makes ``--sim`` inject a fault at the
 #: AT-th command APDU of the connection (KIND: card-removed, transmission-error, reset,
-#: garbage). Only the virtual card reads it, so a real key can never be affected.
+#: garbage, answer-lost). Only the virtual card reads it, so a real key can never be affected.
 SIM_FAULTS_ENV = "PIVTOOL_SIM_FAULTS"
 
 

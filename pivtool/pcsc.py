@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from enum import Enum
 from types import ModuleType, TracebackType
 from typing import Any, Literal
 
@@ -33,6 +32,7 @@ from .core.errors import (
     SharingViolationError,
     TransportError,
 )
+from .core.events import CardEvent, EventKind
 from .core.sw import SW
 
 __all__ = [
@@ -447,24 +447,6 @@ def find_by_serial(serial: int, shared: bool = False) -> PcscConnection:
 
 # --------------------------------------------------------------------------------------------
 # Card events
-
-
-class EventKind(Enum):
-    """What happened in a reader."""
-
-    INSERTED = "inserted"
-    REMOVED = "removed"
-    READER_ADDED = "reader_added"
-    READER_REMOVED = "reader_removed"
-
-
-@dataclass(frozen=True)
-class CardEvent:
-    """One reader event. ``atr`` is set for insertions."""
-
-    kind: EventKind
-    reader: str
-    atr: bytes = b""
 
 
 _STATE_PRESENT = 0x20

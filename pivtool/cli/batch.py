@@ -35,7 +35,8 @@ RELEASE_SCHEMA = "pivtool.batch-release/1"
 
 
 @click.group(short_help="Enroll a roster of users onto many keys, readers in parallel.")
-def batch() -> None:
+@click.pass_context
+def batch(ctx: click.Context) -> None:
     """Helpdesk batch enrollment: a roster of users, many keys, several readers at once.
 
     \b
@@ -45,6 +46,18 @@ def batch() -> None:
     pivtool batch release --state FILE UPN  (unbind a user whose key is lost)
 
     See docs/batch.md."""
+    obj = ctx.find_object(CliContext)
+    if obj is not None and obj.sim is not None:
+        from ..core.errors import UsageError
+
+        # --sim names one card; batch works on many. Never ignore it silently (the batch
+        # would otherwise take whatever keys the machine's readers hold).
+        if ctx.invoked_subcommand == "enroll":
+            raise UsageError("--sim names one virtual card; batch enroll takes a pile of "
+                             "them: use 'batch enroll --sim-pile DIR' (every *.json card "
+                             "in DIR) instead of --sim")
+        raise UsageError(f"batch {ctx.invoked_subcommand} reads the state file, not a card: "
+                         "drop --sim")
 
 
 def _default_state(roster: str) -> str:
@@ -186,6 +199,15 @@ def _collect_secrets(obj: CliContext, pin_letters: str | None, escrow: bool,
               help="Wipe (PIV reset, certificates backed up first) a key enrolled for someone "
                    "else and enroll it for the next pending user. Without it such keys are "
                    "refused.")
+@click.option("--sim-pile", metavar="DIR",
+              help="Use the virtual YubiKeys in DIR (every *.json from 'pivtool sim create') "
+                   "instead of PC/SC readers: virtual readers take them from the pile in "
+                   "turn. No pcscd needed (demos, tests, training).")
+@click.option("--sim-readers", type=click.IntRange(min=1, max=16), default=2,
+              show_default=True, metavar="N", help="Virtual readers for --sim-pile.")
+@click.option("--sim-pace", type=click.FloatRange(min=0, max=60), default=0.0,
+              show_default=True, metavar="S",
+              help="Seconds the virtual operator takes to swap a key (--sim-pile).")
 @click.option("--max-cards", type=click.IntRange(min=1), metavar="N",
               help="Stop after N keys were enrolled.")
 @click.option("--timeout", "idle_timeout", type=click.FloatRange(min=0), metavar="S",
@@ -202,7 +224,8 @@ def batch_enroll(obj: CliContext, roster: str, ca_dir: str | None, issuer_cmd: s
                  escrow_path: str | None, escrow_passphrase_file: str | None,
                  algorithm: KeyType, pin_policy: PinPolicy, touch_policy: TouchPolicy,
                  policies: tuple[str, ...], macos: bool, allow_non_ios: bool,
-                 operator: str | None, reassign: bool, max_cards: int | None,
+                 operator: str | None, reassign: bool, sim_pile: str | None,
+                 sim_readers: int, sim_pace: float, max_cards: int | None,
                  idle_timeout: float | None, allow_last_try: bool) -> None:
     """Enroll the users of ROSTER.csv onto the YubiKeys inserted into the readers.
 
@@ -220,15 +243,17 @@ def batch_enroll(obj: CliContext, roster: str, ca_dir: str | None, issuer_cmd: s
 
     \b
     Stops when every user is done (or failed), after --max-cards N keys, after
-    --timeout S idle seconds, or on Ctrl-C (keys in progress finish first; a second
-    Ctrl-C aborts, the state is saved after every step). Outputs: state, audit log
-    (JSON lines), report (JSON + CSV) with certificateUserIds, Graph $batch files,
-    PIN letters, escrow. With --json, progress events are printed as JSON lines.
+    --timeout S idle seconds, when a --sim-pile is used up, or on Ctrl-C (keys in
+    progress finish first; a second Ctrl-C aborts, the state is saved after every
+    step). Outputs: state, audit log (JSON lines), report (JSON + CSV) with
+    certificateUserIds, Graph $batch files, PIN letters, escrow. With --json,
+    progress events are printed as JSON lines.
 
     \b
     Exit: 0 every user enrolled (or --max-cards reached) with nothing failed; 1 a user
-    failed, a roster row is bad, or users are left when --timeout stopped the batch;
-    2 bad options/roster or the state file is in use; 5 no PC/SC service; 130 Ctrl-C."""
+    failed, a roster row is bad, or users are left when --timeout (or an empty
+    --sim-pile) stopped the batch; 2 bad options/roster or the state file is in
+    use; 5 no PC/SC service; 130 Ctrl-C."""
     from ..core.errors import UsageError
     from ..workflows.batch import (
         BatchOptions,
@@ -244,6 +269,10 @@ def batch_enroll(obj: CliContext, roster: str, ca_dir: str | None, issuer_cmd: s
 
     if bool(ca_dir) == bool(issuer_cmd):
         raise UsageError("choose exactly one issuer: --ca DIR or --issuer-cmd CMD")
+    for opt in ("sim_readers", "sim_pace"):
+        if sim_pile is None and click.get_current_context().get_parameter_source(
+                opt) is click.core.ParameterSource.COMMANDLINE:
+            raise UsageError(f"--{opt.replace('_', '-')} needs --sim-pile DIR")
     interactive = obj.interactive and not obj.yes
     defaults = RosterDefaults(
         algorithm=algorithm, pin_policy=pin_policy, touch_policy=touch_policy,
@@ -267,6 +296,7 @@ def batch_enroll(obj: CliContext, roster: str, ca_dir: str | None, issuer_cmd: s
         reassign=reassign, max_cards=max_cards, idle_timeout=idle_timeout,
         operator=operator or os.environ.get("USER") or "unknown",
         allow_last_try=allow_last_try, macos=macos, allow_non_ios=allow_non_ios)
+    source = _card_source(sim_pile, sim_readers, sim_pace)
     with state_lock(paths):
         state = BatchState.load(paths.state)
         state.merge_roster(str(roster), rows)
@@ -283,9 +313,10 @@ def batch_enroll(obj: CliContext, roster: str, ca_dir: str | None, issuer_cmd: s
             if not obj.prompter().confirm(f"{what}?"):
                 raise click.exceptions.Exit(1)
         renderer = _Renderer(obj.json, state)
-        runner = BatchRunner(state, paths, options, renderer)
+        runner = BatchRunner(state, paths, options, source, renderer)
         if not obj.json:
-            click.echo("Waiting for keys (Ctrl-C stops)...", err=True)
+            click.echo("Taking keys from the pile (Ctrl-C stops)..." if sim_pile else
+                       "Waiting for keys (Ctrl-C stops)...", err=True)
         with _GracefulSignals(runner):
             summary = runner.run()
         written = write_reports(state, paths)
@@ -302,8 +333,20 @@ def batch_enroll(obj: CliContext, roster: str, ca_dir: str | None, issuer_cmd: s
     ctx = click.get_current_context()
     if summary.reason == "interrupted":
         ctx.exit(130)
-    if not summary.ok or (summary.reason == "timeout" and state.open_users()):
+    if not summary.ok or (summary.reason in ("timeout", "pile-empty")
+                          and state.open_users()):
         ctx.exit(1)
+
+
+def _card_source(sim_pile: str | None, sim_readers: int, sim_pace: float) -> Any:
+    """The PC/SC readers, or the virtual pile of ``--sim-pile``."""
+    from ..cardsource import PcscCardSource, SimPileSource
+    from ..connect import sim_faults_from_env
+
+    if sim_pile is None:
+        return PcscCardSource()
+    sim_faults_from_env()  # a malformed fault plan is bad input before any card is touched
+    return SimPileSource(sim_pile, sim_readers, faults=sim_faults_from_env, pace=sim_pace)
 
 
 class _GracefulSignals:

@@ -49,6 +49,10 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Other", ("sim", "completion")),
 )
 
+#: Commands that never open a card: a global ``--sim`` (or ``--reader``/``--serial``) given
+#: to them is refused, never silently ignored.
+NO_CARD = frozenset({"ca", "escrow", "completion", "sim"})
+
 #: Commands whose own output already says what to do about a blocked PIN or PUK.
 NO_HINT = frozenset({"recover", "reset", "batch"})
 
@@ -136,6 +140,16 @@ def cli(ctx: click.Context, reader: str | None, serial: int | None, sim: str | N
     style option, never from the command line. Without a terminal a missing secret or
     confirmation is an error (exit 2) naming the variable or option to use. 'pivtool
     COMMAND -h' shows a command's options; docs/ has the guides."""
+    if ctx.invoked_subcommand in NO_CARD and not ctx.resilient_parsing:
+        given = [o for o, v in (("--sim", sim), ("--reader", reader), ("--serial", serial))
+                 if v is not None]
+        if given:
+            from ..core.errors import UsageError
+
+            hint = " (the state file is an argument: 'pivtool sim ... STATE_FILE')" \
+                if ctx.invoked_subcommand == "sim" else ""
+            raise UsageError(f"{ctx.invoked_subcommand} does not use a card: drop "
+                             f"{', '.join(given)}{hint}")
     obj = CliContext(reader=reader, serial=serial, sim=sim, json=json_, verbose=verbose)
     obj.setup_logging()
     ctx.obj = obj

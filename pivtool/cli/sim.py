@@ -60,11 +60,12 @@ def create(obj: CliContext, state_file: str, firmware: str, serial: int | None,
 @click.option("--fail-at", type=click.IntRange(min=1), metavar="N",
               help="Fault injection (testing): fail the N-th command APDU, once.")
 @click.option("--fail-kind", type=click.Choice(["card-removed", "transmission-error", "reset",
-                                                "garbage"]),
+                                                "garbage", "answer-lost"]),
               default="card-removed", show_default=True,
               help="What happens at --fail-at: the card is pulled (and put back), the "
-                   "answer is broken, the card was reset by another program, or a 9000 "
-                   "answer that is not the card's.")
+                   "answer is broken, the card was reset by another program, a 9000 "
+                   "answer that is not the card's, or the card executes the command and is "
+                   "pulled before its answer arrives.")
 def serve(state_file: str, port: int, host: str, interface: str, fail_at: int | None,
           fail_kind: str) -> None:
     """Insert the virtual card into pcscd's vpcd reader until Ctrl-C or SIGTERM.

@@ -39,6 +39,7 @@ class FaultKind(Enum):
     TRANSMISSION_ERROR = "transmission-error"
     RESET = "reset"
     GARBAGE = "garbage"
+    ANSWER_LOST = "answer-lost"
 
 
 @dataclass
@@ -48,7 +49,10 @@ class Faults:
     ``CARD_REMOVED`` raises :class:`SimCardRemovedError` and the connection stays dead;
     ``TRANSMISSION_ERROR`` raises :class:`SimTransportError` once; ``RESET`` power-cycles
     the card and raises :class:`SimCardResetError`; ``GARBAGE`` returns a response that
-    is not what the card sent (the command is not executed). ``count`` faults in a row.
+    is not what the card sent (the command is not executed); ``ANSWER_LOST``: the card
+    executes the command (and keeps its effect), then the link dies before the answer
+    arrives — raised as :class:`SimCardRemovedError`, the connection stays dead. ``count``
+    faults in a row.
     """
 
     at: int
@@ -124,6 +128,11 @@ class SimConnection:
         response = self.card.execute(bytes(apdu))
         if self.state_path is not None and self.card.changed != before:
             save_state(self.card.state, self.state_path)
+        if fault is FaultKind.ANSWER_LOST:
+            # The dangerous case for CHANGE REFERENCE DATA, SET MANAGEMENT KEY, PUT DATA and
+            # GENERATE: the card did it, the host never learns so.
+            self._removed = True
+            raise SimCardRemovedError("card removed")
         return response[:-2], int.from_bytes(response[-2:], "big")
 
     def close(self) -> None:

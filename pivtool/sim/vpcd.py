@@ -185,7 +185,8 @@ def _fault(card: VpcdCard, kind: FaultKind) -> bytes | None:
     answer, which PC/SC clients see as a broken response. ``reset``: another program reset
     the card; the command then runs without the verified PIN, the authenticated management
     key or the selected application. ``garbage``: a 9000 answer that is not what the card
-    would send (the command is not executed)."""
+    would send (the command is not executed). ``answer-lost`` is handled in :func:`_answer`:
+    the command runs, then the card leaves before its answer is sent."""
     if kind is FaultKind.CARD_REMOVED:
         raise _Disconnected
     if kind is FaultKind.TRANSMISSION_ERROR:
@@ -223,13 +224,17 @@ def _answer(
             continue
         counter[0] += 1
         kind = faults.check(counter[0]) if faults is not None else None
-        injected = _fault(card, kind) if kind is not None else None
+        lost = kind is FaultKind.ANSWER_LOST
+        injected = _fault(card, kind) if kind is not None and not lost else None
         if injected is not None:
             _send_frame(sock, injected)
             continue
         response = card.execute(frame)
         if after_command is not None:
             after_command()
+        if lost:
+            # Executed and saved; the answer never leaves: the card is pulled (and put back).
+            raise _Disconnected
         _send_frame(sock, response)
 
 

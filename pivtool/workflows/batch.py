@@ -1,8 +1,9 @@
 """Helpdesk batch enrollment: many keys, many users, unattended, resumable, audited.
 
-A :class:`BatchRunner` watches PC/SC readers (one blocking ``SCardGetStatusChange`` monitor,
-:class:`~pivtool.pcsc.ReaderMonitor`), and gives every inserted YubiKey to one worker thread
-per reader, which enrolls the next pending roster user onto it with the ordinary
+A :class:`BatchRunner` watches a :class:`CardSource` — the PC/SC readers (one blocking
+``SCardGetStatusChange`` monitor), or a pile of virtual YubiKeys taken in turn by virtual
+readers (``--sim-pile``) — and gives every inserted YubiKey to one worker thread per reader,
+which enrolls the next pending roster user onto it with the ordinary
 :class:`~pivtool.workflows.enroll.Enroller`. Readers work in parallel; a slow or failed card
 holds up only its own reader.
 
@@ -38,16 +39,17 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 from ..core.errors import PivToolError, StepFailedError, TransportError, UsageError
+from ..core.events import CardEvent, EventKind
 from ..core.fileio import atomic_write
 from ..piv.constants import DEFAULT_PIN, DEFAULT_PUK, KeyType, PinPolicy, Slot, TouchPolicy
 from .roster import RosterRow
 
 if TYPE_CHECKING:
-    from ..pcsc import CardEvent
+    from ..core.connection import Connection
     from ..piv.session import PivSession
     from .enroll import EnrollResult, Issuer, Step
     from .escrow import EscrowFile
@@ -86,6 +88,47 @@ def _random_digits(n: int) -> bytes:
     return "".join(secrets.choice("0123456789") for _ in range(n)).encode()
 
 
+
+
+# --------------------------------------------------------------------------------------------
+# Where the cards come from
+
+
+class CardSource(Protocol):
+    """Readers and the cards in them, as the batch sees them (``pivtool.cardsource`` has the
+    PC/SC readers and the virtual pile). Called from several threads: :meth:`wait` from the
+    runner's watcher, :meth:`connect` and :meth:`card_done` from the reader workers,
+    :meth:`stop` from anywhere."""
+
+    @property
+    def stopped(self) -> bool:
+        """True after :meth:`stop`."""
+        ...
+
+    @property
+    def exhausted(self) -> bool:
+        """No card will ever arrive again (a pile that ran out); False for real readers."""
+        ...
+
+    def wait(self, timeout: float | None = None) -> list[CardEvent]:
+        """Block until something happens; return the events ([] after :meth:`stop`)."""
+        ...
+
+    def connect(self, reader: str) -> Connection:
+        """Open the card in *reader*."""
+        ...
+
+    def card_done(self, reader: str) -> None:
+        """The batch is done with the card in *reader* ("remove the key")."""
+        ...
+
+    def stop(self) -> None:
+        """Make :meth:`wait` return; safe from any thread."""
+        ...
+
+    def close(self) -> None:
+        """Release the source (after the waiting thread returned)."""
+        ...
 
 
 # --------------------------------------------------------------------------------------------
@@ -417,7 +460,7 @@ class BatchEvent:
 class BatchSummary:
     """How a run ended."""
 
-    reason: str  # complete, max-cards, timeout, interrupted
+    reason: str  # complete, max-cards, timeout, pile-empty, interrupted
     counts: dict[str, int]
     enrolled_this_run: int
     per_reader: dict[str, dict[str, int]]
@@ -485,9 +528,11 @@ class BatchRunner:
     caller's thread deciding when to stop (:meth:`run`)."""
 
     def __init__(self, state: BatchState, paths: BatchPaths, options: BatchOptions,
+                 source: CardSource,
                  on_event: Callable[[BatchEvent], None] | None = None) -> None:
         from .enroll import LabCAIssuer
 
+        self.source = source
         self.state = state
         self.paths = paths
         self.o = options
@@ -534,11 +579,9 @@ class BatchRunner:
         """Watch the readers until every roster user is done (or failed), ``max_cards`` keys
         were enrolled, ``idle_timeout`` seconds passed without activity, or
         :meth:`request_stop`. Returns how it ended; the state is saved throughout."""
-        from ..pcsc import ReaderMonitor
-
         for bad in self.state.doc["invalid_rows"]:
             self.audit.write("roster", "invalid", upn=bad["upn"] or None, detail=bad["error"])
-        monitor = ReaderMonitor(None, report_present=True)
+        monitor = self.source
         watcher = threading.Thread(target=self._watch, args=(monitor,), daemon=True,
                                    name="pivtool-batch-monitor")
         watcher.start()
@@ -587,6 +630,8 @@ class BatchRunner:
         if (self.o.idle_timeout is not None
                 and time.monotonic() - self._last_activity >= self.o.idle_timeout):
             return "timeout"
+        if self.source.exhausted:
+            return "pile-empty"
         return None
 
     def _wanted(self, reader: str) -> bool:
@@ -594,9 +639,7 @@ class BatchRunner:
             return True
         return any(r.casefold() in reader.casefold() for r in self.o.readers)
 
-    def _watch(self, monitor: Any) -> None:
-        from ..pcsc import EventKind
-
+    def _watch(self, monitor: CardSource) -> None:
         try:
             while not monitor.stopped:
                 for event in monitor.wait():
@@ -620,7 +663,6 @@ class BatchRunner:
 
     def handle_card(self, reader: str) -> None:
         """Enroll the card just inserted into *reader* (runs in the reader's worker)."""
-        from ..pcsc import PcscConnection
         from ..piv.session import PivSession
         from .state import read_card_state
 
@@ -630,8 +672,8 @@ class BatchRunner:
         claim: _Claim | None = None
         try:
             try:
-                conn = PcscConnection(reader)
-            except TransportError as e:
+                conn = self.source.connect(reader)
+            except (TransportError, UsageError) as e:
                 self.emit(BatchEvent("failed", reader, data={"error": str(e), "step": None}))
                 self.audit.write("connect", "failed", reader, detail=str(e))
                 self._tally(reader, "failed")
@@ -670,6 +712,8 @@ class BatchRunner:
             if claim is not None:
                 self._failed(reader, serial, claim, e)
         finally:
+            with contextlib.suppress(Exception):  # a source failing here must not hang us
+                self.source.card_done(reader)
             with self._cond:
                 self._busy -= 1
                 self._last_activity = time.monotonic()
@@ -935,8 +979,6 @@ class _ReaderWorker(threading.Thread):
         self.queue: queue.Queue[CardEvent | None] = queue.Queue()
 
     def run(self) -> None:
-        from ..pcsc import EventKind
-
         while True:
             event = self.queue.get()
             if event is None:
