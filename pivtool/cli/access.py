@@ -44,16 +44,18 @@ def pin_verify(obj: CliContext, allow_last_try: bool) -> None:
 def pin_change(obj: CliContext, allow_last_try: bool) -> None:
     """Change the PIN (6-8 characters; macOS wants digits only)."""
     from ..piv.session import pin_bytes
-    from ..workflows.auth import guard, pin_tries
+    from ..workflows.auth import change_pin
 
     p = obj.prompter()
     old, new = p.secret("pin"), p.secret("new_pin")
     pin_bytes(old, "PIN")  # both lengths are checked before the card is opened
     pin_bytes(new, "new PIN")
     with obj.session() as s:
-        guard("PIN", pin_tries(s), allow_last_try)
-        s.change_pin(old, new)
-    obj.emit({"schema": "pivtool.pin-change/1", "changed": "pin"}, "PIN changed.")
+        derived = change_pin(s, old, new, allow_last_try)
+    obj.emit({"schema": "pivtool.pin-change/1", "changed": "pin",
+              "derived_mgmt_key_updated": derived},
+             "PIN changed" + (" (and the management key derived from it)." if derived
+                              else "."))
 
 
 @pin.command("unblock")
@@ -159,7 +161,8 @@ def mgmt_key_change(obj: CliContext, algorithm: str | None, generate: bool, prot
       pivtool mgmt-key change --protect
       pivtool mgmt-key change --generate --key-out mgmt.key   (keep the key yourself)
 
-    The current key is found PIN-protected, is the factory default, or comes from
+    The current key is found PIN-protected, is derived from the PIN (ykman's legacy
+    scheme; the new key replaces it), is the factory default, or comes from
     $PIVTOOL_MGMT_KEY / --mgmt-key-file / a prompt; a new key you choose from
     $PIVTOOL_NEW_MGMT_KEY / --new-mgmt-key-file (hex)."""
     from ..core.errors import SecurityStatusError, UsageError

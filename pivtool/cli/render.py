@@ -41,6 +41,8 @@ def info_text(data: dict[str, Any]) -> str:
         mk_text += ", factory default"
     if mk.get("protected"):
         mk_text += ", stored PIN-protected"
+    if mk.get("pin_derived"):
+        mk_text += ", derived from the PIN (ykman's legacy scheme)"
     if mk.get("touch_policy") not in (None, "never"):
         mk_text += f", touch {mk['touch_policy']}"
     pin, puk = data["pin"], data["puk"]

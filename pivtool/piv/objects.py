@@ -230,7 +230,8 @@ class PivmanData:
 
     @property
     def has_derived_key(self) -> bool:
-        """True for ykman's old PIN-derived (PBKDF2) management key."""
+        """True for ykman's old PIN-derived management key (a salt in tag 82): the key is
+        :func:`derive_mgmt_key` of the PIN and that salt."""
         return self.salt is not None
 
     def set_flag(self, mask: int, on: bool) -> None:
@@ -263,6 +264,22 @@ class PivmanData:
         flags = items[0x81][0] if items.get(0x81) else None
         ts = int.from_bytes(items[0x83], "big") if 0x83 in items else None
         return cls(flags, items.get(0x82), ts)
+
+
+#: ykman's PIN-derived management key: PBKDF2-HMAC-SHA1, 10,000 rounds, a 24-byte 3DES key
+#: (``ykman.piv.derive_management_key``; deprecated by ykman, still found on older keys).
+PIVMAN_KDF_ROUNDS = 10_000
+PIVMAN_KDF_KEY_LEN = 24
+
+
+def derive_mgmt_key(pin: bytes, salt: bytes) -> bytes:
+    """The 3DES management key ykman derived from *pin* (unpadded, as typed) and the
+    PIVMAN salt (tag 82)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+
+    kdf = PBKDF2HMAC(hashes.SHA1(), PIVMAN_KDF_KEY_LEN, salt, PIVMAN_KDF_ROUNDS)
+    return kdf.derive(pin)
 
 
 @dataclass

@@ -20,7 +20,12 @@ from ..core.errors import (
     UsageError,
 )
 from ..piv.constants import DEFAULT_MGMT_KEY, ObjectId
-from ..piv.objects import PIVMAN_FLAG_MGMT_PROTECTED, PivmanData, PivmanProtectedData
+from ..piv.objects import (
+    PIVMAN_FLAG_MGMT_PROTECTED,
+    PivmanData,
+    PivmanProtectedData,
+    derive_mgmt_key,
+)
 from ..piv.session import PivSession, pin_bytes
 from ..piv.version import has_metadata
 
@@ -187,7 +192,7 @@ class AdminAuth:
     """How the management key was obtained. ``key`` is kept for a following key change and
     hidden from ``repr`` so it cannot reach a log or traceback."""
 
-    source: str  # "default", "protected", "given"
+    source: str  # "default", "protected", "pin-derived", "given"
     pin_verified: bool
     key: bytes = field(default=b"", repr=False)
 
@@ -197,9 +202,11 @@ def authenticate(session: PivSession, prompter: Prompter, force: bool = False,
     """Authenticate with the management key, finding it the way an admin expects:
 
     0. a key the user gave explicitly (``PIVTOOL_MGMT_KEY`` or a file) is used as given;
-    1. stored PIN-protected (PIVMAN flag 0x02, ykman-compatible): verify PIN, read, use;
-    2. the factory default, when metadata says the key is still default;
-    3. otherwise ask the prompter for ``mgmt_key`` (hex).
+    1. derived from the PIN (ykman's legacy scheme: a PIVMAN salt, tag 82) — derived and
+       tried before any PIN try is spent (ykman also tries it first);
+    2. stored PIN-protected (PIVMAN flag 0x02, ykman-compatible): verify PIN, read, use;
+    3. the factory default, when metadata says the key is still default;
+    4. otherwise ask the prompter for ``mgmt_key`` (hex).
 
     With *need_pin* the PIN is verified in any case (for commands that need both).
     Wrong keys raise :class:`SecurityStatusError` (a management key has no retry counter on
@@ -220,6 +227,17 @@ def authenticate(session: PivSession, prompter: Prompter, force: bool = False,
         if not read_pivman(session).mgmt_key_protected:
             raise SecurityStatusError(0x6982, b"", "the management key was not accepted")
     pivman = read_pivman(session)
+    derived_refused = False
+    if pivman.salt is not None:
+        pin = prompter.secret("pin")
+        pin_bytes(pin)  # a wrong length is bad input, not a wrong key
+        key = derive_mgmt_key(pin, pivman.salt)
+        if _try_key(session, key):
+            if need_pin:
+                verify_pin(session, pin, force)
+            return AdminAuth("pin-derived", need_pin, key)
+        # A wrong PIN, or a key changed by a tool that left the salt: try the other ways.
+        derived_refused = True
     pin_verified = False
     if pivman.mgmt_key_protected or need_pin:
         verify_pin(session, prompter.secret("pin"), force)
@@ -253,7 +271,14 @@ def authenticate(session: PivSession, prompter: Prompter, force: bool = False,
         return AdminAuth("default", pin_verified, DEFAULT_MGMT_KEY)
     from .secrets import parse_hex_key
 
-    key = parse_hex_key(prompter.secret("mgmt_key"))
+    try:
+        typed_key = prompter.secret("mgmt_key")
+    except UsageError:
+        if derived_refused:
+            raise SecurityStatusError(0x6982, b"", "the management key derived from the PIN "
+                                      "was not accepted: check the PIN") from None
+        raise
+    key = parse_hex_key(typed_key)
     session.authenticate(key)
     return AdminAuth("given", pin_verified, key)
 
@@ -310,10 +335,41 @@ def change_mgmt_key(session: PivSession, auth: AdminAuth, new_key: bytes, key_ty
     session.set_mgmt_key(key_type, new_key, touch)
     session.authenticate(new_key, key_type)
     auth.key = new_key
+    # The new key is not derived from the PIN: a salt left behind would make pivtool and
+    # ykman derive a wrong key (ykman clears it too). Until it is cleared, authenticate()
+    # falls through from the refused derived key to the other ways.
+    pivman_stale = pivman.salt is not None
+    pivman.salt = None
     if protect:
         write_protected_key(session, new_key)
     elif pivman.mgmt_key_protected:
         write_protected_key(session, None)
         pivman.set_flag(PIVMAN_FLAG_MGMT_PROTECTED, False)
+        pivman_stale = True
+    if pivman_stale:
         session.put_data(ObjectId.PIVMAN, pivman.encode() or None)
     return MgmtKeyChange(key_type.label, protect, touch)
+
+
+def change_pin(session: PivSession, old: bytes, new: bytes, force: bool = False) -> bool:
+    """Change the PIN (retry guard first), keeping ykman's PIN-derived management key in
+    step: when the card's key is the one derived from *old*, it becomes the one derived
+    from *new* with the same salt — a single write, so no moment exists in which the salt
+    on the card and the key disagree. Returns True when the derived key was moved along."""
+    from ..piv.constants import MgmtKeyType
+
+    pin_bytes(old, "PIN")
+    pin_bytes(new, "new PIN")
+    guard("PIN", pin_tries(session), force)
+    salt = read_pivman(session).salt
+    old_key = derive_mgmt_key(old, salt) if salt is not None else None
+    # Checked before the PIN changes: a derived key that no longer opens the card (another
+    # tool changed the key and left the salt) is left alone.
+    derived = old_key is not None and _try_key(session, old_key)
+    session.change_pin(old, new)
+    if not derived or salt is None or old_key is None:
+        return False
+    session.authenticate(old_key)
+    # TDES, as ykman sets it (ykman.piv.pivman_change_pin).
+    session.set_mgmt_key(MgmtKeyType.TDES, derive_mgmt_key(new, salt))
+    return True

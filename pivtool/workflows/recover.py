@@ -32,7 +32,15 @@ from ..core.errors import (
 )
 from ..piv.constants import DEFAULT_PIN, Slot
 from ..piv.session import PivSession, pin_bytes
-from .auth import OverridePrompter, Prompter, Tries, authenticate, pin_tries, verify_pin
+from .auth import (
+    OverridePrompter,
+    Prompter,
+    Tries,
+    authenticate,
+    change_pin,
+    pin_tries,
+    verify_pin,
+)
 from .enroll import EnrollOptions, EnrollResult, Issuer, Step
 from .state import CardState, Counter, read_card_state
 
@@ -220,7 +228,9 @@ class Recoverer:
         pin_bytes(old)  # a wrong length must not cost a try
         new = self._new_pin()
         self._last_try("PIN", pin_tries(self.s))
-        self.s.change_pin(old, new)
+        # force: _last_try above is recover's guard; change_pin keeps a PIN-derived
+        # management key (ykman's legacy scheme) working with the new PIN.
+        change_pin(self.s, old, new, force=True)
         self.result.path = "pin-changed"
         self._report("change PIN", "done", "PIN changed")
 

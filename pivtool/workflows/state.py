@@ -100,6 +100,8 @@ class CardState:
     mgmt_key_touch: str | None
     mgmt_key_protected: bool
     puk_blocked_by_ykman: bool
+    #: ykman's legacy PIN-derived management key (a PIVMAN salt, tag 82).
+    mgmt_key_pin_derived: bool
     chuid_guid: str | None
     ccc_card_id: str | None
     slots: list[SlotState] = field(default_factory=list)
@@ -147,6 +149,7 @@ class CardState:
                 "default": self.mgmt_key_default,
                 "touch_policy": self.mgmt_key_touch,
                 "protected": self.mgmt_key_protected,
+                "pin_derived": self.mgmt_key_pin_derived,
             },
             "chuid": {"guid": self.chuid_guid} if self.chuid_guid else None,
             "ccc": {"card_id": self.ccc_card_id} if self.ccc_card_id else None,
@@ -258,6 +261,7 @@ def read_card_state(session: PivSession) -> CardState:
         mgmt_key_touch=mk_touch,
         mgmt_key_protected=pivman.mgmt_key_protected,
         puk_blocked_by_ykman=pivman.puk_blocked,
+        mgmt_key_pin_derived=pivman.has_derived_key,
         chuid_guid=chuid_guid,
         ccc_card_id=ccc,
         slots=slots,

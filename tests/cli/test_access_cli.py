@@ -95,7 +95,8 @@ def test_mgmt_key_protect_and_use(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     data = run_json(card, "info")
     assert data["management_key"] == {"algorithm": "aes192", "default": False,
-                                      "touch_policy": "never", "protected": True}
+                                      "touch_policy": "never", "protected": True,
+                                      "pin_derived": False}
     # The key is found by itself after the PIN: set-retries needs it.
     assert run(card, "pin", "set-retries", "3", "3", "--yes", env=PIN).exit_code == 0
     s = session(card)
