@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 from pivtool.core.errors import UsageError
+from pivtool.core.fileio import atomic_write
 from pivtool.piv.constants import KeyType
 from pivtool.workflows.batch import (
     GRAPH_BATCH_LIMIT,
     BatchPaths,
     BatchState,
     SecretPolicy,
-    atomic_write,
     graph_batches,
     read_pin_letter,
     report_csv,

@@ -1,0 +1,221 @@
+"""The batch's state file (one record per roster user, written ahead of every card change),
+its paths and its lock."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ...core.errors import UsageError
+from ...core.fileio import atomic_write
+from ..roster import RosterRow
+
+if TYPE_CHECKING:
+    pass
+
+
+STATE_SCHEMA = "pivtool.batch-state/1"
+REPORT_SCHEMA = "pivtool.batch-report/1"
+EVENT_SCHEMA = "pivtool.batch-event/1"
+
+#: User states. ``incomplete`` users are bound to a key that holds part of their enrollment
+#: and are finished when that key comes back; the last four are final.
+PENDING, ENROLLING, INCOMPLETE = "pending", "enrolling", "incomplete"
+DONE, FAILED, REASSIGNED = "done", "failed", "reassigned"
+FINAL = frozenset({DONE, FAILED, REASSIGNED})
+#: Attempts on one user before it is left for the operator (status ``failed``).
+MAX_ATTEMPTS = 3
+#: Enroller steps that change nothing on the card: a failure there leaves the key as it was,
+#: so the user is released instead of being bound to the key.
+READ_ONLY_STEPS = frozenset({"read card", "check slots"})
+#: Microsoft Graph JSON batching allows at most 20 requests per $batch body.
+
+
+def now_iso() -> str:
+    """UTC time with milliseconds (the audit log orders events of parallel readers)."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _stamp() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+# --------------------------------------------------------------------------------------------
+# Where everything goes
+
+
+@dataclass
+class BatchPaths:
+    """The files of one batch. Everything but the roster derives from the state file's name
+    unless given, so a re-run with the same ``--state`` finds the same outputs."""
+
+    state: Path
+    audit: Path
+    report: Path  # base name: <report>.json and <report>.csv
+    graph: Path  # prefix: <graph>-001.json, <graph>-002.json...
+    backups: Path
+    pin_letters: Path | None = None
+
+    @property
+    def lock(self) -> Path:
+        """The lock file that keeps a second batch off this state file."""
+        return self.state.with_name(self.state.name + ".lock")
+
+    @classmethod
+    def derive(cls, state: str | Path, audit: str | Path | None = None,
+               report: str | Path | None = None, graph: str | Path | None = None,
+               pin_letters: str | Path | None = None) -> BatchPaths:
+        """Fill in the defaults: ``X.state.json`` gives ``X.audit.jsonl``, ``X.report.json``
+        and ``.csv``, ``X.graph-NNN.json`` and ``X.backups/``."""
+        state = Path(state)
+        name = state.name
+        for suffix in (".json", ".state"):
+            name = name.removesuffix(suffix)
+        base = state.with_name(name)
+        rep = Path(report) if report else Path(f"{base}.report")
+        if rep.suffix in (".json", ".csv"):
+            rep = rep.with_suffix("")
+        gr = Path(graph) if graph else Path(f"{base}.graph")
+        if gr.suffix == ".json":
+            gr = gr.with_suffix("")
+        return cls(state=state, audit=Path(audit) if audit else Path(f"{base}.audit.jsonl"),
+                   report=rep, graph=gr, backups=Path(f"{base}.backups"),
+                   pin_letters=Path(pin_letters) if pin_letters else None)
+
+
+@contextlib.contextmanager
+def state_lock(paths: BatchPaths) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the state's lock file, or refuse at once (exit 2): two
+    batches on one state file would hand the same user to two keys."""
+    import fcntl
+
+    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.read(fd, 64).decode("ascii", "replace").strip()
+            who = f" (PID {other})" if other.isdigit() else ""
+            raise UsageError(f"another batch is running on {paths.state}{who}; wait for it "
+                             "or stop it first") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock; the file stays (removing it would race a waiter)
+
+
+# --------------------------------------------------------------------------------------------
+# The state file
+
+
+class BatchState:
+    """The JSON state file: one record per roster user, saved atomically after every change.
+
+    Thread-safe: every change happens under :attr:`lock` and is followed by :meth:`save`.
+    """
+
+    def __init__(self, path: Path, doc: dict[str, Any]) -> None:
+        self.path = path
+        self.doc = doc
+        self.lock = threading.RLock()
+
+    @classmethod
+    def load(cls, path: Path) -> BatchState:
+        """Read the state file, or start an empty one."""
+        if not path.exists():
+            return cls(path, {"schema": STATE_SCHEMA, "created": now_iso(), "updated": None,
+                              "roster": None, "invalid_rows": [], "users": {}})
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise UsageError(f"cannot read the batch state {path}: {e}") from None
+        if not isinstance(doc, dict) or doc.get("schema") != STATE_SCHEMA:
+            raise UsageError(f"{path} is not a pivtool batch state file")
+        state = cls(path, doc)
+        for user in state.users.values():
+            if user["status"] == ENROLLING:
+                # The previous run died mid-enrollment: the key holds part of it.
+                user["status"] = INCOMPLETE
+                user["error"] = user.get("error") or "interrupted (the batch stopped)"
+        return state
+
+    @property
+    def users(self) -> dict[str, dict[str, Any]]:
+        """UPN -> user record (insertion order = roster order)."""
+        users: dict[str, dict[str, Any]] = self.doc["users"]
+        return users
+
+    def save(self) -> None:
+        """Write the whole state atomically (0600: it names who holds which key)."""
+        with self.lock:
+            self.doc["updated"] = now_iso()
+            atomic_write(self.path, (json.dumps(self.doc, indent=2) + "\n").encode())
+
+    def find(self, upn: str) -> dict[str, Any] | None:
+        """The user record for *upn* (UPNs compare case-insensitively, as in Entra)."""
+        key = upn.casefold()
+        return next((u for u in self.users.values() if u["upn"].casefold() == key), None)
+
+    def merge_roster(self, roster: str, rows: list[RosterRow]) -> None:
+        """Bring the roster into the state. Users already started keep their record (their
+        key is bound); pending users take the roster's current options; rows no longer in
+        the roster are kept but never enrolled."""
+        with self.lock:
+            self.doc["roster"] = roster
+            self.doc["invalid_rows"] = [{"row": r.row, "upn": r.upn, "error": r.error}
+                                        for r in rows if r.error]
+            present = set()
+            for row in rows:
+                if row.error:
+                    continue
+                present.add(row.upn.casefold())
+                user = self.find(row.upn)
+                if user is None:
+                    self.users[row.upn] = {
+                        "upn": row.upn, "row": row.row, "options": row.options_json(),
+                        "in_roster": True, "status": PENDING, "serial": None, "reader": None,
+                        "attempts": 0, "steps": [], "last_step": None, "error": None,
+                        "started": None, "finished": None, "certificate": None,
+                        "certificate_user_ids": [], "pin_letter": None, "history": []}
+                elif user["status"] == PENDING:
+                    user["row"] = row.row
+                    user["options"] = row.options_json()
+            for user in self.users.values():
+                user["in_roster"] = user["upn"].casefold() in present
+            self.save()
+
+    def bound_to(self, serial: int) -> dict[str, Any] | None:
+        """The user whose enrollment is (or was) on the key with *serial*."""
+        return next((u for u in self.users.values()
+                     if u["serial"] == serial and u["status"] != REASSIGNED), None)
+
+    def next_pending(self, serial: int) -> dict[str, Any] | None:
+        """The user for a free key: one pinned to *serial* first, else the first pending user
+        pinned to no key (roster order)."""
+        pending = [u for u in self.users.values()
+                   if u["status"] == PENDING and u["in_roster"]]
+        pinned = next((u for u in pending if u["options"].get("serial") == serial), None)
+        if pinned is not None:
+            return pinned
+        return next((u for u in pending if u["options"].get("serial") is None), None)
+
+    def open_users(self) -> list[dict[str, Any]]:
+        """Roster users not yet in a final state."""
+        return [u for u in self.users.values() if u["in_roster"] and u["status"] not in FINAL]
+
+    def counts(self) -> dict[str, int]:
+        """Users per status, plus the invalid roster rows."""
+        out = {s: 0 for s in (PENDING, ENROLLING, INCOMPLETE, DONE, FAILED, REASSIGNED)}
+        for u in self.users.values():
+            if u["in_roster"] or u["status"] in FINAL:
+                out[u["status"]] += 1
+        out["invalid"] = len(self.doc["invalid_rows"])
+        return out
