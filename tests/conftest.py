@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -12,13 +13,14 @@ from tests.simcards import MakeSession, new_session
 
 @pytest.fixture
 def make_session() -> Iterator[MakeSession]:
-    """Factory: ``make_session(firmware=(5,7,1), generic=False)`` -> a PivSession on a fresh
-    in-process virtual card."""
+    """Factory: ``make_session(firmware=None, generic=False, profile=None)`` -> a PivSession
+    on a fresh in-process virtual card (a YubiKey 5.7.1 by default)."""
     opened: list[PivSession] = []
 
-    def make(firmware: tuple[int, int, int] = (5, 7, 1), generic: bool = False,
-             serial: int = 12345678) -> PivSession:
-        s = new_session(firmware, generic, serial)
+    def make(firmware: tuple[int, int, int] | None = None, generic: bool = False,
+             serial: int = 12345678, profile: str | None = None,
+             **state: Any) -> PivSession:
+        s = new_session(firmware, generic, serial, profile, **state)
         opened.append(s)
         return s
 

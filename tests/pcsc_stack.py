@@ -23,8 +23,8 @@ Fixtures
     refcounted stack, started once and stopped (by PID) after the last user.
 
 ``vcard_factory`` (function)
-    ``vcard_factory(firmware=(5, 7, 1), generic=False, serial=None, state=None)`` creates a
-    fresh state file (``new_card_state`` + ``save_state``), starts
+    ``vcard_factory(firmware=None, generic=False, serial=None, state=None, profile=None)``
+    creates a fresh state file (``new_card_state`` + ``save_state``), starts
     ``python -m pivtool.sim.vpcd`` on a free reader and waits until pcscd reports the card
     present. Returns a :class:`VirtualCardProcess` (``.reader``, ``.serial``,
     ``.state_path``, ``.kill()``, ``.start()``). Teardown kills exactly those PIDs.
@@ -487,7 +487,7 @@ def card_factory(stack: PcscStack, directory: Path) -> Iterator[VCardFactory]:
     made: list[VirtualCardProcess] = []
 
     def make(
-        firmware: tuple[int, int, int] = (5, 7, 1),
+        firmware: tuple[int, int, int] | None = None,
         generic: bool = False,
         serial: int | None = None,
         state: Any = None,
@@ -502,7 +502,9 @@ def card_factory(stack: PcscStack, directory: Path) -> Iterator[VCardFactory]:
         vreader = stack.acquire_reader(yubico=yubico_reader)
         path = directory / f"card-{len(made)}-{vreader.port}.json"
         save_state(state, path)
-        card = VirtualCardProcess(stack, vreader, path, None if generic else state.serial)
+        # The serial a client can read (GET SERIAL), None where the card cannot tell.
+        readable = state.kind.knows_ins(0xF8) and state.firmware >= (5, 0, 0)
+        card = VirtualCardProcess(stack, vreader, path, state.serial if readable else None)
         made.append(card)
         if start:
             card.start()
@@ -531,7 +533,8 @@ def pcsc_stack() -> Iterator[PcscStack]:
 
 @pytest.fixture
 def vcard_factory(pcsc_stack: PcscStack, tmp_path: Path) -> Iterator[VCardFactory]:
-    """Make virtual cards behind pcscd: ``vcard_factory(firmware=..., generic=...)``."""
+    """Make virtual cards behind pcscd: ``vcard_factory(firmware=..., generic=...)`` or
+    ``vcard_factory(profile="yubikey-neo")``."""
     with card_factory(pcsc_stack, tmp_path) as make:
         yield make
 

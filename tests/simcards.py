@@ -10,15 +10,20 @@ from pivtool.connect import SimLink
 from pivtool.piv.session import PivSession
 from pivtool.sim.attach import SimConnection
 from pivtool.sim.card import VirtualCard
+from pivtool.sim.consts import MgmtKeyType
 from pivtool.sim.state import CardState, load_state, new_card_state
 
 MakeSession = Callable[..., PivSession]
 
 
-def new_session(firmware: tuple[int, int, int] = (5, 7, 1), generic: bool = False,
-                serial: int = 12345678) -> PivSession:
-    """A PivSession on a fresh in-process virtual card."""
-    card = VirtualCard(new_card_state(firmware=firmware, serial=serial, generic=generic))
+def new_session(firmware: tuple[int, int, int] | None = None, generic: bool = False,
+                serial: int = 12345678, profile: str | None = None,
+                **state: Any) -> PivSession:
+    """A PivSession on a fresh in-process virtual card (a YubiKey 5.7.1 unless *profile*,
+    *generic* or *firmware* say otherwise; see ``pivtool.sim.profiles``). *state*: more
+    ``new_card_state`` arguments."""
+    card = VirtualCard(new_card_state(firmware=firmware, serial=serial, generic=generic,
+                                      profile=profile, **state))
     return PivSession(SimLink(SimConnection(card)))
 
 
@@ -61,3 +66,7 @@ def reconnect(session: PivSession) -> PivSession:
     conn = open_reader(substring)
     PCSC_CARDS[id(conn)] = (substring, path, conn)
     return PivSession(conn)
+
+#: For tests of a generic card whose 9B key is 3DES (many PIV cards in the field); the
+#: ``generic`` profile's own factory key is AES-192 (tests/diversity covers that card).
+TDES_9B = MgmtKeyType.TDES

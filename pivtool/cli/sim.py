@@ -13,37 +13,69 @@ def sim() -> None:
     """Create and serve virtual YubiKeys (a PIV card emulator with real cryptography)."""
 
 
+def _profile_help() -> str:
+    # The profile table lives in the emulator; importing it is cheap (no cryptography).
+    from ..sim.profiles import PROFILES
+
+    return "Kind of card: " + "; ".join(f"{p.name}: {p.summary}" for p in PROFILES.values())
+
+
+def _profile_names() -> list[str]:
+    from ..sim.profiles import PROFILES
+
+    return list(PROFILES)
+
+
 @sim.command("create")
 @click.argument("state_file", type=click.Path(dir_okay=False))
-@click.option("--firmware", default="5.7.1", show_default=True, metavar="X.Y.Z",
-              help="Firmware version to emulate (e.g. 5.4.3 for a 3DES default key).")
+@click.option("--profile", type=click.Choice(_profile_names()), default=None,
+              help=_profile_help() + ".  [default: yubikey-5.7]")
+@click.option("--firmware", default=None, metavar="X.Y.Z",
+              help="Firmware version to emulate (e.g. 5.4.3 for a 3DES default key); alone it "
+                   "picks the matching YubiKey profile, with --profile it overrides that "
+                   "profile's version.")
 @click.option("--serial", type=int, default=None, help="Serial number (random if omitted).")
 @click.option("--generic", is_flag=True,
-              help="A generic PIV card without YubiKey extensions.")
+              help="A generic PIV card without YubiKey extensions (= --profile generic).")
 @click.option("--force", is_flag=True, help="Overwrite an existing state file.")
 @json_option
 @pass_ctx
-def create(obj: CliContext, state_file: str, firmware: str, serial: int | None,
-           generic: bool, force: bool) -> None:
-    """Make a factory-fresh virtual YubiKey in STATE_FILE (mode 0600)."""
+def create(obj: CliContext, state_file: str, profile: str | None, firmware: str | None,
+           serial: int | None, generic: bool, force: bool) -> None:
+    """Make a factory-fresh virtual card (a YubiKey unless --profile says otherwise) in
+    STATE_FILE (mode 0600)."""
     import os
 
     from ..core.errors import UsageError
     from ..piv.version import Version
     from ..sim.state import new_card_state, save_state
 
-    try:
-        fw = Version.parse(firmware)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    fw: tuple[int, int, int] | None = None
+    if firmware is not None:
+        try:
+            v = Version.parse(firmware)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        fw = (v.major, v.minor, v.patch)
+    if generic and profile not in (None, "generic"):
+        raise UsageError(f"--generic contradicts --profile {profile}")
+    if generic and fw is not None:
+        raise UsageError("--firmware has no meaning for a generic PIV card (it has no "
+                         "firmware version to report)")
     if os.path.exists(state_file) and not force:
         raise UsageError(f"{state_file} exists; use --force to replace that virtual card")
-    state = new_card_state(firmware=(fw.major, fw.minor, fw.patch), serial=serial, generic=generic)
+    state = new_card_state(firmware=fw, serial=serial, generic=generic, profile=profile)
     save_state(state, state_file)
+    kind = state.kind
+    version = ".".join(str(n) for n in state.firmware)
+    what = {"generic": "PIV card", "yubikey-compatible": f"YubiKey-compatible card ({version})",
+            "yubikey-neo": f"YubiKey NEO (PIV applet {version})"}.get(
+        kind.name, f"YubiKey {version}")
     obj.emit({"schema": "pivtool.sim-create/1", "state_file": state_file,
-              "firmware": str(fw), "serial": state.serial, "generic": generic},
-             f"Created virtual {'PIV card' if generic else 'YubiKey ' + str(fw)}"
-             f" serial {state.serial} in {state_file}")
+              "profile": kind.name,
+              "firmware": None if state.generic else version, "serial": state.serial,
+              "generic": state.generic},
+             f"Created virtual {what} serial {state.serial} in {state_file}")
 
 
 @sim.command("serve")
@@ -53,9 +85,10 @@ def create(obj: CliContext, state_file: str, firmware: str, serial: int | None,
 @click.option("--host", default="127.0.0.1", show_default=True, help="vpcd host.")
 @click.option("--interface", type=click.Choice(["nfc", "usb"]), default="nfc",
               show_default=True,
-              help="Which YubiKey ATR to present. ykman takes any reader not named "
-                   "'Yubico YubiKey' for an NFC reader and refuses a USB ATR there, so the "
-                   "plain vpcd readers want nfc; use usb behind a reader named 'Yubico "
+              help="Which of the profile's ATRs to present (a YubiKey's contact or "
+                   "contactless one; other cards have one ATR). ykman takes any reader not "
+                   "named 'Yubico YubiKey' for an NFC reader and refuses a USB ATR there, so "
+                   "the plain vpcd readers want nfc; use usb behind a reader named 'Yubico "
                    "YubiKey ...'.")
 @click.option("--fail-at", type=click.IntRange(min=1), metavar="N",
               help="Fault injection (testing): fail the N-th command APDU, once.")

@@ -19,34 +19,13 @@ from .apdu import Command, Sw, SwError, parse_apdu
 from .consts import MAX_COMMAND_BUFFER, MGMT_AID, PIV_AID
 from .management import ManagementApplet
 from .piv_applet import INS_PUT_DATA, PivApplet
+from .profiles import ATR_GENERIC_PIV, ATR_YUBIKEY5_NFC, ATR_YUBIKEY5_USB, Profile
 from .state import CardState, new_card_state
+
+__all__ = ["ATR_GENERIC_PIV", "ATR_YUBIKEY5_NFC", "ATR_YUBIKEY5_USB", "VirtualCard"]
 
 INS_SELECT = 0xA4
 INS_GET_RESPONSE = 0xC0
-
-# ATRs. The contact ATR of a YubiKey 5 NFC on USB; its historical bytes carry the
-# compact-TLV "YubiKey" name OpenSC's PIV driver keys its YubiKey handling on.
-ATR_YUBIKEY5_USB = bytes.fromhex("3BFD1300008131FE158073C021C057597562694B657940")
-# The same key on a contactless reader (PC/SC part 3 ATR built from the historical
-# bytes). ykman decides USB vs NFC from ATR[1]: with a reader name that is not
-# "Yubico YubiKey ..." (e.g. vpcd's "Virtual PCD 00 00") ykman's read_info only works
-# when the ATR looks contactless, because a USB-looking one makes it demand a USB PID.
-ATR_YUBIKEY5_NFC = bytes.fromhex("3B8D80018073C021C057597562694B6579F9")
-
-
-def _generic_atr() -> bytes:
-    # A plain PIV card: T=1 contact ATR whose historical bytes are not compact-TLV
-    # (first byte != 0x80) and not "Yubikey...", and which is in no OpenSC ATR table,
-    # so OpenSC treats it as SC_CARD_TYPE_PIV_II_GENERIC (no PIVKey quirks).
-    hist = b"pivtoolPIV"
-    body = bytes([0xF0 | len(hist), 0x13, 0x00, 0x00, 0x81, 0x31, 0xFE, 0x15]) + hist
-    tck = 0
-    for b in body:
-        tck ^= b
-    return b"\x3b" + body + bytes([tck])
-
-
-ATR_GENERIC_PIV = _generic_atr()
 
 # yubikit's _MaxApduSize: the longest APDU a YubiKey 4.0-4.2 / 4.3+ takes over USB CCID.
 MAX_APDU_YK4 = 2038
@@ -90,15 +69,22 @@ class VirtualCard:
     # --- public API -------------------------------------------------------------------
 
     @property
+    def profile(self) -> Profile:
+        """What kind of card this is (see :mod:`.profiles`)."""
+        return self.state.kind
+
+    @property
     def atr(self) -> bytes:
-        """The ATR the card presents (depends on generic mode and ``state.interface``)."""
-        if self.state.generic:
-            return ATR_GENERIC_PIV
-        return ATR_YUBIKEY5_NFC if self.state.interface == "nfc" else ATR_YUBIKEY5_USB
+        """The ATR the card presents (depends on the profile and ``state.interface``)."""
+        kind = self.profile
+        return kind.atr_nfc if self.state.interface == "nfc" else kind.atr_usb
 
     @property
     def max_extended_apdu(self) -> int:
-        """Longest extended APDU (in bytes) the key takes: 3062 from 4.3, 2038 before."""
+        """Longest extended APDU (in bytes) the card takes: the profile's limit, else a
+        YubiKey's: 3062 from 4.3, 2038 before."""
+        if self.profile.max_apdu is not None:
+            return self.profile.max_apdu
         return MAX_APDU_YK4_3 if self.state.firmware >= (4, 3, 0) else MAX_APDU_YK4
 
     def power_cycle(self) -> None:
@@ -153,7 +139,9 @@ class VirtualCard:
         if cmd.cla & ~0x10 & 0xFF:
             # No secure messaging, no proprietary class on this applet.
             raise SwError(Sw.CLA_NOT_SUPPORTED)
-        if cmd.extended and not self.state.generic and len(apdu) > self.max_extended_apdu:
+        if cmd.extended and (not self.profile.extended_apdu
+                             or len(apdu) > self.max_extended_apdu):
+            # A short-APDU-only card answers an extended one with "wrong length" (6700).
             # A YubiKey's USB CCID message holds at most 3062 APDU bytes (2038 before 4.3;
             # yubikit's _MaxApduSize). A real reader stack refuses a longer one before the
             # key sees it; the emulator answers "wrong length" so a client cannot rely on it.
@@ -230,7 +218,7 @@ class VirtualCard:
         target: str | None = None
         if 5 <= len(aid) <= len(PIV_AID) and PIV_AID.startswith(aid):
             target = APPLET_PIV
-        elif aid == MGMT_AID and not self.state.generic:
+        elif aid == MGMT_AID and self.profile.management != "absent":
             target = APPLET_MGMT
         if target is None:
             # OTP, OATH, OpenPGP, FIDO, ... are not emulated; a YubiKey with those

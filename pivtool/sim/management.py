@@ -61,10 +61,18 @@ class ManagementApplet:
         }
 
     def select(self) -> bytes:
-        """SELECT answer: the firmware version as text, e.g. ``b"5.7.1"``."""
+        """SELECT answer: the firmware version as text, e.g. ``b"5.7.1"`` (a NEO: its
+        device firmware, e.g. ``b"3.4.9"``, not the PIV applet's version)."""
+        kind = self.card.profile
+        if kind.management_version:
+            return kind.management_version.encode("ascii")
         return ".".join(str(v) for v in self.card.state.firmware).encode("ascii")
 
     def dispatch(self, cmd: Command) -> bytes:
+        if self.card.profile.management != "yubikey":
+            # A NEO's management applet has no READ CONFIG (yubikit reads it from 4.1 on
+            # and talks to the OTP applet on a NEO).
+            raise SwError(Sw.INS_NOT_SUPPORTED)
         handler = self.handlers.get(cmd.ins)
         if handler is None:
             raise SwError(Sw.INS_NOT_SUPPORTED)

@@ -34,7 +34,6 @@ from .consts import (
     DEFAULT_PIN,
     DEFAULT_PIN_POLICY,
     DEFAULT_PUK,
-    KEY_SLOTS,
     MAX_OBJECT_SIZE,
     OBJ_BIT_GROUP,
     OBJ_DISCOVERY,
@@ -161,6 +160,11 @@ class PivApplet:
     def fw(self) -> tuple[int, int, int]:
         return self.card.state.firmware
 
+    @property
+    def slots(self) -> frozenset[int]:
+        """The key references this card's applet has."""
+        return self.card.profile.key_slots
+
     def select(self) -> bytes:
         """SELECT of the PIV AID: the application property template."""
         return SELECT_RESPONSE
@@ -170,7 +174,9 @@ class PivApplet:
 
     def dispatch(self, cmd: Command) -> bytes:
         """Run one (de-chained) command."""
-        if self.card.state.generic and cmd.ins in YUBICO_INS:
+        if cmd.ins in YUBICO_INS and not self.card.profile.knows_ins(cmd.ins):
+            # A card that is not a YubiKey (or an applet without this extension) does not
+            # know the instruction at all.
             raise SwError(Sw.INS_NOT_SUPPORTED)
         handler = self.handlers.get(cmd.ins)
         if handler is None:
@@ -254,8 +260,13 @@ class PivApplet:
     def verify(self, cmd: Command) -> bytes:
         """VERIFY (20): PIN check, retry query (no data) or logout (P1=FF)."""
         if cmd.p2 == SLOT_BIO:
-            # Not a YubiKey Bio: yubikit maps 6A88 to "biometrics not supported".
-            raise SwError(Sw.REFERENCE_NOT_FOUND)
+            # Not a YubiKey Bio: yubikit maps 6A88 to "biometrics not supported" (a
+            # third-party applet may say 6A86 instead).
+            raise SwError(self.card.profile.unknown_reference_sw)
+        if cmd.p2 == REF_PUK and self.card.profile.verify_puk_sw is not None:
+            # SP 800-73-4 lets a card refuse VERIFY of the PUK: its tries are then only
+            # learnt by spending one (63Cx of RESET RETRY COUNTER / CHANGE REFERENCE).
+            raise SwError(self.card.profile.verify_puk_sw)
         if cmd.p2 != REF_PIN or cmd.p1 not in (0x00, 0xFF):
             raise SwError(Sw.INCORRECT_P1P2)
         if cmd.p1 == 0xFF:
@@ -427,7 +438,7 @@ class PivApplet:
         slot = cmd.p2
         # Yubico ("Authenticate: sign"): the f9 attestation key signs the attestation
         # statements it creates and nothing else.
-        if slot not in KEY_SLOTS or slot == SLOT_ATTESTATION:
+        if slot not in self.slots or slot == SLOT_ATTESTATION:
             raise SwError(Sw.INCORRECT_P1P2)
         st = self.card.state
         slot_key = st.keys.get(slot)
@@ -478,8 +489,18 @@ class PivApplet:
 
     # --- key management ---------------------------------------------------------------
 
-    def _check_key_support(self, key_type: KeyType, pin: int, touch: int) -> None:
-        if self.fw < key_type.min_firmware:
+    def _check_key_support(self, slot: int, key_type: KeyType, pin: int, touch: int,
+                           policy_tags: bool) -> None:
+        kind = self.card.profile
+        if kind.slot_algorithms is not None:
+            # A card with per-slot limits refuses other algorithms in that slot: "the card
+            # refuses this algorithm in this slot" (6A80 on GENERATE).
+            if key_type not in kind.slot_algorithms.get(slot, frozenset()):
+                raise SwError(Sw.INCORRECT_DATA)
+        elif self.fw < key_type.min_firmware:
+            raise SwError(Sw.INCORRECT_DATA)
+        if policy_tags and not kind.policies:
+            # PIN/touch policies (tags AA/AB) are YubiKey 4+ extensions.
             raise SwError(Sw.INCORRECT_DATA)
         if pin not in (0, 1, 2, 3, 4, 5) or touch not in (0, 1, 2, 3):
             raise SwError(Sw.INCORRECT_DATA)
@@ -512,7 +533,7 @@ class PivApplet:
 
     def generate(self, cmd: Command) -> bytes:
         """GENERATE ASYMMETRIC KEY PAIR (47): template AC {80 alg, AA pin, AB touch}."""
-        if cmd.p1 != 0x00 or cmd.p2 not in KEY_SLOTS:
+        if cmd.p1 != 0x00 or cmd.p2 not in self.slots:
             raise SwError(Sw.INCORRECT_P1P2)
         self._require_mgmt()
         try:
@@ -522,7 +543,8 @@ class PivApplet:
             touch = template.get(0xAB, b"\x00")[0]
         except (TlvError, KeyError, IndexError, ValueError):
             raise SwError(Sw.INCORRECT_DATA) from None
-        self._check_key_support(key_type, pin, touch)
+        self._check_key_support(cmd.p2, key_type, pin, touch,
+                                0xAA in template or 0xAB in template)
         key = keyops.generate(key_type)
         self._store_key(cmd.p2, key, key_type, pin, touch, Origin.GENERATED)
         self.card.log(f"key generated in slot {slot_name(cmd.p2)} ({key_type.name})")
@@ -530,7 +552,7 @@ class PivApplet:
 
     def import_key(self, cmd: Command) -> bytes:
         """IMPORT KEY (FE): P1 algorithm, P2 slot; key TLVs 01-08, AA pin, AB touch."""
-        if cmd.p2 not in KEY_SLOTS:
+        if cmd.p2 not in self.slots:
             raise SwError(Sw.INCORRECT_P1P2)
         self._require_mgmt()
         try:
@@ -543,7 +565,8 @@ class PivApplet:
             touch = fields.get(0xAB, b"\x00")[0]
         except (TlvError, IndexError):
             raise SwError(Sw.INCORRECT_DATA) from None
-        self._check_key_support(key_type, pin, touch)
+        self._check_key_support(cmd.p2, key_type, pin, touch,
+                                0xAA in fields or 0xAB in fields)
         key = keyops.import_key(key_type, fields)
         self._store_key(cmd.p2, key, key_type, pin, touch, Origin.IMPORTED)
         self.card.log(f"key imported into slot {slot_name(cmd.p2)} ({key_type.name})")
@@ -555,9 +578,9 @@ class PivApplet:
         src, dst = cmd.p2, cmd.p1
         # Yubico (.NET SDK MoveKey/DeleteKey docs): any key, the attestation key included,
         # can be deleted; only a move may not take the attestation key out of f9.
-        if src not in KEY_SLOTS or (dst != 0xFF and src == SLOT_ATTESTATION):
+        if src not in self.slots or (dst != 0xFF and src == SLOT_ATTESTATION):
             raise SwError(Sw.INCORRECT_P1P2)
-        if dst != 0xFF and (dst not in KEY_SLOTS or dst in (SLOT_ATTESTATION, src)):
+        if dst != 0xFF and (dst not in self.slots or dst in (SLOT_ATTESTATION, src)):
             raise SwError(Sw.INCORRECT_P1P2)
         self._require_mgmt()
         st = self.card.state
@@ -580,13 +603,16 @@ class PivApplet:
         """ATTEST (F9, 4.3+): certificate for a key generated in slot P1, signed by f9."""
         self._require_fw((4, 3, 0))
         slot = cmd.p1
-        if slot not in KEY_SLOTS or slot == SLOT_ATTESTATION or cmd.p2 != 0:
+        if slot not in self.slots or slot == SLOT_ATTESTATION or cmd.p2 != 0:
             raise SwError(Sw.INCORRECT_P1P2)
         st = self.card.state
         slot_key = st.keys.get(slot)
         f9 = st.keys.get(SLOT_ATTESTATION)
-        # Imported keys cannot be attested: that is the whole point of attestation.
-        if slot_key is None or slot_key.origin != Origin.GENERATED or f9 is None:
+        # Imported keys cannot be attested on a YubiKey: that is the whole point of
+        # attestation. Some third-party applets attest whatever the slot holds.
+        imported_ok = self.card.profile.attest_imported
+        if slot_key is None or f9 is None or (
+                slot_key.origin != Origin.GENERATED and not imported_ok):
             raise SwError(Sw.INCORRECT_DATA)
         key = self._load(slot_key)
         cert_obj = st.objects.get(0x5FFF01)
@@ -709,15 +735,27 @@ class PivApplet:
                 + tlv(0x02, bytes([PinPolicy.NEVER, st.mgmt_touch_policy]))
                 + tlv(0x05, b"\x01" if is_default else b"\x00")
             )
+        kind = self.card.profile
         slot_key = st.keys.get(ref)
-        if ref not in KEY_SLOTS or slot_key is None:
-            # Unknown reference, empty slot, or the Bio reference 96 on a non-Bio key.
+        if ref not in self.slots:
+            # Unknown reference, or the Bio reference 96 on a non-Bio key.
+            raise SwError(kind.unknown_reference_sw)
+        if slot_key is None:
+            if kind.metadata_empty_template:
+                # Third-party applets: "empty" is a template with the slot's default
+                # policies and origin 0, and no algorithm.
+                pin = DEFAULT_PIN_POLICY.get(ref, PinPolicy.ONCE)
+                return tlv(0x02, bytes([pin, TouchPolicy.NEVER])) + tlv(0x03, b"\x00")
             raise SwError(Sw.REFERENCE_NOT_FOUND)
+        if slot_key.origin == Origin.IMPORTED and kind.metadata_imported_sw is not None:
+            raise SwError(kind.metadata_imported_sw)
+        origin = kind.generated_origin if slot_key.origin == Origin.GENERATED \
+            else slot_key.origin
         key = self._load(slot_key)
         return (
             tlv(0x01, bytes([slot_key.algorithm]))
             + tlv(0x02, bytes([slot_key.pin_policy, slot_key.touch_policy]))
-            + tlv(0x03, bytes([slot_key.origin]))
+            + tlv(0x03, bytes([origin]))
             + tlv(0x04, keyops.public_key_tlvs(key))
         )
 

@@ -35,6 +35,7 @@ from .consts import (
     PinPolicy,
     TouchPolicy,
 )
+from .profiles import DEFAULT_PROFILE, PROFILES, Profile, get_profile, profile_for
 from .tlv import tlv
 
 FORMAT_NAME = "pivtool-sim-state"
@@ -65,7 +66,9 @@ class CardState:
     firmware: tuple[int, int, int]
     serial: int
     form_factor: int = FormFactor.USB_A_KEYCHAIN
-    generic: bool = False
+    # Which kind of card this is (a name in profiles.PROFILES): what it answers to which
+    # command. State files from before profiles existed load as "generic" or by firmware.
+    profile: str = DEFAULT_PROFILE
     # Which ATR the card presents: "usb" (contact ATR of a YubiKey 5 NFC plugged in) or
     # "nfc" (the same key on a contactless reader). See card.py for why it matters.
     interface: str = "usb"
@@ -83,32 +86,49 @@ class CardState:
     attestation_root_key_pem: str = ""
     attestation_root_cert: bytes = b""
 
+    @property
+    def kind(self) -> Profile:
+        """The card's :class:`~pivtool.sim.profiles.Profile`."""
+        return get_profile(self.profile)
+
+    @property
+    def generic(self) -> bool:
+        """True for a card without any YubiKey extension (the ``generic`` profile)."""
+        return not self.kind.yubico_ins
+
     def __repr__(self) -> str:
         # Never show secrets in a repr (tracebacks, debug logs, pytest assertion output).
         return (
-            f"CardState(firmware={self.firmware}, serial={self.serial}, "
-            f"generic={self.generic}, keys={sorted(f'{s:02x}' for s in self.keys)}, "
+            f"CardState(profile={self.profile}, firmware={self.firmware}, "
+            f"serial={self.serial}, keys={sorted(f'{s:02x}' for s in self.keys)}, "
             f"objects={sorted(f'{t:x}' for t in self.objects)})"
         )
 
 
-def default_mgmt_key_type(firmware: tuple[int, int, int], generic: bool) -> MgmtKeyType:
-    """Factory management key algorithm: AES-192 from YubiKey 5.7, 3DES before."""
-    if not generic and firmware >= (5, 7, 0):
-        return MgmtKeyType.AES192
-    return MgmtKeyType.TDES
-
-
 def new_card_state(
-    firmware: tuple[int, int, int] = (5, 7, 1),
+    firmware: tuple[int, int, int] | None = None,
     serial: int | None = None,
     generic: bool = False,
     form_factor: int = FormFactor.USB_A_KEYCHAIN,
     interface: str = "usb",
+    profile: str | None = None,
+    mgmt_key_type: MgmtKeyType | None = None,
 ) -> CardState:
-    """A factory-fresh card: default PIN/PUK/management key, 3/3 retries, f9 provisioned."""
+    """A factory-fresh card: default PIN/PUK/management key, 3/3 retries, f9 provisioned
+    (on cards that have attestation).
+
+    *profile* names the kind of card (``profiles.PROFILES``); without it, *generic* and
+    *firmware* choose one (the old switches). *firmware* overrides the profile's own.
+    *mgmt_key_type* overrides the profile's factory management key algorithm."""
     if interface not in INTERFACES:
         raise ValueError(f"interface must be one of {INTERFACES}")
+    if profile is None:
+        profile = profile_for(firmware or PROFILES[DEFAULT_PROFILE].firmware, generic)
+    elif generic and profile != "generic":
+        raise ValueError("generic=True contradicts profile " + repr(profile))
+    kind = get_profile(profile)
+    if firmware is None:
+        firmware = kind.firmware
     if len(firmware) != 3 or not all(0 <= v <= 255 for v in firmware):
         raise ValueError("firmware must be three numbers 0-255")
     if serial is None:
@@ -117,11 +137,11 @@ def new_card_state(
         firmware=(firmware[0], firmware[1], firmware[2]),
         serial=serial,
         form_factor=int(form_factor),
-        generic=generic,
+        profile=profile,
         interface=interface,
-        mgmt_key_type=default_mgmt_key_type(firmware, generic),
+        mgmt_key_type=mgmt_key_type or kind.default_mgmt_key_type(firmware),
     )
-    if not generic:
+    if kind.attestation_key:
         root_key, root_cert, f9_key, f9_cert = make_attestation_pki(serial)
         state.attestation_root_key_pem = root_key
         state.attestation_root_cert = root_cert
@@ -150,7 +170,7 @@ def factory_reset(state: CardState) -> None:
     state.pin_retries_total = state.pin_retries_left = DEFAULT_RETRIES
     state.puk_retries_total = state.puk_retries_left = DEFAULT_RETRIES
     state.mgmt_key = DEFAULT_MGMT_KEY
-    state.mgmt_key_type = default_mgmt_key_type(state.firmware, state.generic)
+    state.mgmt_key_type = state.kind.default_mgmt_key_type(state.firmware)
     state.mgmt_touch_policy = TouchPolicy.NEVER
     # Yubico: "The attestation key and certificate in slot f9 are not modified by a reset."
     state.keys = {s: k for s, k in state.keys.items() if s == SLOT_ATTESTATION}
@@ -168,6 +188,8 @@ def state_to_json(state: CardState) -> dict[str, Any]:
         "firmware": list(state.firmware),
         "serial": state.serial,
         "form_factor": state.form_factor,
+        "profile": state.profile,
+        # Still written for readers that predate profiles.
         "generic": state.generic,
         "interface": state.interface,
         "pin": state.pin.hex(),
@@ -226,11 +248,16 @@ def state_from_json(d: Any) -> CardState:
         interface = d.get("interface", "usb")
         if interface not in INTERFACES:
             raise SimStateError("field 'interface' malformed")
+        firmware = (fw[0], fw[1], fw[2])
+        # Files written before profiles existed carry only "generic" and the firmware.
+        profile = d.get("profile") or profile_for(firmware, bool(d["generic"]))
+        if profile not in PROFILES:
+            raise SimStateError(f"unknown card profile {profile!r} in state file")
         return CardState(
-            firmware=(fw[0], fw[1], fw[2]),
+            firmware=firmware,
             serial=_int(d, "serial", 0, 0xFFFFFFFF),
             form_factor=_int(d, "form_factor", 0, 255),
-            generic=bool(d["generic"]),
+            profile=profile,
             interface=interface,
             pin=bytes.fromhex(d["pin"]),
             puk=bytes.fromhex(d["puk"]),

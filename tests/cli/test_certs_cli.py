@@ -17,6 +17,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pivtool.piv.constants import Slot
 from tests.cli.clihelp import make_card, run, run_json, session
+from tests.simcards import TDES_9B
 
 PIN = {"PIVTOOL_PIN": "123456"}
 UPN_OID = x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
@@ -315,7 +316,7 @@ def test_import_size_limit_checked_before_card(tmp_path: Path) -> None:
 
 
 def test_import_on_generic_card_needs_force(tmp_path: Path) -> None:
-    card, pub = _card_with_key(tmp_path, generic=True)
+    card, pub = _card_with_key(tmp_path, generic=True, mgmt_key_type=TDES_9B)
     cert = _write_pem(tmp_path / "c.pem", _issue(pub))
     before = card.read_bytes()
     r = run(card, "certs", "import", "9a", str(cert))

@@ -16,6 +16,7 @@ from cryptography.x509.oid import NameOID
 from pivtool.core.errors import NotFoundError
 from pivtool.piv.constants import ObjectId, Slot
 from tests.cli.clihelp import make_card, run, run_json, session
+from tests.simcards import TDES_9B
 
 PIN = {"PIVTOOL_PIN": "123456"}
 PFX_PASS = "pfx-S3cret-Zebra"
@@ -122,7 +123,7 @@ def test_algorithm_not_in_firmware_leaves_card_untouched(tmp_path: Path) -> None
 
 
 def test_generate_on_generic_card(tmp_path: Path) -> None:
-    card = make_card(tmp_path, generic=True)
+    card = make_card(tmp_path, generic=True, mgmt_key_type=TDES_9B)
     r = run(card, "keys", "generate", "9a", "-a", "eccp256", "-o", str(tmp_path / "p.pem"))
     assert r.exit_code == 0, r.output
     assert "cannot report slot keys" in r.stdout

@@ -7,6 +7,7 @@ from pathlib import Path
 from pivtool.piv.constants import ObjectId
 from pivtool.piv.objects import Chuid, ccc_card_id
 from tests.cli.clihelp import make_card, run, run_json, session
+from tests.simcards import TDES_9B
 
 
 def _get(card: Path, oid: int) -> bytes:
@@ -126,6 +127,6 @@ def test_object_errors(tmp_path: Path) -> None:
 
 
 def test_generic_card_objects(tmp_path: Path) -> None:
-    card = make_card(tmp_path, generic=True)
+    card = make_card(tmp_path, generic=True, mgmt_key_type=TDES_9B)
     new = run_json(card, "objects", "chuid", "--generate")
     assert run_json(card, "objects", "chuid")["guid"] == new["guid"]

@@ -20,6 +20,7 @@ from pivtool.piv.constants import Slot
 from pivtool.workflows.auth import StaticPrompter
 from pivtool.workflows.recover import Recoverer, RecoverOptions
 from tests.cli.clihelp import make_card, run, run_json, session
+from tests.simcards import TDES_9B
 
 PIN, PUK = "24681357", "86427531"
 NEW = {"PIVTOOL_NEW_PIN": PIN, "PIVTOOL_NEW_PUK": PUK}
@@ -316,9 +317,7 @@ def test_tampered_escrow_detected(tmp_path: Path, ca: Path) -> None:
 # --- generic card -----------------------------------------------------------------------
 
 def test_generic_card_explains_issuer(tmp_path: Path, ca: Path) -> None:
-    card = tmp_path / "generic.json"
-    r = run(None, "sim", "create", str(card), "--generic")
-    assert r.exit_code == 0, r.output
+    card = make_card(tmp_path, "generic.json", generic=True, mgmt_key_type=TDES_9B)
     r = run(card, "enroll", "--upn", UPN, "--ca", str(ca), env={"PIVTOOL_PIN": "123456"})
     assert r.exit_code == 0, r.output
     old = cert_9a(card)

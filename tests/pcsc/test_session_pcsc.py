@@ -21,9 +21,11 @@ from tests.piv.test_session_sim import *  # noqa: E402, F403  (re-run every sess
 def make_session(vcard_factory: Any) -> Iterator[MakeSession]:
     """Like the in-process factory, but the card is served through pcscd."""
 
-    def make(firmware: tuple[int, int, int] = (5, 7, 1), generic: bool = False,
-             serial: int = 12345678) -> PivSession:
-        proc = vcard_factory(firmware=firmware, generic=generic, serial=serial)
+    def make(firmware: tuple[int, int, int] | None = None, generic: bool = False,
+             serial: int = 12345678, profile: str | None = None,
+             **state: Any) -> PivSession:
+        proc = vcard_factory(firmware=firmware, generic=generic, serial=serial,
+                             profile=profile, **state)
         conn = open_reader(proc.substring)
         PCSC_CARDS[id(conn)] = (proc.substring, proc.state_path, conn)
         return PivSession(conn)

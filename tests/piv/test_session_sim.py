@@ -38,7 +38,7 @@ from pivtool.piv.constants import (
 from pivtool.piv.objects import Chuid, PivmanData, PivmanProtectedData, build_ccc
 from pivtool.piv.session import PivSession
 from pivtool.sim.attestation import attestation_root_ca
-from tests.simcards import MakeSession, card_of, is_sim, reconnect, state_of
+from tests.simcards import TDES_9B, MakeSession, card_of, is_sim, reconnect, state_of
 
 PIN, PUK = "123456", "12345678"
 
@@ -403,7 +403,7 @@ def test_firmware_4_has_no_metadata(make_session: MakeSession) -> None:
 
 
 def test_generic_piv_card(make_session: MakeSession) -> None:
-    s = make_session(generic=True)
+    s = make_session(generic=True, mgmt_key_type=TDES_9B)
     assert s.version is None and not s.protocol.extended
     with pytest.raises(NotSupportedError):
         s.get_serial()

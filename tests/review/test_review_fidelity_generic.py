@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from pivtool.certs.ca import LabCA
 from pivtool.sim import card as simcard
 from tests.cli.clihelp import make_card, run, session
+from tests.simcards import TDES_9B
 
 YUBICO_INS = {0xF6, 0xF7, 0xF8, 0xF9, 0xFA, 0xFB, 0xFD, 0xFE, 0xFF}
 ENV = {"PIVTOOL_PIN": "123456", "PIVTOOL_NEW_PIN": "24681357",
@@ -42,7 +43,7 @@ def _selects(log: list[bytes]) -> list[bytes]:
 
 def test_generic_card_commands_stay_within_sp800_73(tmp_path: Path, sent: list[bytes]
                                                     ) -> None:
-    card = make_card(tmp_path, generic=True)
+    card = make_card(tmp_path, generic=True, mgmt_key_type=TDES_9B)
     ca = tmp_path / "ca"
     LabCA.init(ca, "CN=Lab CA")
     for args in (["info"], ["keys", "generate", "9d", "-a", "eccp256"],
