@@ -11,6 +11,7 @@ import click
 from ..piv.constants import KeyType, PinPolicy, Slot, TouchPolicy
 from .common import check_output, deliver, pfx_password
 from .context import CliContext, pass_ctx
+from .exitcodes import Exit
 from .options import (
     KEY_TYPE,
     PIN_POLICY,
@@ -240,34 +241,85 @@ def keys_export(obj: CliContext, slot: Slot, output: str | None, fmt: str,
             f"Public key of slot {slot.label} written{where} (from {source}).", force)
 
 
+roots_option = click.option(
+    "--roots", metavar="FILE",
+    help="Trust the attestation roots in FILE (PEM, one or more) instead of Yubico's "
+         "published PIV attestation roots (the virtual YubiKey's: 'pivtool sim "
+         "attestation-root CARD').")
+
+
+def _roots(path: str | None) -> Any:
+    from ..certs.attestation import load_certificates
+
+    return load_certificates(path, "attestation roots file") if path else None
+
+
+def _attestation_text(facts: Any, chain: Any, slot: str) -> str:
+    """One line: what the attestation claims, and whether the chain proves it."""
+    claims = (f"key generated on YubiKey serial {facts.serial} (firmware {facts.firmware}), "
+              f"PIN {facts.pin_policy}, touch {facts.touch_policy}")
+    if chain["verified"]:
+        return f"Slot {slot}: {claims}; attestation verified to {chain['verified_to']}."
+    return (f"Slot {slot}: attestation NOT verified ({chain['reason']}); it claims: "
+            f"{claims}.")
+
+
 @keys.command("attest")
 @click.argument("slot", type=SLOT)
 @output_option("attestation certificate (PEM)")
 @force_option("Overwrite FILE if it exists.")
+@roots_option
 @json_option
 @pass_ctx
-def keys_attest(obj: CliContext, slot: Slot, output: str | None, force: bool) -> None:
+def keys_attest(obj: CliContext, slot: Slot, output: str | None, force: bool,
+                roots: str | None) -> None:
     """Prove that SLOT's key was generated on this YubiKey.
 
     The card issues a certificate for the key, signed by its attestation key (slot f9).
     Needs no PIN.
 
-    pivtool checks the signature against the card's f9 certificate and the attested key
-    against the slot; chain f9 to Yubico's PIV root CA to trust the result."""
+    pivtool checks the chain attestation -> the card's f9 certificate -> Yubico's PIV
+    attestation roots (or --roots) signature by signature, and the attested key against the
+    slot's. It says "verified to ROOT", or "NOT verified" and exits 1: a card can hold a
+    self-made f9 certificate."""
     from ..workflows.keys import attest_key
 
     check_output(output, force)
+    trusted = _roots(roots)
     with obj.session() as s:
-        att = attest_key(s, slot)
+        att = attest_key(s, slot, trusted)
     data = att.to_json()
-    text = (f"Slot {slot.label}: generated on YubiKey serial {att.serial} (firmware "
-            f"{att.firmware}), PIN {att.pin_policy}, touch {att.touch_policy}; signature by "
-            f"f9: {_yes_no(att.signed_by_f9)}.")
-    deliver(obj, output, data["pem"].encode("ascii"), data, text, force)
+    deliver(obj, output, data["pem"].encode("ascii"), data,
+            _attestation_text(att, data, slot.label), force)
+    if not att.verified:
+        click.get_current_context().exit(Exit.FAILED)
 
 
-def _yes_no(value: bool | None) -> str:
-    return {True: "valid", False: "INVALID", None: "not checked"}[value]
+@keys.command("verify-attestation")
+@click.argument("attestation", metavar="ATTEST")
+@click.argument("f9", metavar="F9")
+@roots_option
+@json_option
+@pass_ctx
+def keys_verify_attestation(obj: CliContext, attestation: str, f9: str,
+                            roots: str | None) -> None:
+    """Check an attestation received as files (no card needed).
+
+    ATTEST is the attestation certificate of a key ('pivtool keys attest SLOT -o FILE'), F9
+    the attesting card's f9 certificate ('pivtool certs export f9'; a PEM file may carry
+    intermediates after it). Exits 1 when the chain does not reach a trusted root."""
+    from ..certs.attestation import attestation_facts, load_certificates, verify_attestation
+    from ..certs.inspect import summarize
+
+    (att, *_) = load_certificates(attestation, "attestation certificate")
+    bundle = load_certificates(f9, "f9 certificate")
+    chain = verify_attestation(att, bundle[0], _roots(roots), bundle[1:])
+    facts = attestation_facts(att)
+    data = {"schema": "pivtool.attestation-verify/1", **facts.to_json(), **chain.to_json(),
+            "certificate": summarize(att).to_json()}
+    obj.emit(data, _attestation_text(facts, data, facts.slot or "?"))
+    if not chain.verified:
+        click.get_current_context().exit(Exit.FAILED)
 
 
 @keys.command("move")

@@ -110,3 +110,29 @@ def serve(state_file: str, port: int, host: str, interface: str, fail_at: int | 
 
     faults = Faults(at=fail_at, kind=FaultKind(fail_kind)) if fail_at is not None else None
     run(state_file, port=port, host=host, faults=faults, interface=interface)
+
+
+@sim.command("attestation-root")
+@click.argument("state_file", type=click.Path(dir_okay=False, exists=True))
+@click.option("-o", "--output", metavar="FILE", default="-", show_default=True,
+              help="Where to write the root certificate (PEM; '-' = stdout).")
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+def attestation_root(state_file: str, output: str, force: bool) -> None:
+    """Export the virtual card's attestation root CA (PEM), for --roots.
+
+    Each virtual YubiKey signs its f9 certificate with its own root; trust it explicitly
+    ('pivtool keys attest SLOT --roots FILE') — pivtool never trusts it by default."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from ..sim.attestation import attestation_root_ca
+    from ..sim.state import load_state
+    from .files import write_output
+
+    state = load_state(state_file)
+    if state.generic or not state.attestation_root_cert:
+        from ..core.errors import UsageError
+
+        raise UsageError(f"{state_file} is a generic PIV card: it has no attestation")
+    root = attestation_root_ca(state)
+    write_output(None if output in ("-", "") else output, root.public_bytes(Encoding.PEM),
+                 overwrite=force)

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
         PublicKeyTypes,
     )
 
+    from ..certs.attestation import ChainResult
     from .certs import InstallPlan, InstallResult
 
 KEY_SCHEMA = "pivtool.key/1"
@@ -371,18 +372,10 @@ def import_key(session: PivSession, prompter: Prompter, slot: Slot, material: Ke
 
 # --- attestation ----------------------------------------------------------------------
 
-#: Yubico's attestation extensions (developers.yubico.com/PIV/Introduction/PIV_attestation).
-_OID_FIRMWARE = "1.3.6.1.4.1.41482.3.3"
-_OID_SERIAL = "1.3.6.1.4.1.41482.3.7"
-_OID_POLICY = "1.3.6.1.4.1.41482.3.8"
-_OID_FORM_FACTOR = "1.3.6.1.4.1.41482.3.9"
-_FORM_FACTORS = {0: "unknown", 1: "usb-a-keychain", 2: "usb-a-nano", 3: "usb-c-keychain",
-                 4: "usb-c-nano", 5: "usb-c-lightning", 6: "usb-a-bio", 7: "usb-c-bio"}
-
 
 @dataclass
 class Attestation:
-    """An attestation certificate and what it says about the key."""
+    """An attestation certificate, what it says about the key, and whether it proves it."""
 
     slot: Slot
     certificate: x509.Certificate
@@ -393,65 +386,55 @@ class Attestation:
     form_factor: str | None
     signed_by_f9: bool | None  # None: the card has no F9 certificate to check against
     matches_slot_key: bool | None
+    chain: ChainResult | None = None  # None: no f9 certificate, nothing to chain
+    f9: x509.Certificate | None = None  # the card's f9 certificate, when it has one
+
+    @property
+    def verified(self) -> bool:
+        """True only when the chain reaches a trusted root (and the key matches the slot's,
+        where the card can tell)."""
+        return bool(self.chain and self.chain.verified) and self.matches_slot_key is not False
 
     def to_json(self) -> dict[str, Any]:
         """Schema ``pivtool.attestation/1``: ``slot``, ``firmware``, ``serial``,
-        ``pin_policy``, ``touch_policy``, ``form_factor`` (from Yubico's extensions),
-        ``signed_by_f9`` (signature checked against the card's F9 certificate — this proves
-        the chain to the card, not to Yubico's root), ``matches_slot_key``, ``certificate``
+        ``pin_policy``, ``touch_policy``, ``form_factor`` (from Yubico's extensions: claims,
+        worth something only when ``verified``), ``signed_by_f9`` (signature checked against
+        the card's f9 certificate), ``verified`` (the chain reaches a trusted root),
+        ``verified_to`` (that root's subject or null), ``chain`` (subjects, attestation
+        first), ``reason`` (why not verified, or null), ``matches_slot_key``, ``certificate``
         (summary) and ``pem``."""
         from cryptography.hazmat.primitives.serialization import Encoding
 
         from ..certs.inspect import summarize
 
+        chain = self.chain.to_json() if self.chain else {
+            "verified": False, "verified_to": None, "chain": [],
+            "reason": "the card has no f9 certificate"}
+        if self.matches_slot_key is False:
+            chain = {**chain, "reason": "the attested key is not the key in the slot"}
         return {"schema": ATTESTATION_SCHEMA, "slot": f"{self.slot.value:02x}",
                 "firmware": self.firmware, "serial": self.serial,
                 "pin_policy": self.pin_policy, "touch_policy": self.touch_policy,
                 "form_factor": self.form_factor, "signed_by_f9": self.signed_by_f9,
+                **chain, "verified": self.verified,
                 "matches_slot_key": self.matches_slot_key,
                 "certificate": summarize(self.certificate).to_json(),
                 "pem": self.certificate.public_bytes(Encoding.PEM).decode("ascii")}
 
 
-def _extension_bytes(cert: x509.Certificate, oid: str) -> bytes | None:
-    from cryptography import x509
-
-    try:
-        ext = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(oid))
-    except x509.ExtensionNotFound:
-        return None
-    value = ext.value
-    return value.value if isinstance(value, x509.UnrecognizedExtension) else None
-
-
 def _parse_attestation(slot: Slot, cert: x509.Certificate) -> Attestation:
-    fw = _extension_bytes(cert, _OID_FIRMWARE)
-    serial_der = _extension_bytes(cert, _OID_SERIAL)
-    policy = _extension_bytes(cert, _OID_POLICY)
-    ff = _extension_bytes(cert, _OID_FORM_FACTOR)
-    serial = None
-    if serial_der and len(serial_der) >= 3 and serial_der[0] == 0x02:
-        serial = int.from_bytes(serial_der[2:2 + serial_der[1]], "big")
+    from ..certs.attestation import attestation_facts
 
-    def label(enum: Any, value: int) -> str | None:
-        try:
-            return str(enum(value).label)
-        except ValueError:
-            return None
-
-    return Attestation(
-        slot, cert,
-        ".".join(str(b) for b in fw) if fw and len(fw) == 3 else None,
-        serial,
-        label(PinPolicy, policy[0]) if policy and len(policy) == 2 else None,
-        label(TouchPolicy, policy[1]) if policy and len(policy) == 2 else None,
-        _FORM_FACTORS.get(ff[0] & 0x0F, f"0x{ff[0]:02x}") if ff else None,
-        None, None)
+    f = attestation_facts(cert)
+    return Attestation(slot, cert, f.firmware, f.serial, f.pin_policy, f.touch_policy,
+                       f.form_factor, None, None)
 
 
-def attest_key(session: PivSession, slot: Slot) -> Attestation:
-    """Ask the card to attest the key in *slot* (generated on the card only) and check the
-    result against the card's F9 certificate and the slot's key. No PIN needed."""
+def attest_key(session: PivSession, slot: Slot,
+               roots: list[x509.Certificate] | None = None) -> Attestation:
+    """Ask the card to attest the key in *slot* (generated on the card only), check the
+    chain attestation -> card's f9 certificate -> *roots* (default: Yubico's published PIV
+    attestation roots) and the attested key against the slot's. No PIN needed."""
     if session.version is None:
         raise NotSupportedError("attestation is a YubiKey extension; this is a generic PIV "
                                 "card")
@@ -471,18 +454,16 @@ def attest_key(session: PivSession, slot: Slot) -> Attestation:
         raise PivToolError(f"the card refused to attest slot {slot.label} (no key, or a key "
                            f"that was imported): {e}") from e
     att = _parse_attestation(slot, cert)
-    from cryptography.exceptions import InvalidSignature
+    from ..certs.attestation import signed_by, verify_attestation
 
     try:
         f9 = session.get_certificate(Slot.ATTESTATION)
     except PivToolError:
         f9 = None
     if f9 is not None:
-        try:
-            cert.verify_directly_issued_by(f9)
-            att.signed_by_f9 = True
-        except (InvalidSignature, ValueError, TypeError):
-            att.signed_by_f9 = False
+        att.signed_by_f9 = signed_by(cert, f9)
+        att.chain = verify_attestation(cert, f9, roots)
+        att.f9 = f9
     if md is not None:
         att.matches_slot_key = cert_has_key(cert, md.public_key())
     return att

@@ -3,6 +3,7 @@ way round — PIN, PUK, a PIN-protected AES management key, keys, certificates a
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -99,5 +100,8 @@ def test_ykman_certificate_read_by_pivtool(vcard_factory: Any, tmp_path: Path) -
     assert slot["certificate_matches_key"] is True and slot["key"]["origin"] == "generated"
     assert data["chuid"] is not None
     # The attestation pivtool reads for ykman's key chains to the card's f9 certificate.
-    att = run_json(None, "--reader", card.substring, "keys", "attest", "9a")
+    r = run(None, "--reader", card.substring, "--json", "keys", "attest", "9a")
+    att = json.loads(r.stdout)
     assert att["signed_by_f9"] and att["matches_slot_key"]
+    # ... and to the virtual card's own root only: without --roots it is NOT verified.
+    assert r.exit_code == 1 and att["verified"] is False
