@@ -52,6 +52,13 @@ INJECTED: dict[str, list[tuple[str, str, str]]] = {
     "click-in-cli": [
         ("core/sw.py", "import click", "pivtool.core.sw -> click"),
     ],
+    "graph-no-cards": [
+        ("graph/bind.py", "import pivtool.piv.session",
+         "pivtool.graph.bind -> pivtool.piv.session"),
+    ],
+    "http-in-graph": [
+        ("workflows/enroll.py", "import requests", "pivtool.workflows.enroll -> requests"),
+    ],
 }
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .context import CliContext, pass_ctx
+from .graph import graph_credential_options
 from .options import json_option, secret_options
 
 if TYPE_CHECKING:
@@ -32,11 +33,18 @@ DEFAULT_PLATFORMS = ("ios", "windows")
               help="Check for this platform (repeatable). Default: ios and windows, what "
                    "'pivtool enroll' prepares. macOS pairing needs 'enroll --macos' (9d, a "
                    "digits-only PIN): check such keys with --platform all.")
+@click.option("--tenant", "tenant", metavar="TENANT", is_flag=False, flag_value="",
+              default=None,
+              help="Also check the tenant's CBA policy through Microsoft Graph (as 'pivtool "
+                   "entra policy' does, for the 9a certificate); TENANT defaults to "
+                   "$PIVTOOL_TENANT.")
+@graph_credential_options
 @secret_options("pin")
 @json_option
 @pass_ctx
 def check(obj: CliContext, upn: str | None, ca_bundle: str | None,
-          platforms: tuple[str, ...]) -> None:
+          platforms: tuple[str, ...], tenant: str | None, client_id: str | None,
+          client_secret_file: str | None, client_cert: str | None) -> None:
     """Check that the card is ready for Microsoft Entra certificate-based authentication.
 
     One line per item — PASS, WARN or FAIL, with the fix for anything not passing: PIV
@@ -68,10 +76,40 @@ def check(obj: CliContext, upn: str | None, ca_bundle: str | None,
     with obj.session() as s:
         report = check_card(s, expected_upn=upn, ca_bundle=bundle, platforms=chosen,
                             pin_numeric=pin_numeric)
+        cert_9a = _cert_9a(s) if tenant is not None else None
+    if tenant is not None:
+        report.items += _tenant_items(obj, cert_9a, bundle, tenant or None, client_id,
+                                      client_secret_file, client_cert)
     data = report.to_json()
     obj.emit(data, check_text(data))
     if not report.ok:
         click.get_current_context().exit(Exit.FAILED)
+
+
+def _cert_9a(session: Any) -> x509.Certificate | None:
+    from ..core.errors import NotFoundError
+    from ..piv.constants import Slot
+
+    try:
+        cert: x509.Certificate = session.get_certificate(Slot.AUTHENTICATION)
+    except NotFoundError:
+        return None
+    return cert
+
+
+def _tenant_items(obj: CliContext, cert: x509.Certificate | None,
+                  bundle: list[x509.Certificate] | None, tenant: str | None,
+                  client_id: str | None, client_secret_file: str | None,
+                  client_cert: str | None) -> list[Any]:
+    """The tenant policy findings as checklist items (``tenant.*``)."""
+    from ..workflows.check import CheckItem
+    from .entra import tenant_policy
+
+    report = tenant_policy(obj, slot=None, cert_file=None, ca_bundle=None, values_spec="high",
+                           tenant=tenant, client_id=client_id,
+                           client_secret_file=client_secret_file, client_cert=client_cert,
+                           certificate=cert, bundle=bundle)
+    return [CheckItem(f.id, f.status, f.message, f.fix) for f in report.findings]
 
 
 def _load_bundle(path: str) -> list[x509.Certificate]:
@@ -81,6 +119,18 @@ def _load_bundle(path: str) -> list[x509.Certificate]:
     return load_certificates(read_input(path))
 
 
+def item_lines(items: list[dict[str, Any]]) -> list[str]:
+    """One ``PASS|WARN|FAIL  id  message`` line per item, the fix indented below anything
+    not passing (``check`` and ``entra policy``)."""
+    lines = []
+    width = max((len(i["id"]) for i in items), default=0)
+    for item in items:
+        lines.append(f"{_MARK[item['status']]}  {item['id']:{width}}  {item['message']}")
+        if item["status"] != "pass" and item["fix"]:
+            lines.append(f"      {'':{width}}  fix: {item['fix']}")
+    return lines
+
+
 def check_text(data: dict[str, Any]) -> str:
     """Render ``pivtool.check/1`` JSON: a header, one line per item, fixes indented."""
     card = data["card"]
@@ -88,11 +138,7 @@ def check_text(data: dict[str, Any]) -> str:
     if card.get("serial") is not None:
         desc += f", serial {card['serial']}"
     lines = [f"{desc} ({card['reader']}); platforms: {', '.join(data['platforms']) or 'none'}"]
-    width = max((len(i["id"]) for i in data["items"]), default=0)
-    for item in data["items"]:
-        lines.append(f"{_MARK[item['status']]}  {item['id']:{width}}  {item['message']}")
-        if item["status"] != "pass" and item["fix"]:
-            lines.append(f"      {'':{width}}  fix: {item['fix']}")
+    lines += item_lines(data["items"])
     n = data["summary"]
     verdict = "READY" if data["ok"] else "NOT READY"
     lines.append(f"{verdict}: {n['fail']} failed, {n['warn']} warning(s), {n['pass']} passed.")

@@ -8,6 +8,7 @@ import click
 
 from ..piv.constants import Slot
 from .context import CliContext, pass_ctx
+from .graph import graph_options
 from .options import SLOT, json_option
 
 if TYPE_CHECKING:
@@ -19,12 +20,12 @@ if TYPE_CHECKING:
 IDS_SCHEMA = "pivtool.entra-ids/1"
 
 
-
-@click.group(short_help="certificateUserIds values for Microsoft Entra ID.")
+@click.group(short_help="certificateUserIds values; bind them in Entra; the tenant's CBA "
+                        "policy.")
 def entra() -> None:
-    """Microsoft Entra ID helpers for certificate-based authentication."""
-
-
+    """Microsoft Entra ID helpers for certificate-based authentication: the
+    certificateUserIds values of a certificate (ids), writing them to a user through
+    Microsoft Graph (bind, unbind) and checking the tenant's CBA policy (policy)."""
 
 
 @entra.command("ids")
@@ -143,4 +144,251 @@ def _text(ids: list[CertUserId], data: dict[str, Any], sha1_pukey: str) -> str:
     ]
     for gap in data["gaps"]:
         lines.append(f"Not available: {gap}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- Graph
+
+
+#: The certificateUserIds kinds --values accepts in a list (Microsoft's field names).
+VALUE_KINDS = ("PrincipalName", "RFC822Name", "IssuerAndSubject", "Subject", "SKI",
+               "SHA1PublicKey", "IssuerAndSerialNumber")
+
+
+def select_values(ids: list[CertUserId], spec: str) -> list[CertUserId]:
+    """The values ``--values`` picks: ``high`` (the certificate-bound ones: issuer and
+    serial, SKI, public key), ``all`` (every value of at most 1,024 characters) or a
+    comma-separated list of kinds (e.g. ``IssuerAndSerialNumber,PrincipalName``)."""
+    from ..certs.entra import GRAPH_ORDER, HIGH, MAX_VALUE_LENGTH
+    from ..core.errors import UsageError
+
+    usable = [i for i in ids if len(i.value) <= MAX_VALUE_LENGTH]
+    order: dict[str, int] = {}
+    for kind in (*GRAPH_ORDER, *VALUE_KINDS):  # Graph's order first, then the rest
+        order.setdefault(kind, len(order))
+    usable.sort(key=lambda i: order[i.kind])
+    if spec == "high":
+        chosen = [i for i in usable if i.affinity == HIGH]
+    elif spec == "all":
+        chosen = usable
+    else:
+        lower = {k.lower(): k for k in VALUE_KINDS}
+        kinds = []
+        for part in (p.strip() for p in spec.split(",")):
+            if part.lower() not in lower:
+                raise UsageError(f"--values: {part!r} is not high, all or one of "
+                                 f"{', '.join(VALUE_KINDS)}")
+            kinds.append(lower[part.lower()])
+        chosen = [i for i in usable if i.kind in kinds]
+        missing = [k for k in kinds if not any(i.kind == k for i in chosen)]
+        if missing:
+            raise UsageError(f"--values: the certificate has no {', '.join(missing)} value "
+                             "(see 'pivtool entra ids')")
+    if not chosen:
+        raise UsageError(f"--values {spec}: the certificate gives no such value "
+                         "(see 'pivtool entra ids')")
+    return chosen
+
+
+def _certificate(obj: CliContext, slot: Slot | None, cert_file: str | None
+                 ) -> tuple[x509.Certificate, dict[str, Any]]:
+    from ..core.errors import UsageError
+
+    if slot is not None and cert_file is not None:
+        raise UsageError("use --slot or --cert, not both")
+    return (_from_file(cert_file) if cert_file is not None
+            else _from_slot(obj, slot or Slot.AUTHENTICATION))
+
+
+def _bind_command(action: str) -> Any:
+    verb = "Add" if action == "bind" else "Remove"
+
+    @click.option("--upn", required=True, metavar="USER@DOMAIN",
+                  help="The Entra user (userPrincipalName or object ID).")
+    @click.option("--slot", type=SLOT, metavar="SLOT",
+                  help="Take the certificate from this slot (default 9a; no PIN needed).")
+    @click.option("--cert", "cert_file", metavar="FILE",
+                  help="Take the certificate from FILE (PEM or DER) instead of a card.")
+    @click.option("--values", "values_spec", default="high", show_default=True,
+                  metavar="high|all|LIST",
+                  help="Which values: high (issuer+serial, SKI, public key: bound to this "
+                       "certificate), all, or kinds separated by commas "
+                       "(e.g. IssuerAndSerialNumber,PrincipalName).")
+    @click.option("--sha1-pukey", type=click.Choice(["public-key", "thumbprint", "both"]),
+                  default="public-key", show_default=True,
+                  help="Input of the X509:<SHA1-PUKEY> value (see 'entra ids').")
+    @click.option("--dry-run", is_flag=True,
+                  help="Read the user and check everything, but write nothing.")
+    @graph_options
+    @json_option
+    @pass_ctx
+    def command(obj: CliContext, upn: str, slot: Slot | None, cert_file: str | None,
+                values_spec: str, sha1_pukey: str, dry_run: bool, tenant: str | None,
+                client_id: str | None, client_secret_file: str | None,
+                client_cert: str | None) -> None:
+        from ..certs.entra import certificate_user_ids
+        from ..graph.bind import BIND_PERMISSIONS, apply
+        from .graph import graph_client
+
+        cert, _source = _certificate(obj, slot, cert_file)
+        mode = cast(Literal["public-key", "thumbprint", "both"], sha1_pukey)
+        chosen = select_values(certificate_user_ids(cert, sha1_pukey=mode), values_spec)
+        from ..graph.errors import SyncedUserError
+
+        with graph_client(tenant=tenant, client_id=client_id,
+                          client_secret_file=client_secret_file, client_cert=client_cert,
+                          permissions=BIND_PERMISSIONS) as client:
+            try:
+                if action == "bind":
+                    result = apply(client, upn, add=chosen, dry_run=dry_run, action="bind")
+                else:
+                    result = apply(client, upn, remove=[i.value for i in chosen],
+                                   dry_run=dry_run, action="unbind")
+                    result.requested = chosen
+            except SyncedUserError as e:
+                # What to do instead, before the one-line error: the AD side.
+                click.echo("On-premises (Active Directory PowerShell), then let Microsoft "
+                           "Entra Connect synchronise altSecurityIdentities to "
+                           "certificateUserIds:", err=True)
+                for step in e.on_premises:
+                    click.echo(f"  {step}", err=True)
+                raise
+        obj.emit(result.to_json(), bind_text(result.to_json()))
+
+    command.__doc__ = (
+        f"{verb} a certificate's certificateUserIds values "
+        f"{'to' if action == 'bind' else 'from'} an Entra user through Microsoft Graph."
+        "\n\n"
+        + ("Reads the user's authorizationInfo.certificateUserIds, adds the certificate's "
+           "values (keeping every value the user has; no duplicates), checks Entra's limits "
+           "(10 values of at most 1,024 characters) and that no other user holds a value, "
+           "writes the list with PATCH, then reads it back. Binding again changes nothing."
+           if action == "bind" else
+           "Removes the certificate's values (after reset, a lost key or a replaced "
+           "certificate) and keeps every other value; reads back. By default only the "
+           "certificate-bound (high) values: the UPN value is shared with the user's next "
+           "certificate.")
+        + " A user synchronised from on-premises AD is refused with what to set there "
+          "(altSecurityIdentities). Needs User.ReadWrite.All and, for a signed-in admin, "
+          "the Privileged Authentication Administrator role. Example:\n\n\b\n"
+          f"  pivtool entra {action} --upn alice@contoso.com --slot 9a")
+    return click.command(action, short_help=f"{verb} a certificate's values "
+                                            f"{'to' if action == 'bind' else 'from'} a "
+                                            "user (Microsoft Graph).")(command)
+
+
+entra.add_command(_bind_command("bind"))
+entra.add_command(_bind_command("unbind"))
+
+
+def bind_text(data: dict[str, Any]) -> str:
+    """Render ``pivtool.entra-bind/1``."""
+    user = data["user"]["upn"]
+    lines = []
+    if not data["changed"]:
+        what = "already bound" if data["action"] == "bind" else "not bound"
+        lines.append(f"{user}: the certificate's values are {what}; nothing to change.")
+    else:
+        verb = "would be" if data["dry_run"] else "were"
+        for v in data["added"]:
+            lines.append(f"  + {v}")
+        for v in data["removed"]:
+            lines.append(f"  - {v}")
+        head = (f"{user}: {len(data['added'])} value(s) added, {len(data['removed'])} removed"
+                if not data["dry_run"] else
+                f"{user} (dry run): {len(data['added'])} value(s) {verb} added, "
+                f"{len(data['removed'])} {verb} removed")
+        lines.insert(0, head + ("; read back and verified." if data["verified"] else "."))
+    if data["kept"]:
+        lines.append(f"Kept {len(data['kept'])} existing value(s):")
+        lines += [f"  = {v}" for v in data["kept"]]
+    return "\n".join(lines)
+
+
+@entra.command("policy", short_help="Check the tenant's CBA policy: enabled, binding "
+                                    "rules, trusted CAs.")
+@click.option("--slot", type=SLOT, metavar="SLOT",
+              help="Judge for the certificate in this slot (its fields, policy OIDs, CA).")
+@click.option("--cert", "cert_file", metavar="FILE",
+              help="Judge for this certificate (PEM or DER).")
+@click.option("--ca-bundle", metavar="FILE",
+              help="PEM file of CA certificates that must be among the tenant's trusted CAs.")
+@click.option("--values", "values_spec", default="high", show_default=True,
+              metavar="high|all|LIST",
+              help="The values you bind (as for 'entra bind'): each needs a username "
+                   "binding rule to certificateUserIds.")
+@graph_options
+@json_option
+@pass_ctx
+def entra_policy(obj: CliContext, slot: Slot | None, cert_file: str | None,
+                 ca_bundle: str | None, values_spec: str, tenant: str | None,
+                 client_id: str | None, client_secret_file: str | None,
+                 client_cert: str | None) -> None:
+    """Read the tenant's X.509 certificate authentication method configuration and report,
+    with fixes: CBA enabled and for whom; a username binding rule to certificateUserIds
+    (and its affinity) for each field pivtool binds; the authentication binding (single-
+    or multi-factor, policy OID and issuer rules) for the certificate; the certificate's
+    CA (--cert/--slot) and --ca-bundle CAs among the tenant's trusted CAs, with a CRL URL.
+
+    Without --slot or --cert no card is read. Needs Policy.Read.All and
+    Organization.Read.All (Global Reader is enough for a signed-in admin). Exit status 1
+    when an item fails."""
+    from .exitcodes import Exit
+
+    report = tenant_policy(obj, slot=slot, cert_file=cert_file, ca_bundle=ca_bundle,
+                           values_spec=values_spec, tenant=tenant, client_id=client_id,
+                           client_secret_file=client_secret_file, client_cert=client_cert)
+    data = report.to_json()
+    obj.emit(data, policy_text(data))
+    if not report.ok:
+        click.get_current_context().exit(Exit.FAILED)
+
+
+def tenant_policy(obj: CliContext, *, slot: Slot | None, cert_file: str | None,
+                  ca_bundle: str | None, values_spec: str, tenant: str | None,
+                  client_id: str | None, client_secret_file: str | None,
+                  client_cert: str | None, certificate: x509.Certificate | None = None,
+                  bundle: list[x509.Certificate] | None = None) -> Any:
+    """Read and judge the tenant's policy (shared with ``check --tenant``)."""
+    from ..certs.entra import certificate_user_ids
+    from ..graph.policy import HIGH_FIELDS, POLICY_PERMISSIONS, evaluate, fields_for, read_policy
+    from .graph import graph_client
+
+    cert = certificate
+    if cert is None and (slot is not None or cert_file is not None):
+        cert, _ = _certificate(obj, slot, cert_file)
+    if bundle is None and ca_bundle:
+        from ..certs.inspect import load_certificates
+        from .files import read_input
+
+        bundle = load_certificates(read_input(ca_bundle))
+    fields = list(HIGH_FIELDS)
+    if cert is not None:
+        fields = fields_for([i.kind for i in select_values(certificate_user_ids(cert),
+                                                           values_spec)])
+    elif values_spec != "high":
+        from ..graph.policy import FIELD_OF_KIND
+
+        kinds = FIELD_OF_KIND if values_spec == "all" else {
+            k: FIELD_OF_KIND[k] for k in VALUE_KINDS
+            if k.lower() in {p.strip().lower() for p in values_spec.split(",")}}
+        fields = list(dict.fromkeys(kinds.values()))
+    with graph_client(tenant=tenant, client_id=client_id,
+                      client_secret_file=client_secret_file, client_cert=client_cert,
+                      permissions=POLICY_PERMISSIONS) as client:
+        policy = read_policy(client, with_cas=cert is not None or bool(bundle))
+        return evaluate(client.config.tenant, policy, fields=fields, certificate=cert,
+                        ca_bundle=bundle or ())
+
+
+def policy_text(data: dict[str, Any]) -> str:
+    """Render ``pivtool.entra-policy/1``."""
+    from .check import item_lines
+
+    lines = [f"Tenant {data['tenant']}: certificate-based authentication policy"]
+    lines += item_lines(data["findings"])
+    fails = sum(f["status"] == "fail" for f in data["findings"])
+    warns = sum(f["status"] == "warn" for f in data["findings"])
+    lines.append(("OK" if data["ok"] else "NOT READY") + f": {fails} failed, {warns} "
+                 "warning(s).")
     return "\n".join(lines)

@@ -9,13 +9,16 @@ CANARY_NEW_PIN = "Ry3&Lm9x"
 CANARY_MGMT = "feedfacecafebeeffeedfacecafebeeffeedfacecafebeef"
 CANARY_PFX = "pfx-Canary-7731"
 CANARY_ESCROW = "escrow-Canary-5519"
+#: A Microsoft Graph application client secret (tests/faults/test_faults_graph_secrets.py).
+CANARY_CLIENT_SECRET = "graph~Canary.Secret-4471"
 #: argv (and env names) of every subprocess started in the faults session (conftest).
 SUBPROCESS_ARGV: list[str] = []
 #: The environment (names and values) every subprocess of the faults session started with:
 #: pivtool starts its children without PIVTOOL_* variables (pivtool.core.childenv).
 SUBPROCESS_ENV: list[str] = []
 
-TEXT_CANARIES = [CANARY_PIN, CANARY_PUK, CANARY_NEW_PIN, CANARY_PFX, CANARY_ESCROW]
+TEXT_CANARIES = [CANARY_PIN, CANARY_PUK, CANARY_NEW_PIN, CANARY_PFX, CANARY_ESCROW,
+                 CANARY_CLIENT_SECRET]
 
 
 def canary_forms() -> list[str]:
