@@ -42,10 +42,13 @@ import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.errors import AuthenticationError, PivToolError, UsageError
 from ..core.fileio import atomic_write
+
+if TYPE_CHECKING:
+    from ..store.api import Store
 
 FORMAT = "pivtool-escrow"
 VERSION = 1
@@ -353,3 +356,132 @@ def _read_fd(fd: int) -> bytes:
     while chunk := os.read(fd, 65536):
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+# --------------------------------------------------------------------------------------------
+# The escrow in the inventory database
+
+
+#: ``meta`` name of the database's escrow keyring (the header without nonce/ciphertext).
+KEYRING = "escrow-keyring"
+#: ``--escrow db``: the escrow lives in the inventory database (``--db`` / ``$PIVTOOL_DB``).
+IN_DATABASE = "db"
+
+
+class StoreEscrow(EscrowFile):
+    """The escrow in the inventory database, encrypted exactly as an escrow file.
+
+    Each escrowed secret of a key (its PUK, its management key) is one row holding a
+    complete escrow document — the same format, KDF, cipher and passphrase check as the
+    file, with only that secret inside. All documents share the database's *keyring* (the
+    scrypt salt and parameters and the passphrase check, kept in ``meta``), so a desk
+    derives the key once, and a wrong passphrase is refused (exit 3) before any card is
+    touched. The serial and UPN are stored in clear beside each document, to find it; the
+    serial is also inside the encrypted entry and must match, so a document moved to
+    another key's row is refused as altered. The database sees ciphertext only.
+    """
+
+    def __init__(self, store: Store, passphrase: bytes) -> None:
+        super().__init__("the inventory database", passphrase)
+        self.store = store
+
+    def __repr__(self) -> str:
+        return f"StoreEscrow({self.store.display!r})"
+
+    def exists(self) -> bool:
+        """True once a desk has escrowed into this database (the keyring exists)."""
+        return self.store.meta(KEYRING) is not None
+
+    def _keyring(self, create: bool) -> dict[str, Any] | None:
+        header = self.store.meta(KEYRING)
+        if header is None:
+            if not create:
+                return None
+            check_new_passphrase(self._passphrase)
+            kdf = {"name": "scrypt", "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P,
+                   "salt": _b64(secrets.token_bytes(16))}
+            _, check = self._derive(_unb64(kdf["salt"], "salt"), SCRYPT_N, SCRYPT_R, SCRYPT_P)
+            # Two desks may create it at once: both continue with the one that won.
+            header = self.store.meta_create(KEYRING, {
+                "format": FORMAT, "version": VERSION, "kdf": kdf, "check": _b64(check),
+                "cipher": CIPHER})
+        try:
+            kdf = header["kdf"]
+            _, expected = self._derive(_unb64(kdf["salt"], "salt"), kdf["n"], kdf["r"],
+                                       kdf["p"])
+            given = _unb64(header["check"], "check")
+        except (KeyError, TypeError, ValueError):
+            raise EscrowCorruptError("the database's escrow keyring is corrupt") from None
+        if not hmac.compare_digest(given, expected):
+            raise EscrowPassphraseError(self.path)
+        return dict(header)
+
+    def verify(self) -> None:
+        """Check the passphrase against the database's keyring (when there is one)."""
+        self._keyring(create=False)
+
+    def _entries(self, serial: int | None) -> list[EscrowEntry]:
+        merged: dict[int, EscrowEntry] = {}
+        for row in self.store.escrow_rows(serial):
+            entries, _ = self._decrypt(row.document.encode())
+            if len(entries) != 1 or entries[0].serial != row.serial:
+                raise EscrowCorruptError(f"the escrow document of serial {row.serial} belongs "
+                                         "to another key: the database was altered")
+            got = entries[0]
+            entry = merged.setdefault(row.serial, EscrowEntry(
+                serial=row.serial, upn=row.upn, created=_stamp(row.created),
+                updated=_stamp(row.updated)))
+            entry.created = min(entry.created, _stamp(row.created))
+            entry.updated = max(entry.updated, _stamp(row.updated))
+            if row.kind == "puk":
+                entry.puk = got.puk
+            elif row.kind == "mgmt_key":
+                entry.mgmt_key, entry.mgmt_key_algorithm = got.mgmt_key, got.mgmt_key_algorithm
+        return [merged[s] for s in sorted(merged)]
+
+    def read(self) -> list[EscrowEntry]:
+        """Every key's entry (checks the passphrase and every document)."""
+        if self._keyring(create=False) is None:
+            return []
+        return self._entries(None)
+
+    def get(self, serial: int) -> EscrowEntry | None:
+        """The entry for *serial*, if any."""
+        if self._keyring(create=False) is None:
+            return None
+        found = self._entries(serial)
+        return found[0] if found else None
+
+    def put(self, serial: int, upn: str | None = None, puk: bytes | None = None,
+            mgmt_key: bytes | None = None, mgmt_key_algorithm: str | None = None
+            ) -> EscrowEntry:
+        """Escrow the given secrets of *serial* (others already escrowed stay): one
+        database round trip. Returns what was written (not re-read)."""
+        header = self._keyring(create=True)
+        assert header is not None
+        now = _now()
+        docs: dict[str, str] = {}
+        entry = EscrowEntry(serial=serial, upn=upn, created=now, updated=now)
+        if puk is not None:
+            text = _text_or_none(puk)
+            if text is None:
+                raise UsageError("the PUK is not text; it cannot be escrowed")
+            entry.puk = text
+            docs["puk"] = self._encrypt([EscrowEntry(serial, upn, now, now, puk=text)],
+                                        header).decode()
+        if mgmt_key is not None:
+            entry.mgmt_key, entry.mgmt_key_algorithm = mgmt_key.hex(), mgmt_key_algorithm
+            docs["mgmt_key"] = self._encrypt(
+                [EscrowEntry(serial, upn, now, now, mgmt_key=mgmt_key.hex(),
+                             mgmt_key_algorithm=mgmt_key_algorithm)], header).decode()
+        if docs:
+            self.store.escrow_put(serial, upn, docs)
+        return entry
+
+    def update(self, change: Callable[[list[EscrowEntry]], EscrowEntry]) -> EscrowEntry:
+        """Not offered: rows are written one secret at a time by :meth:`put`."""
+        raise UsageError("the database escrow is changed with put(), one key at a time")
+
+
+def _stamp(value: dt.datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")

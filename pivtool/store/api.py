@@ -1,0 +1,721 @@
+"""The store's typed interface: what the workflows (enroll, recover, batch, lifecycle) call.
+
+Every method is one short transaction or a single statement, and every round trip counts
+(docs/fleet.md: a desk enrolling a key costs at most ten). Single statements run in
+autocommit; writes that must land together run in one transaction. On PostgreSQL a user is
+claimed with ``SELECT ... FOR UPDATE SKIP LOCKED`` inside the claiming ``UPDATE``, so desks
+never wait on each other's rows; on SQLite the same statement runs under SQLite's single
+writer lock (``BEGIN IMMEDIATE`` for transactions), which is the equivalent there.
+
+Nothing secret passes through here: escrow documents arrive already encrypted
+(:class:`pivtool.workflows.escrow.StoreEscrow`), audit details are written by callers that
+never put a secret in them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import os
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..core.errors import PivToolError, UsageError
+from .engine import RoundTrips, check_schema, create_engine, display_url, translate
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine, Row
+
+T = TypeVar("T")
+
+#: User states, as in the batch state file (workflows.batch).
+PENDING, ENROLLING, INCOMPLETE = "pending", "enrolling", "incomplete"
+DONE, FAILED, REASSIGNED = "done", "failed", "reassigned"
+USER_STATES = (PENDING, ENROLLING, INCOMPLETE, DONE, FAILED, REASSIGNED)
+#: Key states: in use, reported lost, taken out of service, wiped (PIV reset).
+KEY_STATES = ("active", "lost", "retired", "reset")
+#: Certificate states.
+CERT_STATES = ("present", "removed", "revoked")
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC (the column type on both engines)."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    """ISO 8601 UTC with a Z, for JSON output."""
+    return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def default_desk() -> str:
+    """This machine's desk name unless ``--desk`` names it: the host name."""
+    return socket.gethostname() or "desk"
+
+
+def default_operator() -> str:
+    """Who is at the desk, for the audit trail."""
+    return os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
+
+
+def _db(doing: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Turn driver and SQLAlchemy errors into one-line pivtool errors naming *doing*."""
+
+    def deco(f: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kwargs: Any) -> T:
+            import sqlalchemy.exc as sx
+
+            try:
+                return f(*args, **kwargs)
+            except PivToolError:
+                raise
+            except sx.SQLAlchemyError as e:
+                raise translate(e, doing) from None
+
+        return wrapper
+
+    return deco
+
+
+# --------------------------------------------------------------------------------------------
+# Records
+
+
+@dataclass
+class KeyRecord:
+    """A YubiKey (or PIV card) in the inventory."""
+
+    serial: int
+    model: str | None = None
+    firmware: str | None = None
+    form_factor: str | None = None
+    owner_upn: str | None = None
+    status: str = "active"
+    first_seen: dt.datetime | None = None
+    last_seen: dt.datetime | None = None
+    last_desk: str | None = None
+    note: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (times as ISO 8601 UTC)."""
+        d = asdict(self)
+        d["first_seen"], d["last_seen"] = iso(self.first_seen), iso(self.last_seen)
+        return d
+
+
+@dataclass
+class CertRecord:
+    """A certificate seen on a key's slot (PEM kept: revocation hooks take it on stdin)."""
+
+    slot: str
+    fingerprint: str
+    serial: str | None = None
+    subject: str | None = None
+    issuer: str | None = None
+    not_before: dt.datetime | None = None
+    not_after: dt.datetime | None = None
+    certificate_user_ids: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "present"
+    pem: str | None = field(default=None, repr=False)
+    key_serial: int | None = None
+    id: int | None = None
+
+    def to_json(self, pem: bool = False) -> dict[str, Any]:
+        """JSON form; the PEM only when asked for."""
+        d = asdict(self)
+        d["not_before"], d["not_after"] = iso(self.not_before), iso(self.not_after)
+        if not pem:
+            d.pop("pem")
+        return d
+
+
+@dataclass
+class AuditEvent:
+    """One audit row. Never holds a secret: callers put step names and outcomes here."""
+
+    step: str
+    outcome: str
+    serial: int | None = None
+    upn: str | None = None
+    reader: str | None = None
+    detail: str = ""
+    fingerprint: str | None = None
+    command: str | None = None
+    time: dt.datetime = field(default_factory=utcnow)
+    desk: str | None = None  # filled in by the store
+    operator: str | None = None  # filled in by the store
+    id: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form."""
+        d = asdict(self)
+        d["time"] = iso(self.time)
+        return d
+
+
+@dataclass
+class EscrowRow:
+    """One escrowed secret of a key: an encrypted escrow document, never the value."""
+
+    serial: int
+    kind: str  # "puk" or "mgmt_key"
+    upn: str | None
+    created: dt.datetime
+    updated: dt.datetime
+    document: str = field(repr=False)
+
+
+@dataclass
+class RosterInput:
+    """A valid roster row as the store keeps it (``options`` as the state file has them)."""
+
+    row: int
+    upn: str
+    options: dict[str, Any]
+
+
+@dataclass
+class UserRecord:
+    """A roster user with their progress and claim."""
+
+    id: int
+    upn: str
+    row: int | None
+    options: dict[str, Any]
+    in_roster: bool
+    status: str
+    pinned_serial: int | None
+    serial: int | None
+    attempts: int
+    last_step: str | None
+    error: str | None
+    started: dt.datetime | None
+    finished: dt.datetime | None
+    certificate: dict[str, Any] | None
+    certificate_user_ids: list[dict[str, Any]]
+    pin_letter: str | None
+    history: list[dict[str, Any]]
+    claim_desk: str | None
+    claim_reader: str | None
+    claimed: dt.datetime | None
+    heartbeat: dt.datetime | None
+    lease_until: dt.datetime | None
+
+    @classmethod
+    def from_row(cls, row: Row[Any]) -> UserRecord:
+        """From a ``users`` row."""
+        m = row._mapping
+        return cls(id=m["id"], upn=m["upn"], row=m["row"], options=dict(m["options"] or {}),
+                   in_roster=bool(m["in_roster"]), status=m["status"],
+                   pinned_serial=m["pinned_serial"], serial=m["serial"],
+                   attempts=m["attempts"], last_step=m["last_step"], error=m["error"],
+                   started=m["started"], finished=m["finished"],
+                   certificate=m["certificate"],
+                   certificate_user_ids=list(m["certificate_user_ids"] or []),
+                   pin_letter=m["pin_letter"], history=list(m["history"] or []),
+                   claim_desk=m["claim_desk"], claim_reader=m["claim_reader"],
+                   claimed=m["claimed"], heartbeat=m["heartbeat"],
+                   lease_until=m["lease_until"])
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (the report's user entry plus the claim)."""
+        return {"row": self.row, "upn": self.upn, "status": self.status,
+                "in_roster": self.in_roster, "serial": self.serial,
+                "reader": self.claim_reader, "desk": self.claim_desk,
+                "attempts": self.attempts, "last_step": self.last_step, "error": self.error,
+                "finished": iso(self.finished), "certificate": self.certificate,
+                "certificate_user_ids": self.certificate_user_ids,
+                "pin_letter": self.pin_letter, "heartbeat": iso(self.heartbeat),
+                "lease_until": iso(self.lease_until)}
+
+
+# --------------------------------------------------------------------------------------------
+# The store
+
+
+class Store:
+    """One database, seen from one desk. Thread-safe (SQLAlchemy's pool gives each thread
+    its own connection). Open with :meth:`open`; close with :meth:`close` or ``with``."""
+
+    def __init__(self, engine: Engine, url: str, desk: str, operator: str,
+                 counter: RoundTrips | None = None) -> None:
+        self.engine = engine
+        self.url = url
+        self.desk = desk
+        self.operator = operator
+        self.counter = counter
+
+    @classmethod
+    def open(cls, url: str, desk: str | None = None, operator: str | None = None,
+             create: bool = True, counter: RoundTrips | None = None) -> Store:
+        """Connect and check the schema (a fresh database gets the newest one when
+        *create*; an older or newer schema is refused, see :func:`check_schema`)."""
+        engine = create_engine(url, counter)
+        try:
+            check_schema(engine, create=create)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine, url, desk or default_desk(), operator or default_operator(),
+                   counter)
+
+    @property
+    def display(self) -> str:
+        """The URL without a password (for messages)."""
+        return display_url(self.url)
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return str(self.engine.dialect.name)
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- connections -----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _auto(self) -> Iterator[Connection]:
+        """A connection in autocommit: each statement is its own transaction (one round
+        trip on PostgreSQL, no BEGIN/COMMIT)."""
+        with self.engine.connect() as conn:
+            yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        """One transaction (committed on success, rolled back on error)."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    def _insert(self, table: Any) -> Any:
+        """INSERT with ``on_conflict_do_update`` (both dialects spell it the same)."""
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+        return insert(table)
+
+    def _audit_rows(self, events: list[AuditEvent]) -> list[dict[str, Any]]:
+        return [{"time": e.time, "desk": e.desk or self.desk,
+                 "operator": e.operator or self.operator, "command": e.command,
+                 "reader": e.reader, "serial": e.serial, "upn": e.upn, "step": e.step,
+                 "outcome": e.outcome, "detail": e.detail or "",
+                 "fingerprint": e.fingerprint} for e in events]
+
+    # --- audit -----------------------------------------------------------------------
+
+    @_db("writing the audit trail")
+    def audit(self, events: list[AuditEvent]) -> None:
+        """Append *events* (one round trip however many)."""
+        from .schema import audit
+
+        if not events:
+            return
+        with self._auto() as conn:
+            conn.execute(audit.insert(), self._audit_rows(events))
+
+    @_db("reading the audit trail")
+    def audit_trail(self, serial: int | None = None, upn: str | None = None,
+                    limit: int | None = None) -> list[AuditEvent]:
+        """Audit rows, oldest first, for a key and/or a user."""
+        import sqlalchemy as sa
+
+        from .schema import audit
+
+        q = sa.select(audit).order_by(audit.c.id)
+        if serial is not None:
+            q = q.where(audit.c.serial == serial)
+        if upn is not None:
+            q = q.where(sa.func.lower(audit.c.upn) == upn.casefold())
+        if limit is not None:
+            q = q.limit(limit)
+        with self._auto() as conn:
+            return [AuditEvent(**dict(r._mapping)) for r in conn.execute(q)]
+
+    # --- inventory: keys and certificates --------------------------------------------
+
+    @_db("recording a key")
+    def record_card(self, key: KeyRecord, certs: list[CertRecord] | None,
+                    events: list[AuditEvent] = ()) -> None:  # type: ignore[assignment]
+        """Upsert *key* (seen now at this desk) and, unless *certs* is None, make the
+        inventory's present certificates of the key exactly *certs* (others become
+        ``removed``); append *events*. One transaction."""
+        import sqlalchemy as sa
+
+        from .schema import audit, certificates, keys
+
+        now = utcnow()
+        values = {"serial": key.serial, "model": key.model, "firmware": key.firmware,
+                  "form_factor": key.form_factor, "owner_upn": key.owner_upn,
+                  "status": key.status, "first_seen": now, "last_seen": now,
+                  "last_desk": self.desk, "note": key.note}
+        ins = self._insert(keys).values(**values)
+        keep = {k: ins.excluded[k] for k in ("model", "firmware", "form_factor", "status",
+                                              "last_seen", "last_desk")}
+        if key.owner_upn is not None:
+            keep["owner_upn"] = ins.excluded.owner_upn
+        if key.note is not None:
+            keep["note"] = ins.excluded.note
+        with self._tx() as conn:
+            conn.execute(ins.on_conflict_do_update(index_elements=["serial"], set_=keep))
+            if certs is not None:
+                present = {(c.slot, c.fingerprint) for c in certs}
+                rows = conn.execute(sa.select(certificates.c.id, certificates.c.slot,
+                                              certificates.c.fingerprint)
+                                    .where(certificates.c.key_serial == key.serial,
+                                           certificates.c.status == "present")).all()
+                gone = [r.id for r in rows if (r.slot, r.fingerprint) not in present]
+                if gone:
+                    conn.execute(certificates.update().where(certificates.c.id.in_(gone))
+                                 .values(status="removed", updated=now))
+                for c in certs:
+                    cins = self._insert(certificates).values(
+                        key_serial=key.serial, slot=c.slot, fingerprint=c.fingerprint,
+                        serial=c.serial, subject=c.subject, issuer=c.issuer,
+                        not_before=c.not_before, not_after=c.not_after,
+                        certificate_user_ids=c.certificate_user_ids, status="present",
+                        pem=c.pem, recorded=now, updated=now)
+                    conn.execute(cins.on_conflict_do_update(
+                        index_elements=["key_serial", "slot", "fingerprint"],
+                        set_={"status": "present", "updated": now,
+                              "certificate_user_ids": cins.excluded.certificate_user_ids}))
+            if events:
+                conn.execute(audit.insert(), self._audit_rows(list(events)))
+
+    @_db("reading the inventory")
+    def key(self, serial: int) -> KeyRecord | None:
+        """The key with *serial*, if the inventory has it."""
+        from .schema import keys
+
+        with self._auto() as conn:
+            row = conn.execute(keys.select().where(keys.c.serial == serial)).first()
+        return None if row is None else KeyRecord(**dict(row._mapping))
+
+    @_db("reading the inventory")
+    def keys(self, owner: str | None = None, status: str | None = None) -> list[KeyRecord]:
+        """Keys by serial, optionally of one owner (case-insensitive) or in one status."""
+        import sqlalchemy as sa
+
+        from .schema import keys
+
+        q = keys.select().order_by(keys.c.serial)
+        if owner is not None:
+            q = q.where(sa.func.lower(keys.c.owner_upn) == owner.casefold())
+        if status is not None:
+            q = q.where(keys.c.status == status)
+        with self._auto() as conn:
+            return [KeyRecord(**dict(r._mapping)) for r in conn.execute(q)]
+
+    @_db("reading the inventory")
+    def certificates(self, serial: int | None = None,
+                     status: str | None = None) -> list[CertRecord]:
+        """Certificates, optionally of one key or in one status."""
+        from .schema import certificates as t
+
+        q = t.select().order_by(t.c.key_serial, t.c.slot, t.c.id)
+        if serial is not None:
+            q = q.where(t.c.key_serial == serial)
+        if status is not None:
+            q = q.where(t.c.status == status)
+        with self._auto() as conn:
+            out = []
+            for r in conn.execute(q):
+                m = dict(r._mapping)
+                m.pop("recorded"), m.pop("updated")
+                m["certificate_user_ids"] = list(m["certificate_user_ids"] or [])
+                out.append(CertRecord(**m))
+            return out
+
+    @_db("updating the inventory")
+    def set_key_status(self, serial: int, status: str, certificate_status: str | None = None,
+                       cert_ids: list[int] | None = None,
+                       events: list[AuditEvent] = ()) -> None:  # type: ignore[assignment]
+        """Mark a key (and optionally some of its certificates) in one transaction."""
+        from .schema import audit, certificates, keys
+
+        if status not in KEY_STATES:
+            raise UsageError(f"unknown key status {status!r}")
+        now = utcnow()
+        with self._tx() as conn:
+            done = conn.execute(keys.update().where(keys.c.serial == serial)
+                                .values(status=status, last_seen=now, last_desk=self.desk))
+            if done.rowcount != 1:
+                raise UsageError(f"serial {serial} is not in the inventory")
+            if certificate_status is not None and cert_ids:
+                conn.execute(certificates.update().where(certificates.c.id.in_(cert_ids))
+                             .values(status=certificate_status, updated=now))
+            if events:
+                conn.execute(audit.insert(), self._audit_rows(list(events)))
+
+    # --- escrow ----------------------------------------------------------------------
+
+    @_db("reading the escrow keyring")
+    def meta(self, name: str) -> Any:
+        """A named value, or None."""
+        from .schema import meta
+
+        with self._auto() as conn:
+            row = conn.execute(meta.select().where(meta.c.name == name)).first()
+        return None if row is None else row.value
+
+    @_db("writing the escrow keyring")
+    def meta_create(self, name: str, value: Any) -> Any:
+        """Store *value* under *name* unless a value is there already; return the stored
+        one (so two desks creating the escrow keyring at once agree on one)."""
+        from .schema import meta
+
+        with self._auto() as conn:
+            conn.execute(self._insert(meta).values(name=name, value=value)
+                         .on_conflict_do_nothing(index_elements=["name"]))
+            return conn.execute(meta.select().where(meta.c.name == name)).one().value
+
+    @_db("reading the escrow")
+    def escrow_rows(self, serial: int | None = None) -> list[EscrowRow]:
+        """Escrowed secrets (encrypted documents), of one key or all."""
+        from .schema import escrow
+
+        q = escrow.select().order_by(escrow.c.serial, escrow.c.kind)
+        if serial is not None:
+            q = q.where(escrow.c.serial == serial)
+        with self._auto() as conn:
+            return [EscrowRow(**dict(r._mapping)) for r in conn.execute(q)]
+
+    @_db("writing the escrow")
+    def escrow_put(self, serial: int, upn: str | None, documents: dict[str, str]) -> None:
+        """Create or replace the escrowed secrets of *serial* named in *documents*
+        (kind -> encrypted document); other kinds stay. One round trip."""
+        from .schema import escrow
+
+        now = utcnow()
+        ins = self._insert(escrow)
+        set_ = {"document": ins.excluded.document, "updated": ins.excluded.updated}
+        if upn is not None:
+            set_["upn"] = ins.excluded.upn
+        stmt = ins.on_conflict_do_update(index_elements=["serial", "kind"], set_=set_)
+        with self._auto() as conn:
+            conn.execute(stmt, [{"serial": serial, "kind": kind, "upn": upn, "created": now,
+                                 "updated": now, "document": doc}
+                                for kind, doc in documents.items()])
+
+    # --- roster and claims -------------------------------------------------------------
+
+    @_db("loading the roster")
+    def merge_roster(self, roster: str, rows: list[RosterInput]) -> None:
+        """Bring a roster into the database (as ``BatchState.merge_roster``): new users
+        become pending, pending users take the roster's current options, users already
+        started keep their record, users no longer in the roster are kept but never
+        enrolled. One transaction; desks may run it concurrently."""
+        import sqlalchemy as sa
+
+        from .schema import users
+
+        now = utcnow()
+        with self._tx() as conn:
+            existing = {r.upn_key: r for r in conn.execute(
+                sa.select(users.c.id, users.c.upn_key, users.c.status))}
+            present = set()
+            new: list[dict[str, Any]] = []
+            for row in rows:
+                key = row.upn.casefold()
+                present.add(key)
+                pinned = row.options.get("serial")
+                old = existing.get(key)
+                if old is None:
+                    new.append({"upn": row.upn, "upn_key": key, "roster": roster,
+                                "row": row.row, "options": row.options, "in_roster": True,
+                                "status": PENDING, "pinned_serial": pinned, "attempts": 0,
+                                "certificate_user_ids": [], "history": [], "updated": now})
+                elif old.status == PENDING:
+                    conn.execute(users.update().where(users.c.id == old.id).values(
+                        row=row.row, options=row.options, pinned_serial=pinned,
+                        in_roster=True, roster=roster, updated=now))
+                else:
+                    conn.execute(users.update().where(users.c.id == old.id)
+                                 .values(in_roster=True))
+            if new:
+                # Another desk may insert the same users at the same moment: skip theirs.
+                conn.execute(self._insert(users).on_conflict_do_nothing(
+                    index_elements=["upn_key"]), new)
+            gone = [r.id for k, r in existing.items() if k not in present]
+            if gone:
+                conn.execute(users.update().where(users.c.id.in_(gone))
+                             .values(in_roster=False))
+
+    @_db("reading the roster")
+    def users(self) -> list[UserRecord]:
+        """Every user, in roster order."""
+        from .schema import users
+
+        with self._auto() as conn:
+            rows = conn.execute(users.select().order_by(users.c.row, users.c.id))
+            return [UserRecord.from_row(r) for r in rows]
+
+    @_db("reading the roster")
+    def find(self, upn: str) -> UserRecord | None:
+        """The user with *upn* (case-insensitive)."""
+        from .schema import users
+
+        with self._auto() as conn:
+            row = conn.execute(users.select().where(users.c.upn_key == upn.casefold())).first()
+        return None if row is None else UserRecord.from_row(row)
+
+    @_db("reading the roster")
+    def bound_to(self, serial: int) -> UserRecord | None:
+        """The user whose enrollment is (or was) on the key with *serial*."""
+        from .schema import users
+
+        with self._auto() as conn:
+            row = conn.execute(users.select().where(users.c.serial == serial,
+                                                    users.c.status != REASSIGNED)
+                               .order_by(users.c.id.desc()).limit(1)).first()
+        return None if row is None else UserRecord.from_row(row)
+
+    def _claim_values(self, reader: str, serial: int, lease: float) -> dict[str, Any]:
+        from .schema import users
+
+        now = utcnow()
+        return {"status": ENROLLING, "serial": serial, "claim_desk": self.desk,
+                "claim_reader": reader, "claimed": now, "heartbeat": now,
+                "lease_until": now + dt.timedelta(seconds=lease),
+                "attempts": users.c.attempts + 1, "started": now, "finished": None,
+                "error": None, "last_step": None, "updated": now}
+
+    @_db("claiming a user")
+    def claim_next(self, reader: str, serial: int, lease: float = 300.0) -> UserRecord | None:
+        """Claim the next pending user for the key *serial*: one pinned to it first, else
+        the first unpinned in roster order. Rows another desk is claiming at this instant
+        are skipped, not waited for (``FOR UPDATE SKIP LOCKED``). One statement."""
+        import sqlalchemy as sa
+
+        from .schema import users
+
+        pick = (sa.select(users.c.id)
+                .where(users.c.status == PENDING, users.c.in_roster.is_(True),
+                       sa.or_(users.c.pinned_serial.is_(None),
+                              users.c.pinned_serial == serial))
+                .order_by(users.c.pinned_serial.is_(None), users.c.row, users.c.id)
+                .limit(1).with_for_update(skip_locked=True).scalar_subquery())
+        stmt = (users.update().where(users.c.id == pick, users.c.status == PENDING)
+                .values(**self._claim_values(reader, serial, lease)).returning(*users.c))
+        with self._auto() as conn:
+            row = conn.execute(stmt).first()
+        return None if row is None else UserRecord.from_row(row)
+
+    @_db("claiming a user")
+    def claim_user(self, user_id: int, reader: str, serial: int, lease: float = 300.0,
+                   statuses: tuple[str, ...] = (INCOMPLETE, ENROLLING)) -> UserRecord | None:
+        """Claim a given user (a half-made enrollment resumed on its key). A user another
+        desk holds under a live lease is not taken (None). One statement."""
+        import sqlalchemy as sa
+
+        from .schema import users
+
+        now = utcnow()
+        free = sa.or_(users.c.status != ENROLLING, users.c.claim_desk == self.desk,
+                      users.c.lease_until.is_(None), users.c.lease_until < now)
+        stmt = (users.update()
+                .where(users.c.id == user_id, users.c.status.in_(statuses), free)
+                .values(**self._claim_values(reader, serial, lease)).returning(*users.c))
+        with self._auto() as conn:
+            row = conn.execute(stmt).first()
+        return None if row is None else UserRecord.from_row(row)
+
+    @_db("renewing the desk's leases")
+    def heartbeat(self, lease: float = 300.0) -> int:
+        """Renew the lease of every user this desk is enrolling; return how many. One
+        statement per desk, not per enrollment."""
+        from .schema import users
+
+        now = utcnow()
+        with self._auto() as conn:
+            return int(conn.execute(
+                users.update().where(users.c.status == ENROLLING,
+                                     users.c.claim_desk == self.desk)
+                .values(heartbeat=now, lease_until=now + dt.timedelta(seconds=lease)))
+                .rowcount)
+
+    @_db("recovering the desk's claims")
+    def interrupted(self) -> int:
+        """At a desk's start: its users still ``enrolling`` were cut off by a crash of
+        this desk; they become ``incomplete`` (bound to their key, resumed when it comes
+        back). Returns how many."""
+        from .schema import users
+
+        with self._auto() as conn:
+            return int(conn.execute(
+                users.update().where(users.c.status == ENROLLING,
+                                     users.c.claim_desk == self.desk)
+                .values(status=INCOMPLETE, error="interrupted (the desk stopped)",
+                        lease_until=None, updated=utcnow())).rowcount)
+
+    @_db("recording progress")
+    def update_user(self, user_id: int, events: list[AuditEvent] = (),  # type: ignore[assignment]
+                    expect_status: str | None = None, **values: Any) -> bool:
+        """Set columns of a user (status, error, certificate...) and append *events*.
+        With *expect_status* the update happens only from that status (False if not).
+        The audit rows go first: the user row is the commit point a re-run looks at."""
+        from .schema import users
+
+        self.audit(list(events))
+        q = users.update().where(users.c.id == user_id)
+        if expect_status is not None:
+            q = q.where(users.c.status == expect_status)
+        values.setdefault("updated", utcnow())
+        if values.get("status") in (DONE, FAILED, INCOMPLETE, PENDING, REASSIGNED):
+            values.setdefault("lease_until", None)
+        with self._auto() as conn:
+            return bool(conn.execute(q.values(**values)).rowcount)
+
+    @_db("releasing a user")
+    def release(self, upn: str, events: list[AuditEvent] = ()) -> UserRecord:  # type: ignore[assignment]
+        """Unbind *upn* from their key (incomplete or failed, or enrolling under a lease
+        that ran out): pending again, for any desk."""
+        import sqlalchemy as sa
+
+        from .schema import users
+
+        user = self.find(upn)
+        if user is None:
+            raise UsageError(f"{upn} is not in the roster")
+        now = utcnow()
+        movable = sa.or_(users.c.status.in_((INCOMPLETE, FAILED)),
+                         sa.and_(users.c.status == ENROLLING, users.c.lease_until < now))
+        self.audit(list(events))
+        with self._auto() as conn:
+            done = conn.execute(users.update().where(users.c.id == user.id, movable).values(
+                status=PENDING, serial=None, attempts=0, error=None, claim_desk=None,
+                claim_reader=None, lease_until=None, updated=now)).rowcount
+        if not done:
+            live = (" (a desk holds it under a live lease: stop that desk, or wait "
+                    "until the lease runs out)" if user.status == ENROLLING else "")
+            raise UsageError(f"{upn} is {user.status}; only incomplete or failed users can be "
+                             f"released{live}")
+        return user
+
+    @_db("counting the roster")
+    def counts(self) -> dict[str, int]:
+        """Users per status (of users in the roster, and finished users no longer in it)."""
+        import sqlalchemy as sa
+
+        from .schema import users
+
+        out = dict.fromkeys(USER_STATES, 0)
+        final = (DONE, FAILED, REASSIGNED)
+        with self._auto() as conn:
+            q = (sa.select(users.c.status, sa.func.count())
+                 .where(sa.or_(users.c.in_roster.is_(True), users.c.status.in_(final)))
+                 .group_by(users.c.status))
+            for status, n in conn.execute(q):
+                out[status] = int(n)
+        return out

@@ -1,0 +1,246 @@
+"""Opening the inventory database: URLs, engines, schema versions, round-trip counting.
+
+``--db URL`` / ``$PIVTOOL_DB`` takes ``sqlite:///PATH`` or ``postgresql://...``
+(``postgresql+psycopg://`` is implied: psycopg 3 is the driver). A fresh, empty database is
+created at the newest schema; one at an older schema is refused until ``pivtool db upgrade``
+brings it up to date in place (a desk must never write rows an older schema cannot hold, and
+an upgrade is the database owner's decision, not a side effect of an enrollment).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..core.errors import PivToolError, UsageError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+    from sqlalchemy.engine import Connection, Engine
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+class StoreError(PivToolError):
+    """The database failed or went away (exit code 1; the card is left as it was or
+    resumable, see docs/fleet.md)."""
+
+
+class SchemaError(UsageError):
+    """The database's schema is not the one this pivtool writes (exit code 2)."""
+
+
+@dataclass
+class RoundTrips:
+    """Counts what the desk sends to the database: statements, BEGINs, COMMITs and
+    ROLLBACKs (each a network round trip with PostgreSQL)."""
+
+    statements: int = 0
+    transactions: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def total(self) -> int:
+        """Every round trip."""
+        return self.statements + self.transactions
+
+    def add(self, statements: int = 0, transactions: int = 0) -> None:
+        """Count (thread-safe: a batch has one worker per reader)."""
+        with self._lock:
+            self.statements += statements
+            self.transactions += transactions
+
+
+def normalise_url(url: str) -> str:
+    """The SQLAlchemy URL for *url*: ``postgresql://`` gets the psycopg 3 driver; anything
+    but SQLite and PostgreSQL is refused (exit 2)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    if url.startswith(("postgresql+psycopg://", "sqlite:///")):
+        return url
+    raise UsageError(f"unsupported database URL {display_url(url)!r}: use sqlite:///PATH or "
+                     "postgresql://...")
+
+
+def display_url(url: str) -> str:
+    """*url* with any password hidden (for messages and the audit trail)."""
+    if "://" not in url or "@" not in url.split("://", 1)[1].split("/", 1)[0]:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.split("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}{':***' if ':' in creds else ''}@{host}"
+
+
+def create_engine(url: str, counter: RoundTrips | None = None) -> Engine:
+    """An engine for *url* (see :func:`normalise_url`). SQLite: WAL journal, a 30 s busy
+    timeout, and ``BEGIN IMMEDIATE`` for every transaction, so two desks on one file
+    serialise their writes instead of failing half-way. *counter* counts round trips."""
+    import sqlalchemy as sa
+
+    real = normalise_url(url)
+    if real.startswith("sqlite"):
+        path = real[len("sqlite:///"):]
+        if path and path != ":memory:":
+            folder = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(folder):
+                raise UsageError(f"cannot create the database {path}: folder {folder} "
+                                 "does not exist")
+        # The stdlib driver's own transaction handling is off (isolation_level=None): the
+        # BEGIN below is ours, so reads and writes of one transaction are really atomic.
+        engine = sa.create_engine(real, connect_args={"isolation_level": None,
+                                                      "timeout": 30,
+                                                      "check_same_thread": False})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi: Any, record: Any) -> None:
+            cur = dbapi.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            if not _autocommit(conn):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        # pool_pre_ping: a database restarted between two keys is reconnected, not an
+        # error on the next key.
+        engine = sa.create_engine(real, pool_pre_ping=True, pool_size=8)
+    if counter is not None:
+        _count(engine, counter)
+    return engine
+
+
+def _autocommit(conn: Connection) -> bool:
+    return conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+
+
+def _count(engine: Engine, counter: RoundTrips) -> None:
+    import sqlalchemy as sa
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def _stmt(conn: Connection, *args: Any) -> None:
+        # SQLite's BEGIN IMMEDIATE is counted below, as the BEGIN it is.
+        if not args[1].startswith("BEGIN"):
+            counter.add(statements=1)
+
+    def _tx(conn: Connection, *args: Any) -> None:
+        # In autocommit SQLAlchemy still reports begin/commit, but nothing is sent.
+        if not _autocommit(conn):
+            counter.add(transactions=1)
+
+    for name in ("begin", "commit", "rollback"):
+        sa.event.listen(engine, name, _tx)
+
+
+# --------------------------------------------------------------------------------------------
+# Schema versions
+
+
+def _alembic_config(conn: Connection) -> Config:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = conn
+    return cfg
+
+
+def _scripts() -> ScriptDirectory:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(cfg)
+
+
+def head_revision() -> str:
+    """The newest schema revision this pivtool ships."""
+    head = _scripts().get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(conn: Connection) -> str | None:
+    """The database's schema revision (None: no pivtool schema)."""
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
+    """Bring the schema up to *revision* in place; return (before, after)."""
+    from alembic import command
+
+    try:
+        with engine.begin() as conn:
+            before = current_revision(conn)
+            command.upgrade(_alembic_config(conn), revision)
+            after = current_revision(conn)
+    except PivToolError:
+        raise
+    except Exception as e:
+        raise translate(e, "upgrading the schema") from None
+    assert after is not None
+    return before, after
+
+
+def check_schema(engine: Engine, create: bool = True) -> str:
+    """Refuse a database whose schema is not this pivtool's newest; create the schema in an
+    empty one when *create*. Returns the revision."""
+    import sqlalchemy as sa
+
+    head = head_revision()
+    try:
+        with engine.connect() as conn:
+            rev = current_revision(conn)
+            empty = rev is None and not sa.inspect(conn).get_table_names()
+    except PivToolError:
+        raise
+    except Exception as e:
+        raise translate(e, "opening the database") from None
+    if rev == head:
+        return rev
+    if rev is None:
+        if not empty:
+            raise SchemaError("the database holds tables but no pivtool schema version; "
+                              "give pivtool a database of its own")
+        if not create:
+            raise SchemaError("the database has no pivtool schema yet: run 'pivtool db "
+                              "upgrade' first")
+        upgrade(engine)
+        return head
+    from alembic.util import CommandError
+
+    try:
+        known = _scripts().get_revision(rev) is not None
+    except CommandError:
+        known = False
+    if not known:
+        raise SchemaError(f"the database schema is at revision {rev}, newer than this "
+                          f"pivtool knows ({head}): upgrade pivtool on this desk")
+    raise SchemaError(f"the database schema is at revision {rev}, this pivtool needs {head}: "
+                      "run 'pivtool db upgrade' (as the database owner) first")
+
+
+def translate(e: BaseException, doing: str) -> PivToolError:
+    """A driver or SQLAlchemy error as one line without connection secrets: a
+    :class:`StoreError` (the database failed) or, for a refused login or missing
+    permission, the same with what to check."""
+    import sqlalchemy.exc as sx
+
+    orig = getattr(e, "orig", None) or e
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    if isinstance(e, sx.OperationalError | sx.InterfaceError):
+        return StoreError(f"database unavailable while {doing}: {text}")
+    if isinstance(e, sx.ProgrammingError) and "permission denied" in text:
+        return StoreError(f"the database refused {doing}: {text} (check the role's GRANTs, "
+                          "docs/fleet.md)")
+    return StoreError(f"database error while {doing}: {text}")
