@@ -30,6 +30,10 @@ INJECTED: dict[str, list[tuple[str, str, str]]] = {
         ("workflows/reset.py", "import pivtool.cli.render",
          "pivtool.workflows.reset -> pivtool.cli.render"),
         ("cli/render.py", "import pivtool.demo", "pivtool.cli.render -> pivtool.demo"),
+        ("store/api.py", "import pivtool.workflows.escrow",
+         "pivtool.store.api -> pivtool.workflows.escrow"),
+        ("store/engine.py", "import pivtool.piv.session",
+         "pivtool.store.engine -> pivtool.piv.session"),
     ],
     "sim-independent": [
         ("sim/card.py", "import pivtool.connect", "pivtool.sim.card -> pivtool.connect"),
@@ -58,6 +62,10 @@ INJECTED: dict[str, list[tuple[str, str, str]]] = {
     ],
     "http-in-graph": [
         ("workflows/enroll.py", "import requests", "pivtool.workflows.enroll -> requests"),
+    ],
+    "sql-in-store": [
+        ("workflows/escrow.py", "import sqlalchemy", "pivtool.workflows.escrow -> sqlalchemy"),
+        ("cli/main.py", "import psycopg", "pivtool.cli.main -> psycopg"),
     ],
 }
 

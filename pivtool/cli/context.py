@@ -27,6 +27,8 @@ class CliContext:
     interactive: bool = field(default_factory=lambda: sys.stdin.isatty())
     yes: bool = False
     secret_files: dict[str, str | None] = field(default_factory=dict)
+    db: str | None = None  # --db / $PIVTOOL_DB: the inventory database
+    desk: str | None = None
     _prompter: Any = None
 
     def prompter(self) -> Any:
@@ -66,9 +68,23 @@ class CliContext:
 
         conn = self.open_connection()
         try:
-            yield PivSession(conn)
+            session = PivSession(conn)
+            try:
+                yield session
+            except BaseException as e:
+                self._record(session, e)
+                raise
+            self._record(session, None)
         finally:
             conn.close()
+
+    def _record(self, session: Any, error: BaseException | None) -> None:
+        """With an inventory database, card-changing commands record what they did (the
+        one hook point; read-only commands return at once without importing it)."""
+        if self.db and not isinstance(error, (KeyboardInterrupt, SystemExit)):
+            from .inventory import record_change
+
+            record_change(self, session, error)
 
     def emit(self, data: Any, text: str | None = None) -> None:
         """Print *data* as JSON under ``--json``, else *text* (or nothing)."""

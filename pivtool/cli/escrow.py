@@ -31,9 +31,11 @@ def open_escrow(obj: CliContext, path: str, passphrase_file: str | None,
     import os
 
     from ..core.errors import UsageError
-    from ..workflows.escrow import EscrowFile, check_new_passphrase
+    from ..workflows.escrow import IN_DATABASE, EscrowFile, check_new_passphrase
     from .secrets import get_secret
 
+    if path == IN_DATABASE:
+        return _open_store_escrow(obj, passphrase_file, create)
     if os.path.isdir(path):
         raise UsageError(f"{path} is a directory, not an escrow file")
     exists = EscrowFile(path, b"").exists()
@@ -51,6 +53,34 @@ def open_escrow(obj: CliContext, path: str, passphrase_file: str | None,
         folder = os.path.dirname(os.path.abspath(path))
         if not os.access(folder, os.W_OK | os.X_OK):
             raise UsageError(f"cannot create {path}: folder {folder} missing or not writable")
+    return escrow
+
+
+def _open_store_escrow(obj: CliContext, passphrase_file: str | None,
+                       create: bool) -> EscrowFile:
+    """``--escrow db``: the escrow in the inventory database (--db / $PIVTOOL_DB), same
+    passphrase sources, checked against the database's keyring before the card."""
+    from ..core.errors import UsageError
+    from ..workflows.escrow import StoreEscrow, check_new_passphrase
+    from .inventory import open_store
+    from .secrets import get_secret
+
+    store = open_store(obj)
+    try:
+        exists = StoreEscrow(store, b"").exists()
+        if not exists and not create:
+            raise UsageError(f"the inventory database {store.display} holds no escrow yet")
+        passphrase = get_secret(ESCROW_PASSPHRASE, passphrase_file, prompt=obj.interactive,
+                                confirm=not exists)
+        assert passphrase is not None
+        escrow = StoreEscrow(store, passphrase)
+        if exists:
+            escrow.verify()
+        else:
+            check_new_passphrase(passphrase)
+    except BaseException:
+        store.close()
+        raise
     return escrow
 
 

@@ -36,6 +36,10 @@ COMMANDS: dict[str, str] = {
     "objects": "objects:objects",
     "batch": "batch:batch",
     "completion": "completion:completion",
+    "inventory": "inventory:inventory",
+    "lost": "inventory:lost",
+    "retire": "inventory:retire",
+    "db": "inventory:db",
 }
 
 #: ``pivtool --help`` lists the commands in these groups, in this order (every command in
@@ -46,12 +50,13 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("A user locked the key", ("recover", "reset")),
     ("Look at a key", ("info", "list", "entra", "diagnose")),
     ("Helpdesk: many keys", ("batch", "escrow", "ca")),
+    ("Inventory: keys across desks and years", ("inventory", "lost", "retire", "db")),
     ("Other", ("sim", "completion")),
 )
 
 #: Commands that never open a card: a global ``--sim`` (or ``--reader``/``--serial``) given
 #: to them is refused, never silently ignored.
-NO_CARD = frozenset({"ca", "escrow", "completion", "sim"})
+NO_CARD = frozenset({"ca", "escrow", "completion", "sim", "lost", "retire", "db"})
 
 #: Commands whose own output already says what to do about a blocked PIN or PUK.
 NO_HINT = frozenset({"recover", "reset", "batch"})
@@ -119,12 +124,18 @@ class LazyGroup(click.Group):
 @click.option("--json", "json_", is_flag=True,
               help="Machine-readable output: one JSON document on stdout (messages and "
                    "errors stay on stderr). Also accepted after the command.")
+@click.option("--db", metavar="URL", envvar="PIVTOOL_DB",
+              help="The key inventory database (sqlite:///PATH or postgresql://...; "
+                   "$PIVTOOL_DB). Card-changing commands record what they did in it.")
+@click.option("--desk", metavar="NAME", envvar="PIVTOOL_DESK",
+              help="This desk's name in the inventory and its audit trail (default: the "
+                   "host name; $PIVTOOL_DESK).")
 @click.option("-v", "--verbose", count=True,
               help="Log to stderr; includes the APDU trace (secrets redacted).")
 @click.version_option(__version__, prog_name="pivtool")
 @click.pass_context
 def cli(ctx: click.Context, reader: str | None, serial: int | None, sim: str | None,
-        json_: bool, verbose: int) -> None:
+        json_: bool, db: str | None, desk: str | None, verbose: int) -> None:
     """pivtool: make YubiKeys and PIV cards ready for Microsoft Entra certificate-based
     authentication.
 
@@ -150,7 +161,8 @@ def cli(ctx: click.Context, reader: str | None, serial: int | None, sim: str | N
                 if ctx.invoked_subcommand == "sim" else ""
             raise UsageError(f"{ctx.invoked_subcommand} does not use a card: drop "
                              f"{', '.join(given)}{hint}")
-    obj = CliContext(reader=reader, serial=serial, sim=sim, json=json_, verbose=verbose)
+    obj = CliContext(reader=reader, serial=serial, sim=sim, json=json_, verbose=verbose,
+                     db=db or None, desk=desk)
     obj.setup_logging()
     ctx.obj = obj
 

@@ -403,7 +403,8 @@ class Store:
         return None if row is None else KeyRecord(**dict(row._mapping))
 
     @_db("reading the inventory")
-    def keys(self, owner: str | None = None, status: str | None = None) -> list[KeyRecord]:
+    def key_records(self, owner: str | None = None,
+                    status: str | None = None) -> list[KeyRecord]:
         """Keys by serial, optionally of one owner (case-insensitive) or in one status."""
         import sqlalchemy as sa
 

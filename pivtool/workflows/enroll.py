@@ -91,6 +91,29 @@ class LabCAIssuer:
         return [LabCA.open(self.directory, self.passphrase).certificate]
 
 
+def run_hook(command: str, stdin: bytes, timeout: float, what: str,
+             extra_env: dict[str, str] | None = None) -> bytes:
+    """Run an operator's hook command (``--issuer-cmd``, ``--revoke-cmd``): split like a
+    shell but run without one, *stdin* in, stdout back; a non-zero exit, a timeout or a
+    missing program is an error naming *what*."""
+    argv = shlex.split(command)
+    if not argv:
+        raise UsageError(f"empty {what}")
+    try:
+        # The child never sees pivtool's secrets (PIVTOOL_PIN, ..._MGMT_KEY...).
+        proc = subprocess.run(argv, input=stdin, capture_output=True,
+                              timeout=timeout, check=False, env=child_env(extra_env))
+    except FileNotFoundError:
+        raise UsageError(f"{what} not found: {argv[0]}") from None
+    except subprocess.TimeoutExpired:
+        raise PivToolError(f"{what} timed out after {timeout:g} s") from None
+    if proc.returncode != 0:
+        err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        last = err[-1] if err else "no error output"
+        raise PivToolError(f"{what} exited with {proc.returncode}: {last}")
+    return proc.stdout
+
+
 @dataclass
 class CommandIssuer:
     """Run an external command: CSR PEM on stdin, certificate PEM on stdout. Run without a
@@ -103,24 +126,10 @@ class CommandIssuer:
 
     def issue(self, csr_pem: bytes) -> bytes:
         """Run the command and return its stdout."""
-        argv = shlex.split(self.command)
-        if not argv:
-            raise UsageError("empty --issuer-cmd")
-        try:
-            # The child never sees pivtool's secrets (PIVTOOL_PIN, ..._MGMT_KEY...).
-            proc = subprocess.run(argv, input=csr_pem, capture_output=True,
-                                  timeout=self.timeout, check=False, env=child_env())
-        except FileNotFoundError:
-            raise UsageError(f"issuer command not found: {argv[0]}") from None
-        except subprocess.TimeoutExpired:
-            raise PivToolError(f"issuer command timed out after {self.timeout:g} s") from None
-        if proc.returncode != 0:
-            err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-            last = err[-1] if err else "no error output"
-            raise PivToolError(f"issuer command exited with {proc.returncode}: {last}")
-        if not proc.stdout.strip():
+        out = run_hook(self.command, csr_pem, self.timeout, "issuer command")
+        if not out.strip():
             raise PivToolError("issuer command printed no certificate")
-        return proc.stdout
+        return out
 
     def ca_certificates(self) -> list[Any]:
         """The CA bundle given with the command, if any."""

@@ -104,7 +104,7 @@ def test_record_card_keeps_the_certificates_on_the_key(db_url: str) -> None:
         got = {(x.slot, x.fingerprint): x.status for x in store.certificates(1)}
         assert got == {("9a", "aa" * 32): "removed", ("9c", "bb" * 32): "present",
                        ("9a", "cc" * 32): "present"}
-        assert [k.serial for k in store.keys(owner="A@CONTOSO.COM")] == [1]
+        assert [k.serial for k in store.key_records(owner="A@CONTOSO.COM")] == [1]
 
 
 def test_merge_roster_is_idempotent_and_keeps_started_users(db_url: str) -> None:
