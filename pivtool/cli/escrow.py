@@ -5,6 +5,7 @@ Also home of the escrow passphrase handling shared by ``enroll --escrow`` and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import click
@@ -27,28 +28,28 @@ def open_escrow(obj: CliContext, path: str, passphrase_file: str | None,
                 create: bool = False) -> EscrowFile:
     """Get the passphrase (file option > $PIVTOOL_ESCROW_PASSPHRASE > hidden prompt, typed
     twice for a new file) and check it against an existing file, so a wrong passphrase stops
-    a command before it touches the card."""
+    a command before it touches the card. *path* ``db`` is the escrow in the inventory
+    database (--db / $PIVTOOL_DB)."""
     import os
 
     from ..core.errors import UsageError
-    from ..workflows.escrow import IN_DATABASE, EscrowFile, check_new_passphrase
-    from .secrets import get_secret
+    from ..workflows.escrow import IN_DATABASE, EscrowFile, StoreEscrow
 
     if path == IN_DATABASE:
-        return _open_store_escrow(obj, passphrase_file, create)
+        from .inventory import open_store
+
+        store = open_store(obj)
+        try:
+            return _unlock(obj, lambda p: StoreEscrow(store, p), passphrase_file, create,
+                           f"the inventory database {store.display} holds no escrow yet")
+        except BaseException:
+            store.close()
+            raise
     if os.path.isdir(path):
         raise UsageError(f"{path} is a directory, not an escrow file")
-    exists = EscrowFile(path, b"").exists()
-    if not exists and not create:
-        raise UsageError(f"escrow file {path} does not exist")
-    passphrase = get_secret(ESCROW_PASSPHRASE, passphrase_file, prompt=obj.interactive,
-                            confirm=not exists)
-    assert passphrase is not None
-    escrow = EscrowFile(path, passphrase)
-    if exists:
-        escrow.verify()
-    else:
-        check_new_passphrase(passphrase)
+    escrow = _unlock(obj, lambda p: EscrowFile(path, p), passphrase_file, create,
+                     f"escrow file {path} does not exist")
+    if not escrow.exists():
         # The file is written after the card has changed: find an unwritable folder now.
         folder = os.path.dirname(os.path.abspath(path))
         if not os.access(folder, os.W_OK | os.X_OK):
@@ -56,31 +57,25 @@ def open_escrow(obj: CliContext, path: str, passphrase_file: str | None,
     return escrow
 
 
-def _open_store_escrow(obj: CliContext, passphrase_file: str | None,
-                       create: bool) -> EscrowFile:
-    """``--escrow db``: the escrow in the inventory database (--db / $PIVTOOL_DB), same
-    passphrase sources, checked against the database's keyring before the card."""
+def _unlock(obj: CliContext, make: Callable[[bytes], EscrowFile], passphrase_file: str | None,
+            create: bool, missing: str) -> EscrowFile:
+    """The passphrase for the escrow *make* opens: checked against an existing one, or
+    long enough for a new one (asked twice)."""
     from ..core.errors import UsageError
-    from ..workflows.escrow import StoreEscrow, check_new_passphrase
-    from .inventory import open_store
+    from ..workflows.escrow import check_new_passphrase
     from .secrets import get_secret
 
-    store = open_store(obj)
-    try:
-        exists = StoreEscrow(store, b"").exists()
-        if not exists and not create:
-            raise UsageError(f"the inventory database {store.display} holds no escrow yet")
-        passphrase = get_secret(ESCROW_PASSPHRASE, passphrase_file, prompt=obj.interactive,
-                                confirm=not exists)
-        assert passphrase is not None
-        escrow = StoreEscrow(store, passphrase)
-        if exists:
-            escrow.verify()
-        else:
-            check_new_passphrase(passphrase)
-    except BaseException:
-        store.close()
-        raise
+    exists = make(b"").exists()
+    if not exists and not create:
+        raise UsageError(missing)
+    passphrase = get_secret(ESCROW_PASSPHRASE, passphrase_file, prompt=obj.interactive,
+                            confirm=not exists)
+    assert passphrase is not None
+    escrow = make(passphrase)
+    if exists:
+        escrow.verify()
+    else:
+        check_new_passphrase(passphrase)
     return escrow
 
 
