@@ -14,6 +14,7 @@ import click
 
 from .context import CliContext, pass_ctx
 from .escrow import passphrase_file_option
+from .graph import graph_options
 from .options import (
     SET_PIN_POLICY,
     SET_TOUCH_POLICY,
@@ -108,6 +109,13 @@ class _Renderer:
             line = f"{where}{key}: FAILED{step}: {d.get('error')}"
         elif e.kind == "refused":
             line = f"{where}{key}: not enrolled: {d.get('reason')}"
+        elif e.kind == "graph-bound":
+            what = (f"{len(d['added'])} value(s) added" if d.get("patched")
+                    else "already bound")
+            line = f"{where}{key}: Entra certificateUserIds of {e.upn}: {what}"
+        elif e.kind == "graph-failed":
+            line = (f"{where}{key}: Entra binding of {e.upn} FAILED (enrollment kept; a "
+                    f"re-run binds it): {d.get('error')}")
         elif e.kind == "remove-card":
             counts = self.state.counts()
             line = (f"{where}{key}: remove the key.   Progress: {counts['done']} done, "
@@ -208,6 +216,13 @@ def _collect_secrets(obj: CliContext, pin_letters: str | None, escrow: bool,
 @click.option("--sim-pace", type=click.FloatRange(min=0, max=60), default=0.0,
               show_default=True, metavar="S",
               help="Seconds the virtual operator takes to swap a key (--sim-pile).")
+@click.option("--graph-bind", is_flag=True,
+              help="Bind each user's certificateUserIds (high-affinity values) in Entra "
+                   "through Microsoft Graph right after their enrollment, retried with "
+                   "backoff; a failed bind never undoes the enrollment and a re-run binds "
+                   "what is missing. Needs the app's secret ($PIVTOOL_CLIENT_SECRET or "
+                   "--client-secret-file) or --client-cert (see 'pivtool entra bind').")
+@graph_options
 @click.option("--max-cards", type=click.IntRange(min=1), metavar="N",
               help="Stop after N keys were enrolled.")
 @click.option("--timeout", "idle_timeout", type=click.FloatRange(min=0), metavar="S",
@@ -225,7 +240,9 @@ def batch_enroll(obj: CliContext, roster: str, ca_dir: str | None, issuer_cmd: s
                  algorithm: KeyType, pin_policy: PinPolicy, touch_policy: TouchPolicy,
                  policies: tuple[str, ...], macos: bool, allow_non_ios: bool,
                  operator: str | None, reassign: bool, sim_pile: str | None,
-                 sim_readers: int, sim_pace: float, max_cards: int | None,
+                 sim_readers: int, sim_pace: float, graph_bind: bool, tenant: str | None,
+                 client_id: str | None, client_secret_file: str | None,
+                 client_cert: str | None, max_cards: int | None,
                  idle_timeout: float | None, allow_last_try: bool) -> None:
     """Enroll the users of ROSTER.csv onto the YubiKeys inserted into the readers.
 
@@ -291,11 +308,13 @@ def batch_enroll(obj: CliContext, roster: str, ca_dir: str | None, issuer_cmd: s
     secrets_policy.check(escrow)
     if paths.pin_letters is not None:
         prepare_letter_dir(paths.pin_letters)
+    binder = _graph_binder(graph_bind, tenant, client_id, client_secret_file, client_cert)
     options = BatchOptions(
         issuer=issuer, secrets=secrets_policy, readers=_readers(readers), escrow=escrow,
         reassign=reassign, max_cards=max_cards, idle_timeout=idle_timeout,
         operator=operator or os.environ.get("USER") or "unknown",
-        allow_last_try=allow_last_try, macos=macos, allow_non_ios=allow_non_ios)
+        allow_last_try=allow_last_try, macos=macos, allow_non_ios=allow_non_ios,
+        graph=binder)
     source = _card_source(sim_pile, sim_readers, sim_pace)
     with state_lock(paths):
         state = BatchState.load(paths.state)
@@ -329,13 +348,43 @@ def batch_enroll(obj: CliContext, roster: str, ca_dir: str | None, issuer_cmd: s
         click.echo(f"Done: {summary.counts['done']} enrolled, {summary.counts['pending']} "
                    f"pending, {summary.counts['incomplete']} incomplete, "
                    f"{summary.counts['failed']} failed, {summary.counts['invalid']} bad "
-                   f"row(s).\nReports: {', '.join(str(p) for p in written)}", err=True)
+                   f"row(s)."
+                   + (f" Entra: {summary.graph['bound']} bound, {summary.graph['failed']} "
+                      "bind(s) failed." if summary.graph is not None else "")
+                   + f"\nReports: {', '.join(str(p) for p in written)}", err=True)
     ctx = click.get_current_context()
     if summary.reason == "interrupted":
         ctx.exit(130)
     if not summary.ok or (summary.reason in ("timeout", "pile-empty")
                           and state.open_users()):
         ctx.exit(1)
+
+
+def _graph_binder(graph_bind: bool, tenant: str | None, client_id: str | None,
+                  client_secret_file: str | None, client_cert: str | None) -> Any:
+    """``--graph-bind``: the Graph client, signed in before the first key is touched (a
+    wrong secret or tenant ends the batch here, exit 3 or 2)."""
+    from ..core.errors import UsageError
+
+    given = [n for n, v in (("--tenant", tenant), ("--client-id", client_id),
+                            ("--client-secret-file", client_secret_file),
+                            ("--client-cert", client_cert)) if v]
+    if not graph_bind:
+        if given:
+            raise UsageError(f"{given[0]} is for --graph-bind")
+        return None
+    from ..graph.bind import BIND_PERMISSIONS
+    from ..workflows.batch.graphbind import ClientBinder
+    from .graph import graph_client
+
+    client = graph_client(tenant=tenant, client_id=client_id,
+                          client_secret_file=client_secret_file, client_cert=client_cert,
+                          permissions=BIND_PERMISSIONS)
+    if not client.config.unattended:
+        raise UsageError("--graph-bind runs unattended: give the application's secret "
+                         "($PIVTOOL_CLIENT_SECRET or --client-secret-file) or --client-cert")
+    client.tokens.token()
+    return ClientBinder(client)
 
 
 def _card_source(sim_pile: str | None, sim_readers: int, sim_pace: float) -> Any:
@@ -396,7 +445,8 @@ def batch_status(obj: CliContext, state_path: str) -> None:
     state = _load_state(state_path)
     users = [{"upn": u["upn"], "status": u["status"], "serial": u["serial"],
               "reader": u["reader"], "attempts": u["attempts"], "last_step": u["last_step"],
-              "error": u["error"]} for u in state.users.values()]
+              "error": u["error"], "graph": (u.get("graph") or {}).get("status")}
+             for u in state.users.values()]
     data = {"schema": STATUS_SCHEMA, "state": state_path, "counts": state.counts(),
             "users": users, "invalid_rows": state.doc["invalid_rows"]}
     lines = [", ".join(f"{k}: {v}" for k, v in state.counts().items())]

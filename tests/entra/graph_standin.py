@@ -145,6 +145,9 @@ class GraphStandIn:
         #: Every request: (method, path, query dict, headers without Authorization).
         self.log: list[tuple[str, str, dict[str, list[str]], dict[str, str]]] = []
         self.token_lifetime = 3600
+        #: Called with (method, path, status) after a request was handled, before the
+        #: answer is sent (tests use it to kill the client: an answer lost).
+        self.on_handled: Any = None
         self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self.ca_file = workdir / "standin-ca.pem"
@@ -295,6 +298,8 @@ class GraphStandIn:
         with self.lock:
             self.log.append((method, path, query, headers))
             status, extra, payload = self._route(h, method, path, query, body)
+        if self.on_handled is not None:
+            self.on_handled(method, path, status)
         data = b"" if payload is None else json.dumps(payload).encode()
         h.send_response(status)
         for k, v in extra.items():

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ...core.connection import Connection
     from ..enroll import Issuer
     from ..escrow import EscrowFile
+    from .graphbind import GraphBinder
 
 # --------------------------------------------------------------------------------------------
 # Where the cards come from
@@ -111,6 +112,8 @@ class BatchOptions:
     allow_last_try: bool = False
     macos: bool = False
     allow_non_ios: bool = False
+    #: ``--graph-bind``: bind each enrolled user's certificateUserIds in Entra.
+    graph: GraphBinder | None = None
 
 
 @dataclass
@@ -139,13 +142,19 @@ class BatchSummary:
     counts: dict[str, int]
     enrolled_this_run: int
     per_reader: dict[str, dict[str, int]]
+    #: ``--graph-bind``: enrolled users by Graph status (bound, failed, binding, unbound);
+    #: None without it.
+    graph: dict[str, int] | None = None
 
     @property
     def ok(self) -> bool:
-        """Nothing failed and no roster row was bad."""
-        return self.counts[FAILED] == 0 and self.counts["invalid"] == 0
+        """Nothing failed (enrollment or Graph binding) and no roster row was bad."""
+        graph_failed = bool(self.graph and (self.graph.get("failed") or
+                                            self.graph.get("binding")))
+        return self.counts[FAILED] == 0 and self.counts["invalid"] == 0 and not graph_failed
 
     def to_json(self) -> dict[str, Any]:
         """JSON form (also the ``stopped`` event's data)."""
         return {"reason": self.reason, "counts": self.counts,
-                "enrolled_this_run": self.enrolled_this_run, "per_reader": self.per_reader}
+                "enrolled_this_run": self.enrolled_this_run, "per_reader": self.per_reader,
+                "graph": self.graph}

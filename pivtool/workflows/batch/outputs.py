@@ -155,7 +155,7 @@ def report_json(state: BatchState) -> dict[str, Any]:
                       "last_step": u["last_step"], "error": u["error"],
                       "finished": u["finished"], "certificate": u["certificate"],
                       "certificate_user_ids": u["certificate_user_ids"],
-                      "pin_letter": u["pin_letter"]})
+                      "pin_letter": u["pin_letter"], "graph": u.get("graph")})
     return {"schema": REPORT_SCHEMA, "generated": now_iso(), "roster": state.doc["roster"],
             "state": str(state.path), "counts": state.counts(), "users": users,
             "invalid_rows": state.doc["invalid_rows"]}
@@ -163,7 +163,7 @@ def report_json(state: BatchState) -> dict[str, Any]:
 
 REPORT_COLUMNS = ["row", "upn", "status", "serial", "reader", "attempts", "last_step",
                   "certificate_sha256", "certificate_serial", "not_after",
-                  "certificate_user_ids", "error"]
+                  "certificate_user_ids", "error", "graph"]
 
 
 def report_csv(state: BatchState) -> str:
@@ -178,10 +178,10 @@ def report_csv(state: BatchState) -> str:
                     u["attempts"], u["last_step"] or "", cert.get("sha256", ""),
                     cert.get("serial", ""), cert.get("not_after", ""),
                     " | ".join(i["value"] for i in u["certificate_user_ids"]),
-                    u["error"] or ""])
+                    u["error"] or "", (u.get("graph") or {}).get("status", "")])
     for bad in state.doc["invalid_rows"]:
         w.writerow([bad["row"], bad["upn"], "invalid", "", "", 0, "", "", "", "", "",
-                    bad["error"]])
+                    bad["error"], ""])
     return buf.getvalue()
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ...core.events import CardEvent, EventKind
+from .graphbind import GraphBinding, graph_counts
 from .options import BatchEvent, BatchOptions, BatchSummary, CardSource
 from .outputs import AuditLog
 from .state import BatchPaths, BatchState
@@ -43,7 +44,7 @@ class _LockedIssuer:
 # The runner
 
 
-class BatchRunner(CardWork):
+class BatchRunner(CardWork, GraphBinding):
     """Runs one batch: a reader monitor thread, one worker thread per reader, and the
     caller's thread deciding when to stop (:meth:`run`)."""
 
@@ -59,6 +60,7 @@ class BatchRunner(CardWork):
         self.issuer: Issuer = (_LockedIssuer(options.issuer)
                                if isinstance(options.issuer, LabCAIssuer) else options.issuer)
         self.audit = AuditLog(paths.audit, options.operator)
+        self.graph = options.graph
         self._on_event = on_event or (lambda e: None)
         self._emit_lock = threading.Lock()
         self._cond = threading.Condition()
@@ -84,6 +86,8 @@ class BatchRunner(CardWork):
         :meth:`request_stop`. Returns how it ended; the state is saved throughout."""
         for bad in self.state.doc["invalid_rows"]:
             self.audit.write("roster", "invalid", upn=bad["upn"] or None, detail=bad["error"])
+        # --graph-bind: users enrolled earlier whose binding is not confirmed come first.
+        self.bind_missing()
         monitor = self.source
         watcher = threading.Thread(target=self._watch, args=(monitor,), daemon=True,
                                    name="pivtool-batch-monitor")
@@ -114,7 +118,8 @@ class BatchRunner(CardWork):
         if self._fatal is not None:
             raise self._fatal
         summary = BatchSummary(reason, self.state.counts(), self._enrolled,
-                               dict(self.per_reader))
+                               dict(self.per_reader),
+                               graph_counts(self.state) if self.graph is not None else None)
         self.audit.write("batch", "stopped", detail=reason)
         self.emit(BatchEvent("stopped", data=summary.to_json()))
         return summary

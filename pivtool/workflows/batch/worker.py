@@ -78,6 +78,8 @@ class CardWork:
     _enrolled: int
     _accepting: bool
     _last_activity: float
+    #: From :class:`~pivtool.workflows.batch.graphbind.GraphBinding` (``--graph-bind``).
+    graph_bind: Callable[[str | None, int | None, dict[str, Any]], None]
 
     def emit(self, event: BatchEvent) -> None:
         """Hand an event to the caller, one at a time."""
@@ -366,6 +368,8 @@ class CardWork:
         self.emit(BatchEvent("done", reader, serial, user["upn"],
                              data={"fingerprint": fp, "certificate_user_ids": ids,
                                    "pin_letter": user["pin_letter"]}))
+        # Right after the enrollment is on record; a failure here never undoes it.
+        self.graph_bind(reader, serial, user)
 
     def _failed(self, reader: str, serial: int | None, claim: _Claim,
                 error: BaseException) -> None:
