@@ -60,6 +60,7 @@ CA_KEY_TYPES = ("eccp256", "eccp384", "rsa2048", "rsa3072", "rsa4096")
 _KEY_FILE, _CERT_FILE, _CONFIG_FILE, _INDEX_FILE = "ca.key", "ca.pem", "ca.json", "index.json"
 _CERTS_DIR = "certs"
 _LOCK_FILE = ".lock"
+_ATTESTATION_ROOTS_FILE = "attestation-roots.pem"
 _FORMAT_VERSION = 1
 # Clock skew allowance: a certificate that is "not yet valid" on a slightly slow client is a
 # classic first sign-in failure.
@@ -80,6 +81,8 @@ class IssuedRecord:
     status: str = "valid"
     revoked_at: str | None = None
     reason: str | None = None
+    #: What a checked key attestation said (YubiKey serial, policies, root), or None.
+    attestation: dict[str, Any] | None = None
 
     @property
     def serial_number(self) -> int:
@@ -365,6 +368,71 @@ class LabCA:
         value = self._config.get("aia_url")
         return str(value) if value else None
 
+    @property
+    def attestation_policy(self) -> dict[str, Any] | None:
+        """The CA's attestation requirement (``min_pin_policy``, ``min_touch_policy``,
+        ``roots``: whether the CA has its own roots file), or None when it requires none."""
+        value = self._config.get("attestation")
+        return dict(value) if isinstance(value, dict) else None
+
+    def require_attestation(self, roots_pem: bytes | None = None,
+                            min_pin_policy: str | None = None,
+                            min_touch_policy: str | None = None) -> None:
+        """From now on, issue only for keys with a verified attestation (YubiKey: generated
+        on the card), chaining to *roots_pem* (default: Yubico's PIV attestation roots),
+        with at least these PIN and touch policies."""
+        from .attestation import PIN_STRENGTH, TOUCH_STRENGTH
+
+        if min_pin_policy is not None and min_pin_policy not in PIN_STRENGTH:
+            raise CertInputError(f"unknown PIN policy {min_pin_policy!r}")
+        if min_touch_policy is not None and min_touch_policy not in TOUCH_STRENGTH:
+            raise CertInputError(f"unknown touch policy {min_touch_policy!r}")
+        if roots_pem is not None:
+            try:
+                if not x509.load_pem_x509_certificates(roots_pem):
+                    raise ValueError
+            except ValueError:
+                raise CertInputError("the attestation roots file holds no PEM "
+                                     "certificate") from None
+        with _locked(self._dir):
+            if roots_pem is not None:
+                _write_public(self._dir / _ATTESTATION_ROOTS_FILE, roots_pem)
+            config = _read_json(self._dir / _CONFIG_FILE)
+            config["attestation"] = {"roots": roots_pem is not None,
+                                     "min_pin_policy": min_pin_policy,
+                                     "min_touch_policy": min_touch_policy}
+            _write_json(self._dir / _CONFIG_FILE, config)
+            self._config = config
+
+    def _check_attestation(self, public_key: CertificatePublicKeyTypes,
+                           attestation: tuple[x509.Certificate, list[x509.Certificate]] | None,
+                           required: bool) -> dict[str, Any] | None:
+        from .attestation import check_attestation_for_key
+
+        policy = self.attestation_policy
+        if not required and policy is None:
+            return None
+        if attestation is None:
+            raise CertRequestRefusedError(
+                "this CA issues only for attested keys: give the key's attestation and f9 "
+                "certificate (ca issue --require-attestation ATTEST,F9)")
+        policy = policy or {}
+        roots = None
+        if policy.get("roots"):
+            try:
+                roots = x509.load_pem_x509_certificates(
+                    (self._dir / _ATTESTATION_ROOTS_FILE).read_bytes())
+            except (OSError, ValueError) as e:
+                raise LabCAError(f"{_ATTESTATION_ROOTS_FILE} in {self._dir} is missing or "
+                                 "unreadable") from e
+        chain, facts = check_attestation_for_key(
+            public_key, attestation[0], attestation[1], roots,
+            min_pin_policy=policy.get("min_pin_policy"),
+            min_touch_policy=policy.get("min_touch_policy"))
+        return {"yubikey_serial": facts.serial, "firmware": facts.firmware,
+                "pin_policy": facts.pin_policy, "touch_policy": facts.touch_policy,
+                "verified_to": chain.root}
+
     # ------------------------------------------------------------------ index
 
     def _load_index(self) -> list[IssuedRecord]:
@@ -422,8 +490,15 @@ class LabCA:
         days: int = 365,
         *,
         now: _dt.datetime | None = None,
+        attestation: tuple[x509.Certificate, list[x509.Certificate]] | None = None,
+        require_attestation: bool = False,
     ) -> x509.Certificate:
         """Issue a smart-card-logon certificate for ``csr`` (object, PEM or DER).
+
+        ``attestation`` is (attestation certificate, [f9 certificate, intermediates...]) of
+        the CSR's key. It is checked when ``require_attestation`` is true or the CA requires
+        attestation (:meth:`require_attestation`): the chain must verify, the attested key
+        must be the CSR's, and its PIN/touch policies at least the CA's minimums.
 
         Verifies the CSR signature and requires at least one UPN (``user@domain``) or e-mail
         in its SAN. The certificate gets the CSR's subject, a SAN with exactly those UPNs and
@@ -437,13 +512,16 @@ class LabCA:
             raise CertInputError("validity must be at least one day")
         public_key = self._check_request_key(request)
         upns, emails, policies = self._check_request_extensions(request)
+        attested = self._check_attestation(public_key, attestation, require_attestation)
         with _locked(self._dir):
-            return self._issue_locked(request, public_key, upns, emails, policies, days, now)
+            return self._issue_locked(request, public_key, upns, emails, policies, days, now,
+                                      attested)
 
     def _issue_locked(self, request: x509.CertificateSigningRequest,
                       public_key: CertificatePublicKeyTypes, upns: list[str],
                       emails: list[str], policies: list[x509.PolicyInformation], days: int,
-                      now: _dt.datetime | None) -> x509.Certificate:
+                      now: _dt.datetime | None, attested: dict[str, Any] | None
+                      ) -> x509.Certificate:
         records = self._load_index()
         start = _now(now)
         not_after = min(start + _dt.timedelta(days=days), self._cert.not_valid_after_utc)
@@ -504,6 +582,7 @@ class LabCA:
             not_before=iso_utc(cert.not_valid_before_utc),
             not_after=iso_utc(cert.not_valid_after_utc),
             sha256=cert.fingerprint(hashes.SHA256()).hex(),
+            attestation=attested,
         )
         # Certificate file first, index second: a crash in between leaves an orphan file,
         # never an index entry without its certificate.

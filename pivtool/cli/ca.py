@@ -82,25 +82,46 @@ def ca() -> None:
 @click.option("--passphrase", is_flag=True,
               help=f"Encrypt the root key with a passphrase (from ${PASSPHRASE_ENV}, "
                    "--passphrase-file or a prompt).")
+@click.option("--require-attestation", "require_att", is_flag=True,
+              help="Issue only for keys with a verified YubiKey attestation (enroll passes "
+                   "it; 'ca issue --require-attestation ATTEST,F9').")
+@click.option("--attestation-roots", metavar="FILE",
+              help="Attestation roots to trust (PEM) instead of Yubico's published PIV "
+                   "attestation roots (copied into DIRECTORY).")
+@click.option("--min-pin-policy", type=click.Choice(["once", "always"]),
+              help="With --require-attestation: the attested key's PIN policy must be at "
+                   "least this (always > once > never).")
+@click.option("--min-touch-policy", type=click.Choice(["cached", "always"]),
+              help="With --require-attestation: the attested key's touch policy must be at "
+                   "least this (always > cached > never).")
 @passphrase_file_option
 @json_option
 @pass_ctx
 def ca_init(obj: CliContext, directory: str, subject: str, crl_url: str | None,
             aia_url: str | None, key_type: str, days: int, passphrase: bool,
-            passphrase_file: str | None) -> None:
+            require_att: bool, attestation_roots: str | None, min_pin_policy: str | None,
+            min_touch_policy: str | None, passphrase_file: str | None) -> None:
     """Create a CA in DIRECTORY (ca.key mode 0600, ca.pem, ca.json, index.json)."""
     from ..certs.ca import LabCA
     from ..certs.inspect import summarize
+    from ..core.errors import UsageError
+    from .files import read_input
 
+    if (attestation_roots or min_pin_policy or min_touch_policy) and not require_att:
+        raise UsageError("--attestation-roots, --min-pin-policy and --min-touch-policy go "
+                         "with --require-attestation")
+    roots_pem = read_input(attestation_roots) if attestation_roots else None
     secret = _passphrase(obj, passphrase_file, confirm=True) if passphrase else None
     lab = LabCA.init(directory, subject, crl_url=crl_url, passphrase=secret,
                      key_type=key_type, days=days, aia_url=aia_url)
+    if require_att:
+        lab.require_attestation(roots_pem, min_pin_policy, min_touch_policy)
     summary = summarize(lab.certificate).to_json()
     cert_path = os.path.join(directory, "ca.pem")
     data = {"schema": "pivtool.ca-init/1", "directory": directory, "certificate": cert_path,
             "key_type": key_type,
             "encrypted": secret is not None, "crl_url": crl_url, "aia_url": aia_url,
-            "ca": summary}
+            "attestation": lab.attestation_policy, "ca": summary}
     lines = [f"CA created in {directory}",
              f"  subject:  {summary['subject']}",
              f"  key:      {key_type}, " + ("passphrase-protected" if secret else
@@ -108,6 +129,10 @@ def ca_init(obj: CliContext, directory: str, subject: str, crl_url: str | None,
              f"  valid:    until {summary['not_after']}",
              f"  sha256:   {summary['sha256']}",
              f"Upload {cert_path} to Entra (Security > Certificate authorities)."]
+    if require_att:
+        lines.insert(-1, "  issues:   only for keys with a verified attestation" + "".join(
+            f", {what} policy at least {value}" for what, value in
+            (("PIN", min_pin_policy), ("touch", min_touch_policy)) if value))
     if crl_url:
         lines.append(f"Publish the CRL from 'pivtool ca crl' at {crl_url}.")
     else:
@@ -125,11 +150,16 @@ def ca_init(obj: CliContext, directory: str, subject: str, crl_url: str | None,
 @click.option("--format", "fmt", type=click.Choice(["pem", "der"]), default="pem",
               show_default=True, help="Certificate encoding.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@click.option("--require-attestation", "attestation", metavar="ATTEST,F9",
+              help="Issue only if ATTEST (the key's attestation certificate) and F9 (the "
+                   "card's f9 certificate, intermediates may follow) verify to the CA's "
+                   "attestation roots (default: Yubico's) and attest the CSR's key, with the "
+                   "CA's minimum PIN/touch policies.")
 @passphrase_file_option
 @json_option
 @pass_ctx
 def ca_issue(obj: CliContext, directory: str, csr: str, output: str, days: int, fmt: str,
-             force: bool, passphrase_file: str | None) -> None:
+             force: bool, attestation: str | None, passphrase_file: str | None) -> None:
     """Issue a certificate for the CSR file CSR ('-' = stdin; PEM or DER).
 
     The CSR must carry the user's UPN (or e-mail) in its subject alternative name; its
@@ -141,18 +171,31 @@ def ca_issue(obj: CliContext, directory: str, csr: str, output: str, days: int, 
     from .files import read_input, write_output
 
     request = read_input(csr)
+    evidence = None
+    if attestation:
+        from ..certs.attestation import load_certificates
+        from ..core.errors import UsageError
+
+        files = attestation.split(",")
+        if len(files) != 2 or not all(files):
+            raise UsageError("--require-attestation takes ATTEST,F9 (two files)")
+        evidence = (load_certificates(files[0], "attestation certificate")[0],
+                    load_certificates(files[1], "f9 certificate"))
     if output not in ("-", "") and os.path.exists(output) and not force:
         from ..core.errors import UsageError
 
         # Before the CA signs anything: a refused output must not leave an orphan in the index.
         raise UsageError(f"{output} exists; use --force to overwrite it")
     lab = _open(obj, directory, passphrase_file)
-    cert = lab.issue(request, days=days)
+    cert = lab.issue(request, days=days, attestation=evidence,
+                     require_attestation=evidence is not None)
+    record = lab.get(cert.serial_number)
     encoded = cert.public_bytes(Encoding.PEM if fmt == "pem" else Encoding.DER)
     summary = summarize(cert).to_json()
     to_stdout = output in ("-", "")
     data = {"schema": "pivtool.ca-issue/1", "serial": summary["serial"],
             "output": None if to_stdout else output, "certificate": summary,
+            "attestation": record.attestation,
             "certificate_pem": cert.public_bytes(Encoding.PEM).decode("ascii")}
     if to_stdout and obj.json:
         # One JSON document on stdout: the certificate travels inside it.
@@ -162,6 +205,10 @@ def ca_issue(obj: CliContext, directory: str, csr: str, output: str, days: int, 
     who = ", ".join(dict.fromkeys(summary["upns"] + summary["emails"]))
     text = (f"Issued serial {summary['serial']} for {who}, valid until {summary['not_after']}"
             + ("" if to_stdout else f": {output}"))
+    if record.attestation:
+        a = record.attestation
+        text += (f"\nKey attested: YubiKey serial {a['yubikey_serial']}, PIN {a['pin_policy']}, "
+                 f"touch {a['touch_policy']}; verified to {a['verified_to']}")
     if to_stdout:
         click.echo(text, err=True)  # stdout carries the certificate
     else:

@@ -52,13 +52,19 @@ IOS_ALGORITHMS = frozenset({KeyType.RSA1024, KeyType.RSA2048, KeyType.ECCP256,
 MAX_OBJECT = 3052
 
 
+#: A key's attestation as enroll hands it to the issuer: (attestation certificate PEM,
+#: the card's f9 certificate PEM).
+Attestation = tuple[bytes, bytes]
+
+
 class Issuer(Protocol):
     """Turns a CSR (PEM) into a certificate (PEM). ``None`` issuer = two-step mode."""
 
     description: str
 
-    def issue(self, csr_pem: bytes) -> bytes:
-        """Return the issued certificate as PEM (or DER)."""
+    def issue(self, csr_pem: bytes, attestation: Attestation | None = None) -> bytes:
+        """Return the issued certificate as PEM (or DER). *attestation*: the key's, when
+        the card can attest it (YubiKey), for an issuer that requires one."""
         ...
 
     def ca_certificates(self) -> list[Any]:
@@ -75,14 +81,21 @@ class LabCAIssuer:
     days: int = 365
     description: str = "lab CA"
 
-    def issue(self, csr_pem: bytes) -> bytes:
-        """Issue with the smart-card-logon profile."""
+    def issue(self, csr_pem: bytes, attestation: Attestation | None = None) -> bytes:
+        """Issue with the smart-card-logon profile (the attestation is checked when the CA
+        requires one: ``ca init --require-attestation``)."""
+        from cryptography import x509
         from cryptography.hazmat.primitives.serialization import Encoding
 
         from ..certs.ca import LabCA
 
         ca = LabCA.open(self.directory, self.passphrase)
-        return ca.issue(csr_pem, days=self.days).public_bytes(Encoding.PEM)
+        evidence = None
+        if attestation is not None:
+            evidence = (x509.load_pem_x509_certificate(attestation[0]),
+                        x509.load_pem_x509_certificates(attestation[1]))
+        return ca.issue(csr_pem, days=self.days, attestation=evidence).public_bytes(
+            Encoding.PEM)
 
     def ca_certificates(self) -> list[Any]:
         """The lab CA's root."""
@@ -124,9 +137,22 @@ class CommandIssuer:
     bundle: list[Any] = field(default_factory=list)
     description: str = "issuer command"
 
-    def issue(self, csr_pem: bytes) -> bytes:
-        """Run the command and return its stdout."""
-        out = run_hook(self.command, csr_pem, self.timeout, "issuer command")
+    def issue(self, csr_pem: bytes, attestation: Attestation | None = None) -> bytes:
+        """Run the command and return its stdout. With *attestation*, the command finds the
+        key's attestation certificate and the card's f9 certificate in the PEM files named
+        by ``PIVTOOL_ATTESTATION`` and ``PIVTOOL_ATTESTATION_INTERMEDIATE``."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="pivtool-attest-") as tmp:
+            extra = {}
+            if attestation is not None:
+                for name, data in zip(("PIVTOOL_ATTESTATION",
+                                       "PIVTOOL_ATTESTATION_INTERMEDIATE"), attestation,
+                                      strict=True):
+                    path = Path(tmp) / f"{name.lower()}.pem"
+                    create_new(path, data, 0o644)
+                    extra[name] = str(path)
+            out = run_hook(self.command, csr_pem, self.timeout, "issuer command", extra)
         if not out.strip():
             raise PivToolError("issuer command printed no certificate")
         return out
@@ -523,9 +549,28 @@ class Enroller:
 
         assert self.issuer is not None
         for slot in self.slots:
-            certs[slot] = load_certificate(self.issuer.issue(csrs[slot]))
+            certs[slot] = load_certificate(self.issuer.issue(csrs[slot],
+                                                             self._attestation(slot)))
         cert = certs[Slot.AUTHENTICATION]
         return f"by {self.issuer.description}: serial {cert.serial_number:x}"
+
+    def _attestation(self, slot: Slot) -> Attestation | None:
+        """The key's attestation and the card's f9 certificate (PEM), for an issuer that
+        wants them; None where the card cannot attest (a generic card, an old YubiKey)."""
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        from ..core.errors import TransportError
+
+        if self.s.version is None:
+            return None
+        try:
+            att = self.s.attest_key(slot)
+            f9 = self.s.get_certificate(Slot.ATTESTATION)
+        except TransportError:
+            raise  # a pulled card is not "no attestation"
+        except PivToolError:  # refused, unsupported firmware, no or unreadable f9
+            return None
+        return att.public_bytes(Encoding.PEM), f9.public_bytes(Encoding.PEM)
 
     def _check(self, keys: dict[Slot, Any], certs: dict[Slot, Any]) -> str:
         from ..certs.check import check_entra_certificate

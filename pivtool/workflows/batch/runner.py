@@ -17,7 +17,7 @@ from .state import BatchPaths, BatchState
 from .worker import CardWork
 
 if TYPE_CHECKING:
-    from ..enroll import Issuer
+    from ..enroll import Attestation, Issuer
 
 
 class _LockedIssuer:
@@ -29,10 +29,10 @@ class _LockedIssuer:
         self.description = inner.description
         self._lock = threading.Lock()
 
-    def issue(self, csr_pem: bytes) -> bytes:
+    def issue(self, csr_pem: bytes, attestation: Attestation | None = None) -> bytes:
         """Issue under the lock."""
         with self._lock:
-            return self.inner.issue(csr_pem)
+            return self.inner.issue(csr_pem, attestation)
 
     def ca_certificates(self) -> list[Any]:
         """The inner issuer's CA certificates."""
