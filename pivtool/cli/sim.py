@@ -117,7 +117,9 @@ def serve(state_file: str, port: int, host: str, interface: str, fail_at: int | 
 @click.option("-o", "--output", metavar="FILE", default="-", show_default=True,
               help="Where to write the root certificate (PEM; '-' = stdout).")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
-def attestation_root(state_file: str, output: str, force: bool) -> None:
+@json_option
+@pass_ctx
+def attestation_root(obj: CliContext, state_file: str, output: str, force: bool) -> None:
     """Export the virtual card's attestation root CA (PEM), for --roots.
 
     Each virtual YubiKey signs its f9 certificate with its own root; trust it explicitly
@@ -134,5 +136,13 @@ def attestation_root(state_file: str, output: str, force: bool) -> None:
 
         raise UsageError(f"{state_file} is a generic PIV card: it has no attestation")
     root = attestation_root_ca(state)
-    write_output(None if output in ("-", "") else output, root.public_bytes(Encoding.PEM),
-                 overwrite=force)
+    pem = root.public_bytes(Encoding.PEM)
+    to_file = output not in ("-", "")
+    if to_file or not obj.json:  # under --json without -o the PEM is in the document
+        write_output(output if to_file else None, pem, overwrite=force)
+    if obj.json:
+        obj.emit({"schema": "pivtool.sim-attestation-root/1",
+                  "subject": root.subject.rfc4514_string(), "file": output if to_file else None,
+                  "certificate_pem": pem.decode("ascii")})
+    elif to_file:
+        click.echo(f"Attestation root {root.subject.rfc4514_string()} written to {output}")
