@@ -37,11 +37,16 @@ def _profile_names() -> list[str]:
 @click.option("--serial", type=int, default=None, help="Serial number (random if omitted).")
 @click.option("--generic", is_flag=True,
               help="A generic PIV card without YubiKey extensions (= --profile generic).")
+@click.option("--pin-complexity/--no-pin-complexity", default=None,
+              help="YubiKey 5.7 PIN complexity: trivial new PINs/PUKs (one repeated "
+                   "character, common values such as 123456 or password) are refused. "
+                   "[default: the profile's; on for yubikey-5.7-fips]")
 @click.option("--force", is_flag=True, help="Overwrite an existing state file.")
 @json_option
 @pass_ctx
 def create(obj: CliContext, state_file: str, profile: str | None, firmware: str | None,
-           serial: int | None, generic: bool, force: bool) -> None:
+           serial: int | None, generic: bool, pin_complexity: bool | None,
+           force: bool) -> None:
     """Make a factory-fresh virtual card (a YubiKey unless --profile says otherwise) in
     STATE_FILE (mode 0600)."""
     import os
@@ -64,7 +69,11 @@ def create(obj: CliContext, state_file: str, profile: str | None, firmware: str 
                          "firmware version to report)")
     if os.path.exists(state_file) and not force:
         raise UsageError(f"{state_file} exists; use --force to replace that virtual card")
-    state = new_card_state(firmware=fw, serial=serial, generic=generic, profile=profile)
+    try:
+        state = new_card_state(firmware=fw, serial=serial, generic=generic, profile=profile,
+                               pin_complexity=pin_complexity)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     save_state(state, state_file)
     kind = state.kind
     version = ".".join(str(n) for n in state.firmware)
@@ -74,7 +83,7 @@ def create(obj: CliContext, state_file: str, profile: str | None, firmware: str 
     obj.emit({"schema": "pivtool.sim-create/1", "state_file": state_file,
               "profile": kind.name,
               "firmware": None if state.generic else version, "serial": state.serial,
-              "generic": state.generic},
+              "generic": state.generic, "pin_complexity": state.pin_complexity},
              f"Created virtual {what} serial {state.serial} in {state_file}")
 
 

@@ -78,6 +78,19 @@ class ConditionsNotSatisfiedError(ApduError):
     """The card refuses in its current state (6985), e.g. RESET while the PIN still works."""
 
 
+class PinComplexityError(ConditionsNotSatisfiedError):
+    """A YubiKey with PIN complexity (5.7+) refused a new PIN or PUK as trivial (6985 to
+    CHANGE REFERENCE DATA or RESET RETRY COUNTER). The old value was checked first and was
+    right, so no try was spent and nothing changed."""
+
+    def __init__(self, sw: int, what: str, checked: str) -> None:
+        self.what = what
+        super().__init__(sw, b"", (
+            f"the key refused the {what}: its PIN complexity rule forbids one character "
+            f"repeated and common values (such as 123456, 12345678, password); the {checked} "
+            "was right, no try was spent and nothing changed — choose another"))
+
+
 class WrongLengthError(ApduError):
     """Wrong Lc/Le or data length (6700)."""
 

@@ -16,10 +16,12 @@ from ..core.connection import ApduProtocol, Connection
 from ..core.errors import (
     ApduError,
     BadResponseError,
+    ConditionsNotSatisfiedError,
     InsNotSupportedError,
     NoCardError,
     NotFoundError,
     NotSupportedError,
+    PinComplexityError,
     UsageError,
     error_for_sw,
 )
@@ -397,7 +399,12 @@ class PivSession:
     def _change_reference(self, ins: int, ref: KeyRef, old: bytes | str, new: bytes | str,
                           what_old: str, what_new: str) -> None:
         data = pin_bytes(old, what_old) + pin_bytes(new, what_new)
-        self._send_no_data(ins, 0, ref, data, sensitive=True, what=what_old)
+        try:
+            self._send_no_data(ins, 0, ref, data, sensitive=True, what=what_old)
+        except ConditionsNotSatisfiedError as e:
+            # Here 6985 means only one thing: PIN complexity (YubiKey 5.7+; Yubico's SDK
+            # reports it as a PIN complexity violation) refused the new value.
+            raise PinComplexityError(e.sw, what_new, what_old) from None
 
     def change_pin(self, old: bytes | str, new: bytes | str) -> None:
         """CHANGE REFERENCE DATA for the PIN (§3.2.2). Spends a PIN try when *old* is wrong."""

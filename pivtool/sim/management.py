@@ -30,6 +30,15 @@ TAG_DEVICE_FLAGS = 0x08
 TAG_CONFIG_LOCK = 0x0A
 TAG_NFC_SUPPORTED = 0x0D
 TAG_NFC_ENABLED = 0x0E
+TAG_FIPS_CAPABLE = 0x14
+TAG_FIPS_APPROVED = 0x15
+TAG_PIN_COMPLEXITY = 0x16
+
+# Form factor flag of a FIPS series key (yubikit: ``ff_value & 0x80``).
+FORM_FACTOR_FIPS = 0x80
+# Bit of the PIV application in the FIPS capable/approved masks (yubikit
+# ``CAPABILITY._from_fips``: bit 0 FIDO2, bit 1 PIV, bit 2 OpenPGP, bit 3 OATH, bit 4 HSM).
+FIPS_PIV = 0x02
 
 # Capability bits (yubikit CAPABILITY).
 CAP_OTP = 0x01
@@ -84,12 +93,14 @@ class ManagementApplet:
             # Only page 0 exists here; TAG_MORE_DATA is never announced.
             return b"\x00"
         st = self.card.state
+        kind = self.card.profile
         caps = capabilities(st.firmware).to_bytes(2, "big")
+        form_factor = st.form_factor | (FORM_FACTOR_FIPS if kind.fips else 0)
         body = (
             tlv(TAG_USB_SUPPORTED, caps)
             + tlv(TAG_SERIAL, st.serial.to_bytes(4, "big"))
             + tlv(TAG_USB_ENABLED, caps)
-            + tlv(TAG_FORM_FACTOR, bytes([st.form_factor]))
+            + tlv(TAG_FORM_FACTOR, bytes([form_factor]))
             + tlv(TAG_VERSION, bytes(st.firmware))
             + tlv(TAG_AUTO_EJECT_TIMEOUT, b"\x00\x00")
             + tlv(TAG_CHALRESP_TIMEOUT, b"\x0f")
@@ -98,4 +109,11 @@ class ManagementApplet:
         )
         if st.form_factor not in _NO_NFC:
             body += tlv(TAG_NFC_SUPPORTED, caps) + tlv(TAG_NFC_ENABLED, caps)
+        if kind.fips:
+            # Only the PIV application is emulated, so only PIV is reported FIPS capable.
+            approved = FIPS_PIV if self.card.piv.fips_approved() else 0
+            body += (tlv(TAG_FIPS_CAPABLE, FIPS_PIV.to_bytes(2, "big"))
+                     + tlv(TAG_FIPS_APPROVED, approved.to_bytes(2, "big")))
+        if st.firmware >= (5, 7, 0):
+            body += tlv(TAG_PIN_COMPLEXITY, b"\x01" if st.pin_complexity else b"\x00")
         return bytes([len(body)]) + body

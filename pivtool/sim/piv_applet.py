@@ -123,6 +123,20 @@ def _valid_object_tag(tag: int) -> bool:
     return 0x5F0000 <= tag <= 0x5FFFFF or tag == OBJ_BIT_GROUP
 
 
+#: Values a YubiKey with PIN complexity refuses as a new PIN or PUK besides one repeated
+#: character. Yubico's Technical Manual has the full blocklist; these are the ones Yubico's
+#: own material names (.NET SDK "PIN complexity policy": 12345678, password; ykman's device
+#: tests: abc123, password, 123123) plus the factory PIN.
+PIN_BLOCKLIST: frozenset[bytes] = frozenset(
+    [b"123456", b"12345678", b"123123", b"password", b"abc123"])
+
+
+def violates_pin_complexity(value: bytes) -> bool:
+    """True if *value* is trivial under YubiKey 5.7 PIN complexity: one character repeated
+    (111111, 22222222) or a blocklisted value (case-insensitive, as "password" is meant)."""
+    return len(set(value)) == 1 or value.lower() in PIN_BLOCKLIST
+
+
 def _pin_value(block: bytes) -> bytes:
     """The PIN inside an 8-byte FF-padded block (padding stripped)."""
     return block.rstrip(b"\xff")
@@ -249,13 +263,29 @@ class PivApplet:
             self.card.log("PUK blocked")
         raise SwError(retries_sw(st.puk_retries_left))
 
-    @staticmethod
-    def _new_pin_value(block: bytes) -> bytes:
-        # A YubiKey insists on 6-8 characters for a new PIN/PUK.
+    def _new_pin_value(self, block: bytes) -> bytes:
+        # A YubiKey insists on 6-8 characters for a new PIN/PUK (6A80), and with PIN
+        # complexity on refuses trivial ones with 6985 (Yubico .NET SDK: a PIN complexity
+        # violation is ConditionsNotSatisfied; ykman: "does not meet complexity
+        # requirement"). Both come after the old value was checked, so neither costs a try
+        # when the old value was right.
         value = _pin_value(block)
         if not 6 <= len(value) <= 8:
             raise SwError(Sw.INCORRECT_DATA)
+        if self.card.state.pin_complexity and violates_pin_complexity(value):
+            self.card.log("new PIN/PUK refused by PIN complexity")
+            raise SwError(Sw.CONDITIONS_NOT_SATISFIED)
         return value
+
+    def fips_approved(self) -> bool:
+        """A FIPS key's PIV application is in FIPS approved mode once PIN, PUK and
+        management key all differ from their factory values (Yubico, FIPS 140-3
+        configuration; ykman calls a FIPS key without it "not FIPS approved")."""
+        st = self.card.state
+        return self.card.profile.fips and not (
+            hmac.compare_digest(st.pin, DEFAULT_PIN)
+            or hmac.compare_digest(st.puk, DEFAULT_PUK)
+            or hmac.compare_digest(st.mgmt_key, DEFAULT_MGMT_KEY))
 
     def verify(self, cmd: Command) -> bytes:
         """VERIFY (20): PIN check, retry query (no data) or logout (P1=FF)."""
@@ -410,6 +440,8 @@ class PivApplet:
         new_key = items[0][1]
         if key_type is not MgmtKeyType.TDES and self.fw < (5, 4, 0):
             raise SwError(Sw.INCORRECT_DATA)
+        if key_type is MgmtKeyType.TDES and self.card.profile.fips:
+            raise SwError(Sw.INCORRECT_DATA)  # FIPS: 3DES is no approved algorithm
         if len(new_key) != key_type.key_len:
             raise SwError(Sw.INCORRECT_DATA)
         st = self.card.state
@@ -503,6 +535,10 @@ class PivApplet:
             # PIN/touch policies (tags AA/AB) are YubiKey 4+ extensions.
             raise SwError(Sw.INCORRECT_DATA)
         if pin not in (0, 1, 2, 3, 4, 5) or touch not in (0, 1, 2, 3):
+            raise SwError(Sw.INCORRECT_DATA)
+        if kind.fips and (key_type in (KeyType.RSA1024, KeyType.X25519)
+                          or pin == PinPolicy.NEVER):
+            # YubiKey 5 FIPS: no RSA-1024, no non-NIST curve, no PIN policy "never".
             raise SwError(Sw.INCORRECT_DATA)
         if pin in (PinPolicy.MATCH_ONCE, PinPolicy.MATCH_ALWAYS):
             # Only a YubiKey Bio has the fingerprint matcher these policies need.

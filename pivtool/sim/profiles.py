@@ -140,6 +140,13 @@ class Profile:
     unknown_reference_sw: int = 0x6A88
     #: ATTEST of an imported key works too (a YubiKey refuses with 6A80).
     attest_imported: bool = False
+    #: A YubiKey 5 FIPS (5.7): reports itself FIPS capable for PIV (and FIPS approved
+    #: once PIN, PUK and management key are changed from their defaults) and refuses what
+    #: the FIPS rules exclude: RSA-1024 and X25519 keys, PIN policy "never", a 3DES
+    #: management key (6A80, like any unsupported parameter).
+    fips: bool = False
+    #: PIN complexity enabled at the factory (YubiKey 5.7+: trivial PINs/PUKs refused).
+    pin_complexity: bool = False
     #: Free-form facts for docs and reports (not behaviour).
     notes: tuple[str, ...] = field(default=())
 
@@ -194,6 +201,19 @@ YUBIKEY_NEO = replace(
     attestation_key=False,
     mgmt_key_type=MgmtKeyType.TDES,
 )
+YUBIKEY_57_FIPS = replace(
+    YUBIKEY_57,
+    name="yubikey-5.7-fips",
+    summary="YubiKey 5 FIPS with firmware 5.7 (FIPS capable PIV, approved once PIN, PUK "
+            "and management key are changed; no RSA-1024, X25519, PIN policy never or 3DES "
+            "management key; PIN complexity on)",
+    fips=True,
+    pin_complexity=True,
+    notes=("Yubico: YubiKey 5 FIPS Series PIV exceptions (no RSA-1024, no non-NIST curves, "
+           "no PIN policy none); FIPS 140-3 configuration (change PIN, PUK and management "
+           "key for Approved mode); ykman's FIPS checks (RSA1024, X25519, PIN policy NEVER, "
+           "TDES management key).",),
+)
 GENERIC = Profile(
     name="generic",
     summary="SP 800-73-4 card without YubiKey extensions (6D00), short APDUs only, PUK "
@@ -230,7 +250,8 @@ YUBIKEY_COMPATIBLE = replace(
 #: Every profile by name, in the order docs and ``--help`` list them.
 PROFILES: dict[str, Profile] = {
     p.name: p
-    for p in (YUBIKEY_57, YUBIKEY_54, YUBIKEY_43, YUBIKEY_NEO, GENERIC, YUBIKEY_COMPATIBLE)
+    for p in (YUBIKEY_57, YUBIKEY_57_FIPS, YUBIKEY_54, YUBIKEY_43, YUBIKEY_NEO, GENERIC,
+              YUBIKEY_COMPATIBLE)
 }
 DEFAULT_PROFILE = YUBIKEY_57.name
 

@@ -81,6 +81,8 @@ class CardState:
     mgmt_key: bytes = DEFAULT_MGMT_KEY
     mgmt_key_type: int = MgmtKeyType.TDES
     mgmt_touch_policy: int = TouchPolicy.NEVER
+    # YubiKey 5.7 PIN complexity (a factory setting): trivial new PINs/PUKs are refused.
+    pin_complexity: bool = False
     keys: dict[int, SlotKey] = field(default_factory=dict)
     objects: dict[int, bytes] = field(default_factory=dict)
     attestation_root_key_pem: str = ""
@@ -113,13 +115,15 @@ def new_card_state(
     interface: str = "usb",
     profile: str | None = None,
     mgmt_key_type: MgmtKeyType | None = None,
+    pin_complexity: bool | None = None,
 ) -> CardState:
     """A factory-fresh card: default PIN/PUK/management key, 3/3 retries, f9 provisioned
     (on cards that have attestation).
 
     *profile* names the kind of card (``profiles.PROFILES``); without it, *generic* and
     *firmware* choose one (the old switches). *firmware* overrides the profile's own.
-    *mgmt_key_type* overrides the profile's factory management key algorithm."""
+    *mgmt_key_type* overrides the profile's factory management key algorithm.
+    *pin_complexity* overrides the profile's factory PIN complexity setting (YubiKey 5.7+)."""
     if interface not in INTERFACES:
         raise ValueError(f"interface must be one of {INTERFACES}")
     if profile is None:
@@ -131,6 +135,10 @@ def new_card_state(
         firmware = kind.firmware
     if len(firmware) != 3 or not all(0 <= v <= 255 for v in firmware):
         raise ValueError("firmware must be three numbers 0-255")
+    if pin_complexity is None:
+        pin_complexity = kind.pin_complexity
+    if pin_complexity and (not kind.yubikey or tuple(firmware) < (5, 7, 0)):
+        raise ValueError("PIN complexity exists on YubiKeys with firmware 5.7 or later only")
     if serial is None:
         serial = 10_000_000 + secrets.randbelow(80_000_000)
     state = CardState(
@@ -140,6 +148,7 @@ def new_card_state(
         profile=profile,
         interface=interface,
         mgmt_key_type=mgmt_key_type or kind.default_mgmt_key_type(firmware),
+        pin_complexity=pin_complexity,
     )
     if kind.attestation_key:
         root_key, root_cert, f9_key, f9_cert = make_attestation_pki(serial)
@@ -201,6 +210,7 @@ def state_to_json(state: CardState) -> dict[str, Any]:
         "mgmt_key": state.mgmt_key.hex(),
         "mgmt_key_type": state.mgmt_key_type,
         "mgmt_touch_policy": state.mgmt_touch_policy,
+        "pin_complexity": state.pin_complexity,
         "keys": {
             f"{slot:02x}": {
                 "algorithm": k.algorithm,
@@ -268,6 +278,8 @@ def state_from_json(d: Any) -> CardState:
             mgmt_key=bytes.fromhex(d["mgmt_key"]),
             mgmt_key_type=MgmtKeyType(_int(d, "mgmt_key_type", 0, 255)),
             mgmt_touch_policy=_int(d, "mgmt_touch_policy", 0, 3),
+            # Absent in files written before PIN complexity was emulated.
+            pin_complexity=d.get("pin_complexity", False) is True,
             keys=keys,
             objects={int(t, 16): bytes.fromhex(v) for t, v in d["objects"].items()},
             attestation_root_key_pem=str(d["attestation_root_key_pem"]),

@@ -176,6 +176,7 @@ def evaluate(state: CardState, device: DeviceReport, *, expected_upn: str | None
     if cert is not None:
         items += _cert_findings(cert, expected_upn, ca_bundle, now, wanted)
     items += _secrets(state)
+    items += _fips(device)
     items.append(_pin_tries(state))
     if "macos" in wanted:
         items.append(_macos_9d(state.slot(Slot.KEY_MANAGEMENT), metadata))
@@ -191,6 +192,21 @@ def evaluate(state: CardState, device: DeviceReport, *, expected_upn: str | None
         expected_upn=expected_upn,
         items=items,
     )
+
+
+def _fips(device: DeviceReport) -> list[CheckItem]:
+    """A YubiKey 5 FIPS is only operating as FIPS 140-3 validated once its PIV application
+    is in FIPS approved mode (Yubico: PIN, PUK and management key changed from the
+    defaults); other keys get no item."""
+    if device.fips_piv_approved is None:
+        return []
+    if device.fips_piv_approved:
+        return [CheckItem("fips.piv", "pass", "YubiKey FIPS: PIV is in FIPS approved mode")]
+    return [CheckItem("fips.piv", "warn",
+                      "YubiKey FIPS: PIV is not in FIPS approved mode (its configuration is "
+                      "not FIPS-approved)",
+                      "change the PIN, the PUK and the management key from their defaults "
+                      "(pivtool pin change, puk change, mgmt-key change --generate --protect)")]
 
 
 def _interfaces(state: CardState, device: DeviceReport, ios: bool) -> list[CheckItem]:

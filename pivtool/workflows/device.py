@@ -50,6 +50,11 @@ class DeviceReport:
     nfc_enabled: list[str] | None = None
     config_locked: bool | None = None
     fips: bool | None = None
+    #: A YubiKey 5 FIPS (5.7+): whether its PIV application is in FIPS approved mode
+    #: (PIN, PUK and management key changed); None when the key does not report it.
+    fips_piv_approved: bool | None = None
+    #: YubiKey 5.7 PIN complexity (trivial PINs/PUKs refused); None when not reported.
+    pin_complexity: bool | None = None
 
     @property
     def has_nfc(self) -> bool | None:
@@ -80,6 +85,8 @@ class DeviceReport:
                     if self.nfc_supported is not None else None),
             "config_locked": self.config_locked,
             "fips": self.fips,
+            "fips_piv_approved": self.fips_piv_approved,
+            "pin_complexity": self.pin_complexity,
         }
 
 
@@ -138,9 +145,10 @@ def _one_line(e: BaseException) -> str:
 
 def _read_info(conn: Connection) -> DeviceReport:
     from yubikit.core import TRANSPORT
-    from yubikit.management import ManagementSession
+    from yubikit.management import CAPABILITY, ManagementSession
 
     info = ManagementSession(_yubikit_connection(conn)).read_device_info()
+    fips_piv = CAPABILITY.PIV in info.fips_capable
     usb_enabled = info.config.enabled_capabilities.get(TRANSPORT.USB)
     nfc_supported = info.supported_capabilities.get(TRANSPORT.NFC)
     nfc_enabled = info.config.enabled_capabilities.get(TRANSPORT.NFC)
@@ -155,6 +163,9 @@ def _read_info(conn: Connection) -> DeviceReport:
         nfc_enabled=(_names(nfc_enabled or 0) if nfc_supported is not None else None),
         config_locked=bool(info.is_locked),
         fips=bool(info.is_fips),
+        fips_piv_approved=(CAPABILITY.PIV in info.fips_approved) if fips_piv else None,
+        # Keys before 5.7 have no such setting (yubikit then reports False).
+        pin_complexity=bool(info.pin_complexity) if info.version >= (5, 7, 0) else None,
     )
 
 
