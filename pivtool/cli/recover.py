@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..core.errors import PivToolError, StepFailedError
 from .common import StepPrinter
 from .context import CliContext, pass_ctx
 from .escrow import passphrase_file_option
+from .graph import graph_options
 from .issuer import build_issuer, chosen_modes, issuer_options
 from .options import allow_last_try_option, json_option, secret_options, yes_option
 
@@ -35,6 +37,11 @@ if TYPE_CHECKING:
 @click.option("--upn", metavar="USER@DOMAIN",
               help="UPN for --reenroll when the old certificate has none.")
 @issuer_options("--reenroll: ")
+@click.option("--graph-bind", is_flag=True,
+              help="--reenroll: in Entra, remove the old certificate's certificateUserIds "
+                   "(high-affinity) from the user and add the new one's, in one PATCH "
+                   "through Microsoft Graph (see 'pivtool entra bind').")
+@graph_options
 @secret_options("pin", "puk", "new_pin", "new_puk", "mgmt_key")
 @yes_option
 @json_option
@@ -43,7 +50,8 @@ def recover(obj: CliContext, escrow_path: str | None, escrow_passphrase_file: st
             puk_unknown: bool, allow_last_try: bool, backup_dir: str | None, reenroll: bool,
             upn: str | None, ca_dir: str | None, issuer_cmd: str | None,
             issuer_timeout: float, ca_bundle: str | None, csr_out: str | None,
-            days: int) -> None:
+            days: int, graph_bind: bool, tenant: str | None, client_id: str | None,
+            client_secret_file: str | None, client_cert: str | None) -> None:
     """Recover a PIN-locked key by the least destructive path. Each step is explained
     before it is taken.
 
@@ -72,7 +80,8 @@ def recover(obj: CliContext, escrow_path: str | None, escrow_passphrase_file: st
       pivtool recover                                   (asks for what it needs)
       PIVTOOL_PUK=... PIVTOOL_NEW_PIN=... pivtool recover
       pivtool recover --escrow puk-escrow.bin           (PUK from the escrow)
-      pivtool recover --puk-unknown --yes --reenroll --ca lab-ca"""
+      pivtool recover --puk-unknown --yes --reenroll --ca lab-ca
+      pivtool recover --puk-unknown --yes --reenroll --ca lab-ca --graph-bind"""
     from ..core.errors import UsageError
     from ..workflows.recover import Recoverer, RecoverOptions
     from .exitcodes import Exit
@@ -85,6 +94,8 @@ def recover(obj: CliContext, escrow_path: str | None, escrow_passphrase_file: st
     if reenroll and modes != 1:
         raise UsageError("--reenroll needs exactly one issuer: --ca DIR, --issuer-cmd CMD or "
                          "--csr-out FILE")
+    client = _graph_preflight(graph_bind, reenroll, csr_out, tenant, client_id,
+                              client_secret_file, client_cert)
     issuer = build_issuer(ca_dir, issuer_cmd, issuer_timeout, ca_bundle, days)
     escrow = None
     if escrow_path:
@@ -105,9 +116,78 @@ def recover(obj: CliContext, escrow_path: str | None, escrow_passphrase_file: st
     show = StepPrinter(obj)
     with obj.session() as session, show.running():
         result = Recoverer(session, p, opts, issuer, escrow, show).run()
-    obj.emit(result.to_json(), _summary(result) if not obj.json else None)
+    data = result.to_json()
+    data["graph"] = None
+    failure: Exception | None = None
+    if client is not None:
+        try:
+            bound = _rebind(client, result)
+            data["graph"] = bound.to_json() if bound is not None else None
+        except PivToolError as e:
+            # The key is re-enrolled either way: show what happened on it, then the error.
+            failure = e
+    text = _summary(result) if not obj.json else None
+    if text is not None and data["graph"] is not None:
+        g = data["graph"]
+        text += (f"\nEntra: {len(g['removed'])} old value(s) removed, {len(g['added'])} new "
+                 f"added on {g['user']['upn']} (read back and verified).")
+    obj.emit(data, text)
+    if failure is not None:
+        raise StepFailedError("Entra binding (the key was re-enrolled; bind it later with "
+                              "'pivtool entra bind' and 'pivtool entra unbind --cert OLD')",
+                              failure)
     if result.status in ("declined", "issuer-needed"):
         click.get_current_context().exit(Exit.FAILED)
+
+
+def _graph_preflight(graph_bind: bool, reenroll: bool, csr_out: str | None,
+                     tenant: str | None, client_id: str | None,
+                     client_secret_file: str | None, client_cert: str | None) -> Any:
+    """``--graph-bind``: checked and signed in before anything touches the card."""
+    from ..core.errors import UsageError
+
+    if not graph_bind:
+        given = [n for n, v in (("--tenant", tenant), ("--client-id", client_id),
+                                ("--client-secret-file", client_secret_file),
+                                ("--client-cert", client_cert)) if v]
+        if given:
+            raise UsageError(f"{given[0]} is for --graph-bind")
+        return None
+    if not reenroll or csr_out:
+        raise UsageError("--graph-bind binds the certificate of --reenroll with --ca or "
+                         "--issuer-cmd (with --csr-out there is no certificate yet: use "
+                         "'pivtool entra bind' once it is imported)")
+    from ..graph.bind import BIND_PERMISSIONS
+    from .graph import graph_client
+
+    client = graph_client(tenant=tenant, client_id=client_id,
+                          client_secret_file=client_secret_file, client_cert=client_cert,
+                          permissions=BIND_PERMISSIONS)
+    client.tokens.token()
+    return client
+
+
+def _rebind(client: Any, result: RecoverResult) -> Any:
+    """Unbind the old 9a certificate's high-affinity values and bind the new one's."""
+    from pathlib import Path
+
+    from cryptography import x509
+
+    from ..certs.entra import HIGH, certificate_user_ids, graph_selection
+    from ..graph.bind import apply
+
+    enrolled = result.reenroll
+    if enrolled is None or enrolled.certificate is None or result.upn is None:
+        return None
+    old: list[str] = []
+    for path in result.backup:
+        if Path(path).name.startswith("slot-9a"):
+            cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
+            old += [i.value for i in certificate_user_ids(cert) if i.affinity == HIGH]
+    new = [i for i in graph_selection(certificate_user_ids(enrolled.certificate))[0]
+           if i.affinity == HIGH]
+    with client:
+        return apply(client, result.upn, add=new, remove=old, action="rebind")
 
 
 def _summary(result: RecoverResult) -> str:
