@@ -443,18 +443,18 @@ STATE_HELP = "The batch's state file (see 'batch enroll --state')."
 def batch_status(obj: CliContext, state_path: str) -> None:
     """Show each user's progress from the state file (safe while a batch runs)."""
     state = _load_state(state_path)
-    users = [{"upn": u["upn"], "status": u["status"], "serial": u["serial"],
-              "reader": u["reader"], "attempts": u["attempts"], "last_step": u["last_step"],
-              "error": u["error"], "graph": (u.get("graph") or {}).get("status")}
+    users = [{"upn": u.upn, "status": u.status, "serial": u.serial,
+              "reader": u.reader, "attempts": u.attempts, "last_step": u.last_step,
+              "error": u.error, "graph": (u.graph or {}).get("status")}
              for u in state.users.values()]
     data = {"schema": STATUS_SCHEMA, "state": state_path, "counts": state.counts(),
             "users": users, "invalid_rows": state.doc["invalid_rows"]}
     lines = [", ".join(f"{k}: {v}" for k, v in state.counts().items())]
-    for u in users:
-        extra = f" last step '{u['last_step']}'" if u["last_step"] else ""
-        err = f" — {u['error']}" if u["error"] else ""
-        serial = f" serial {u['serial']}" if u["serial"] else ""
-        lines.append(f"  {u['status']:<10} {u['upn']}{serial}{extra}{err}")
+    for u in state.users.values():
+        extra = f" last step '{u.last_step}'" if u.last_step else ""
+        err = f" — {u.error}" if u.error else ""
+        serial = f" serial {u.serial}" if u.serial else ""
+        lines.append(f"  {u.status:<10} {u.upn}{serial}{extra}{err}")
     for bad in state.doc["invalid_rows"]:
         lines.append(f"  {'invalid':<10} {bad['error']}")
     obj.emit(data, "\n".join(lines))
@@ -502,15 +502,15 @@ def batch_release(obj: CliContext, state_path: str, upn: str) -> None:
         user = state.find(upn)
         if user is None:
             raise UsageError(f"{upn} is not in {state_path}")
-        if user["status"] in (PENDING, DONE):
-            raise UsageError(f"{upn} is {user['status']}; only incomplete or failed users "
+        if user.status in (PENDING, DONE):
+            raise UsageError(f"{upn} is {user.status}; only incomplete or failed users "
                              "can be released")
-        if not obj.prompter().confirm(f"Release {upn} from serial {user['serial']}?"):
+        if not obj.prompter().confirm(f"Release {upn} from serial {user.serial}?"):
             raise click.exceptions.Exit(1)
-        old = user["serial"]
-        user.update(status=PENDING, serial=None, attempts=0, error=None)
+        old = user.serial
+        user.status, user.serial, user.attempts, user.error = PENDING, None, 0, None
         state.save()
         AuditLog(paths.audit, os.environ.get("USER") or "unknown").write(
-            "release", "done", serial=old, upn=user["upn"])
-    obj.emit({"schema": RELEASE_SCHEMA, "upn": user["upn"], "released_serial": old,
+            "release", "done", serial=old, upn=user.upn)
+    obj.emit({"schema": RELEASE_SCHEMA, "upn": user.upn, "released_serial": old,
               "status": PENDING}, f"{upn} released from serial {old}; pending again.")

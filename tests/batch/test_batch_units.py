@@ -25,6 +25,7 @@ from pivtool.workflows.batch import (
     write_pin_letter,
     write_reports,
 )
+from pivtool.workflows.batch.state import CertRecord
 from pivtool.workflows.roster import RosterDefaults, parse_roster
 
 
@@ -76,12 +77,11 @@ def _state(tmp_path: Path, n: int) -> BatchState:
     state = BatchState.load(tmp_path / "b.state.json")
     state.merge_roster("r.csv", rows)
     for i, user in enumerate(state.users.values()):
-        user.update(status="done", serial=1000 + i, certificate={"sha256": "ab" * 32},
-                    certificate_user_ids=[
-                        {"kind": "PrincipalName", "value": f"X509:<PN>{user['upn']}",
-                         "affinity": "low"},
-                        {"kind": "Subject", "value": "X509:<S>CN=x", "affinity": "low"},
-                        {"kind": "SKI", "value": f"X509:<SKI>{i:040x}", "affinity": "high"}])
+        user.status, user.serial, user.certificate = "done", 1000 + i, CertRecord("ab" * 32)
+        user.certificate_user_ids = [
+            {"kind": "PrincipalName", "value": f"X509:<PN>{user.upn}", "affinity": "low"},
+            {"kind": "Subject", "value": "X509:<S>CN=x", "affinity": "low"},
+            {"kind": "SKI", "value": f"X509:<SKI>{i:040x}", "affinity": "high"}]
     return state
 
 
@@ -105,7 +105,7 @@ def test_graph_batches_split_at_20(tmp_path: Path) -> None:
                                         "b.graph-003.json"]
     # A later, shorter run removes the stale third file.
     for user in list(state.users.values())[30:]:
-        user["status"] = "pending"
+        user.status = "pending"
     write_reports(state, paths)
     assert not (tmp_path / "b.graph-003.json").exists()
     assert report_csv(state).splitlines()[0].startswith("row,upn,status,serial")
@@ -114,16 +114,16 @@ def test_graph_batches_split_at_20(tmp_path: Path) -> None:
 def test_state_roundtrip_marks_interrupted_enrollments(tmp_path: Path) -> None:
     state = _state(tmp_path, 2)
     user = state.users["user1@contoso.com"]
-    user.update(status="enrolling", last_step="generate key")
+    user.status, user.last_step = "enrolling", "generate key"
     state.save()
     assert stat.S_IMODE((tmp_path / "b.state.json").stat().st_mode) == 0o600
     again = BatchState.load(tmp_path / "b.state.json")
-    assert again.users["user1@contoso.com"]["status"] == "incomplete"
+    assert again.users["user1@contoso.com"].status == "incomplete"
     assert again.bound_to(1001) is again.users["user1@contoso.com"]
     # A roster re-read adds new users and forgets nothing.
     again.merge_roster("r.csv", parse_roster("upn\nnew@contoso.com\nuser0@contoso.com\n"))
-    assert again.users["new@contoso.com"]["status"] == "pending"
-    assert again.users["user1@contoso.com"]["in_roster"] is False
+    assert again.users["new@contoso.com"].status == "pending"
+    assert again.users["user1@contoso.com"].in_roster is False
     assert again.next_pending(1) is again.users["new@contoso.com"]
     with pytest.raises(UsageError, match="not a pivtool batch state"):
         (tmp_path / "x.json").write_text(json.dumps({"schema": "other"}))
@@ -133,8 +133,8 @@ def test_state_roundtrip_marks_interrupted_enrollments(tmp_path: Path) -> None:
 def test_pinned_user_only_for_its_key(tmp_path: Path) -> None:
     state = BatchState.load(tmp_path / "s.json")
     state.merge_roster("r", parse_roster("upn,serial\na@contoso.com,77\nb@contoso.com,\n"))
-    assert state.next_pending(5)["upn"] == "b@contoso.com"  # type: ignore[index]
-    assert state.next_pending(77)["upn"] == "a@contoso.com"  # type: ignore[index]
+    assert state.next_pending(5).upn == "b@contoso.com"  # type: ignore[union-attr]
+    assert state.next_pending(77).upn == "a@contoso.com"  # type: ignore[union-attr]
 
 
 def test_second_batch_on_the_same_state_is_refused(tmp_path: Path) -> None:
@@ -177,3 +177,21 @@ def test_secret_policy(kwargs: dict[str, Any], escrow: Any, message: str) -> Non
     with pytest.raises(UsageError, match=message):
         SecretPolicy(**kwargs).check(escrow)
     assert "12121212" not in repr(SecretPolicy(new_pin=b"12121212"))
+
+
+def test_typed_user_records_keep_the_state_file_format(tmp_path: Path) -> None:
+    state = _state(tmp_path, 2)
+    user = state.users["user0@contoso.com"]
+    user.last_failed_step = "issue certificate"
+    user.history.append({"serial": 1000, "reader": "r", "last_step": None, "error": "x",
+                         "ended": None})
+    state.save()
+    written = json.loads((tmp_path / "b.state.json").read_text())
+    again = BatchState.load(tmp_path / "b.state.json")
+    again.save()
+    assert json.loads((tmp_path / "b.state.json").read_text())["users"] == written["users"]
+    first = written["users"]["user0@contoso.com"]
+    assert list(first)[:5] == ["upn", "row", "options", "in_roster", "status"]
+    assert first["certificate"]["sha256"] == "ab" * 32
+    assert first["last_failed_step"] == "issue certificate"
+    assert "last_failed_step" not in written["users"]["user1@contoso.com"]

@@ -159,7 +159,9 @@ def test_batch_report_and_release_json(tmp_path: Path) -> None:
     state_path = tmp_path / "r.state.json"
     state = BatchState.load(state_path)
     state.merge_roster(str(roster), load_roster(str(roster), RosterDefaults()))
-    state.find("u1@contoso.com").update(status="failed", serial=123, error="boom")
+    user = state.find("u1@contoso.com")
+    assert user is not None
+    user.status, user.serial, user.error = "failed", 123, "boom"
     state.save()
     report = run_json(None, "batch", "report", "--state", str(state_path))
     assert report["schema"] == "pivtool.batch-report-files/1"

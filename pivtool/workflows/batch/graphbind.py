@@ -21,7 +21,7 @@ from ...core.errors import PivToolError, UsageError
 from ...graph.errors import GraphError
 from .options import BatchEvent
 from .outputs import AuditLog
-from .state import DONE, BatchState, now_iso
+from .state import DONE, BatchState, UserRecord, now_iso
 
 if TYPE_CHECKING:
     from ...graph.bind import BindResult
@@ -84,23 +84,23 @@ class GraphBinding:
             return
         with self.state.lock:
             todo = [u for u in self.state.users.values()
-                    if u["status"] == DONE and (u.get("graph") or {}).get("status") != BOUND]
+                    if u.status == DONE and (u.graph or {}).get("status") != BOUND]
         for user in todo:
-            self.graph_bind(user.get("reader"), user.get("serial"), user)
+            self.graph_bind(user.reader, user.serial, user)
 
-    def graph_bind(self, reader: str | None, serial: int | None, user: dict[str, Any]) -> None:
+    def graph_bind(self, reader: str | None, serial: int | None, user: UserRecord) -> None:
         """Bind *user*'s high-affinity values; record and report the outcome."""
         if self.graph is None:
             return
-        upn = user["upn"]
+        upn = user.upn
         recorded = [CertUserId(i["kind"], i["value"], i["affinity"])
-                    for i in user.get("certificate_user_ids") or []]
+                    for i in user.certificate_user_ids]
         # The order of 'entra bind' and 'entra ids --graph': issuer+serial, SKI, public key.
         ids = [i for i in graph_selection(recorded)[0] if i.affinity == HIGH]
         values = [i.value for i in ids]
         with self.state.lock:
-            previous = user.get("graph") or {}
-            user["graph"] = {"status": BINDING, "values": values,
+            previous = user.graph or {}
+            user.graph = {"status": BINDING, "values": values,
                              "attempts": int(previous.get("attempts") or 0),
                              "patched": bool(previous.get("patched")),
                              "error": None, "time": now_iso()}
@@ -109,7 +109,7 @@ class GraphBinding:
         result = None
         for attempt in range(1, GRAPH_ATTEMPTS + 1):
             with self.state.lock:
-                user["graph"]["attempts"] += 1
+                user.graph["attempts"] += 1
                 self.state.save()
             try:
                 if not ids:
@@ -125,7 +125,7 @@ class GraphBinding:
                                  detail=f"attempt {attempt}: {e}")
                 self.graph_sleep(float(attempt))  # 1 s, then 2 s
         with self.state.lock:
-            record = user["graph"]
+            record = user.graph
             if result is not None:
                 record.update(status=BOUND, error=None, time=now_iso(),
                               patched=record["patched"] or result.patched,
@@ -154,6 +154,6 @@ def graph_counts(state: BatchState) -> dict[str, int]:
     """Enrolled users by Graph status (``unbound``: never tried)."""
     out = {BOUND: 0, BIND_FAILED: 0, BINDING: 0, "unbound": 0}
     for u in state.users.values():
-        if u["status"] == DONE:
-            out[(u.get("graph") or {}).get("status") or "unbound"] += 1
+        if u.status == DONE:
+            out[(u.graph or {}).get("status") or "unbound"] += 1
     return out

@@ -132,10 +132,10 @@ def graph_batches(state: BatchState) -> list[dict[str, Any]]:
 
     requests = []
     for user in state.users.values():
-        if user["status"] != DONE or not user["certificate_user_ids"]:
+        if user.status != DONE or not user.certificate_user_ids:
             continue
-        body = graph_patch_body(graph_values(user["certificate_user_ids"]))
-        requests.append({"method": "PATCH", "url": "/users/" + quote(user["upn"], safe="@."),
+        body = graph_patch_body(graph_values(user.certificate_user_ids))
+        requests.append({"method": "PATCH", "url": "/users/" + quote(user.upn, safe="@."),
                          "headers": {"Content-Type": "application/json"}, "body": body})
     out = []
     for start in range(0, len(requests), GRAPH_BATCH_LIMIT):
@@ -149,13 +149,14 @@ def report_json(state: BatchState) -> dict[str, Any]:
     """The JSON report: one entry per user and per bad roster row (no secrets)."""
     users = []
     for u in state.users.values():
-        users.append({"row": u["row"], "upn": u["upn"], "status": u["status"],
-                      "in_roster": u["in_roster"], "serial": u["serial"],
-                      "reader": u["reader"], "attempts": u["attempts"],
-                      "last_step": u["last_step"], "error": u["error"],
-                      "finished": u["finished"], "certificate": u["certificate"],
-                      "certificate_user_ids": u["certificate_user_ids"],
-                      "pin_letter": u["pin_letter"], "graph": u.get("graph")})
+        users.append({"row": u.row, "upn": u.upn, "status": u.status,
+                      "in_roster": u.in_roster, "serial": u.serial,
+                      "reader": u.reader, "attempts": u.attempts,
+                      "last_step": u.last_step, "error": u.error,
+                      "finished": u.finished,
+                      "certificate": u.certificate.to_json() if u.certificate else None,
+                      "certificate_user_ids": u.certificate_user_ids,
+                      "pin_letter": u.pin_letter, "graph": u.graph})
     return {"schema": REPORT_SCHEMA, "generated": now_iso(), "roster": state.doc["roster"],
             "state": str(state.path), "counts": state.counts(), "users": users,
             "invalid_rows": state.doc["invalid_rows"]}
@@ -173,12 +174,12 @@ def report_csv(state: BatchState) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(REPORT_COLUMNS)
     for u in state.users.values():
-        cert = u["certificate"] or {}
-        w.writerow([u["row"], u["upn"], u["status"], u["serial"] or "", u["reader"] or "",
-                    u["attempts"], u["last_step"] or "", cert.get("sha256", ""),
+        cert = u.certificate.to_json() if u.certificate else {}
+        w.writerow([u.row, u.upn, u.status, u.serial or "", u.reader or "",
+                    u.attempts, u.last_step or "", cert.get("sha256", ""),
                     cert.get("serial", ""), cert.get("not_after", ""),
-                    " | ".join(i["value"] for i in u["certificate_user_ids"]),
-                    u["error"] or "", (u.get("graph") or {}).get("status", "")])
+                    " | ".join(i["value"] for i in u.certificate_user_ids),
+                    u.error or "", (u.graph or {}).get("status", "")])
     for bad in state.doc["invalid_rows"]:
         w.writerow([bad["row"], bad["upn"], "invalid", "", "", 0, "", "", "", "", "",
                     bad["error"], ""])

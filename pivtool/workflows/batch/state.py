@@ -9,7 +9,7 @@ import json
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -112,6 +112,112 @@ def state_lock(paths: BatchPaths) -> Iterator[None]:
         os.close(fd)  # releases the lock; the file stays (removing it would race a waiter)
 
 
+@dataclass
+class UserOptions:
+    """What the roster asked for one user (no secrets: a roster holds none)."""
+
+    emails: list[str]
+    display_name: str | None
+    serial: int | None  # pinned to one key, or any key
+    algorithm: str
+    pin_policy: str
+    touch_policy: str
+    policies: list[str]
+
+    @classmethod
+    def from_row(cls, row: RosterRow) -> UserOptions:
+        """The options of a valid roster row."""
+        return cls.from_json(row.options_json())
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> UserOptions:
+        """Read the state file's ``options`` object."""
+        return cls(emails=list(doc["emails"]), display_name=doc.get("display_name"),
+                   serial=doc.get("serial"), algorithm=doc["algorithm"],
+                   pin_policy=doc["pin_policy"], touch_policy=doc["touch_policy"],
+                   policies=list(doc["policies"]))
+
+    def to_json(self) -> dict[str, Any]:
+        """The state file's ``options`` object."""
+        return asdict(self)
+
+
+@dataclass
+class CertRecord:
+    """The certificate a user got (what the report and the audit need, no more)."""
+
+    sha256: str
+    serial: str | None = None
+    subject: str | None = None
+    issuer: str | None = None
+    not_after: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The state file's ``certificate`` object."""
+        return asdict(self)
+
+
+@dataclass
+class UserRecord:
+    """One roster user in the state file. ``steps``, ``history`` and
+    ``certificate_user_ids`` are logs kept as JSON objects, written as they came."""
+
+    upn: str
+    row: int
+    options: UserOptions
+    in_roster: bool = True
+    status: str = PENDING
+    serial: int | None = None  # the key bound to this user
+    reader: str | None = None
+    attempts: int = 0
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    last_step: str | None = None
+    error: str | None = None
+    started: str | None = None
+    finished: str | None = None
+    certificate: CertRecord | None = None
+    certificate_user_ids: list[dict[str, Any]] = field(default_factory=list)
+    pin_letter: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    last_failed_step: str | None = None
+    #: ``--graph-bind``: the Entra binding (status, values, attempts...), see
+    #: :mod:`~pivtool.workflows.batch.graphbind`; None until a bind is tried.
+    graph: dict[str, Any] | None = None
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> UserRecord:
+        """Read one user of the state file."""
+        cert = doc.get("certificate")
+        return cls(upn=doc["upn"], row=doc["row"], options=UserOptions.from_json(doc["options"]),
+                   in_roster=doc["in_roster"], status=doc["status"], serial=doc["serial"],
+                   reader=doc["reader"], attempts=doc["attempts"], steps=list(doc["steps"]),
+                   last_step=doc["last_step"], error=doc["error"], started=doc["started"],
+                   finished=doc["finished"],
+                   certificate=CertRecord(**cert) if cert else None,
+                   certificate_user_ids=list(doc["certificate_user_ids"]),
+                   pin_letter=doc["pin_letter"], history=list(doc["history"]),
+                   last_failed_step=doc.get("last_failed_step"), graph=doc.get("graph"))
+
+    def to_json(self) -> dict[str, Any]:
+        """One user of the state file (``last_failed_step`` only once a step failed,
+        ``graph`` once a bind was tried)."""
+        doc: dict[str, Any] = {
+            "upn": self.upn, "row": self.row, "options": self.options.to_json(),
+            "in_roster": self.in_roster, "status": self.status, "serial": self.serial,
+            "reader": self.reader, "attempts": self.attempts, "steps": self.steps,
+            "last_step": self.last_step, "error": self.error, "started": self.started,
+            "finished": self.finished,
+            "certificate": self.certificate.to_json() if self.certificate else None,
+            "certificate_user_ids": self.certificate_user_ids, "pin_letter": self.pin_letter,
+            "history": self.history}
+        if self.last_failed_step is not None:
+            doc["last_failed_step"] = self.last_failed_step
+        if self.graph is not None:
+            doc["graph"] = self.graph
+        return doc
+
+
+
 # --------------------------------------------------------------------------------------------
 # The state file
 
@@ -124,7 +230,11 @@ class BatchState:
 
     def __init__(self, path: Path, doc: dict[str, Any]) -> None:
         self.path = path
-        self.doc = doc
+        #: The file's other fields (schema, created, updated, roster, invalid_rows).
+        self.doc = {k: v for k, v in doc.items() if k != "users"}
+        #: UPN -> user record (insertion order = roster order).
+        self.users: dict[str, UserRecord] = {
+            upn: UserRecord.from_json(u) for upn, u in doc.get("users", {}).items()}
         self.lock = threading.RLock()
 
     @classmethod
@@ -139,30 +249,28 @@ class BatchState:
             raise UsageError(f"cannot read the batch state {path}: {e}") from None
         if not isinstance(doc, dict) or doc.get("schema") != STATE_SCHEMA:
             raise UsageError(f"{path} is not a pivtool batch state file")
-        state = cls(path, doc)
+        try:
+            state = cls(path, doc)
+        except (KeyError, TypeError, AttributeError) as e:
+            raise UsageError(f"{path}: a user record is damaged ({e})") from None
         for user in state.users.values():
-            if user["status"] == ENROLLING:
+            if user.status == ENROLLING:
                 # The previous run died mid-enrollment: the key holds part of it.
-                user["status"] = INCOMPLETE
-                user["error"] = user.get("error") or "interrupted (the batch stopped)"
+                user.status = INCOMPLETE
+                user.error = user.error or "interrupted (the batch stopped)"
         return state
-
-    @property
-    def users(self) -> dict[str, dict[str, Any]]:
-        """UPN -> user record (insertion order = roster order)."""
-        users: dict[str, dict[str, Any]] = self.doc["users"]
-        return users
 
     def save(self) -> None:
         """Write the whole state atomically (0600: it names who holds which key)."""
         with self.lock:
             self.doc["updated"] = now_iso()
-            atomic_write(self.path, (json.dumps(self.doc, indent=2) + "\n").encode())
+            doc = {**self.doc, "users": {upn: u.to_json() for upn, u in self.users.items()}}
+            atomic_write(self.path, (json.dumps(doc, indent=2) + "\n").encode())
 
-    def find(self, upn: str) -> dict[str, Any] | None:
+    def find(self, upn: str) -> UserRecord | None:
         """The user record for *upn* (UPNs compare case-insensitively, as in Entra)."""
         key = upn.casefold()
-        return next((u for u in self.users.values() if u["upn"].casefold() == key), None)
+        return next((u for u in self.users.values() if u.upn.casefold() == key), None)
 
     def merge_roster(self, roster: str, rows: list[RosterRow]) -> None:
         """Bring the roster into the state. Users already started keep their record (their
@@ -179,43 +287,39 @@ class BatchState:
                 present.add(row.upn.casefold())
                 user = self.find(row.upn)
                 if user is None:
-                    self.users[row.upn] = {
-                        "upn": row.upn, "row": row.row, "options": row.options_json(),
-                        "in_roster": True, "status": PENDING, "serial": None, "reader": None,
-                        "attempts": 0, "steps": [], "last_step": None, "error": None,
-                        "started": None, "finished": None, "certificate": None,
-                        "certificate_user_ids": [], "pin_letter": None, "history": []}
-                elif user["status"] == PENDING:
-                    user["row"] = row.row
-                    user["options"] = row.options_json()
+                    self.users[row.upn] = UserRecord(row.upn, row.row,
+                                                     UserOptions.from_row(row))
+                elif user.status == PENDING:
+                    user.row = row.row
+                    user.options = UserOptions.from_row(row)
             for user in self.users.values():
-                user["in_roster"] = user["upn"].casefold() in present
+                user.in_roster = user.upn.casefold() in present
             self.save()
 
-    def bound_to(self, serial: int) -> dict[str, Any] | None:
+    def bound_to(self, serial: int) -> UserRecord | None:
         """The user whose enrollment is (or was) on the key with *serial*."""
         return next((u for u in self.users.values()
-                     if u["serial"] == serial and u["status"] != REASSIGNED), None)
+                     if u.serial == serial and u.status != REASSIGNED), None)
 
-    def next_pending(self, serial: int) -> dict[str, Any] | None:
+    def next_pending(self, serial: int) -> UserRecord | None:
         """The user for a free key: one pinned to *serial* first, else the first pending user
         pinned to no key (roster order)."""
         pending = [u for u in self.users.values()
-                   if u["status"] == PENDING and u["in_roster"]]
-        pinned = next((u for u in pending if u["options"].get("serial") == serial), None)
+                   if u.status == PENDING and u.in_roster]
+        pinned = next((u for u in pending if u.options.serial == serial), None)
         if pinned is not None:
             return pinned
-        return next((u for u in pending if u["options"].get("serial") is None), None)
+        return next((u for u in pending if u.options.serial is None), None)
 
-    def open_users(self) -> list[dict[str, Any]]:
+    def open_users(self) -> list[UserRecord]:
         """Roster users not yet in a final state."""
-        return [u for u in self.users.values() if u["in_roster"] and u["status"] not in FINAL]
+        return [u for u in self.users.values() if u.in_roster and u.status not in FINAL]
 
     def counts(self) -> dict[str, int]:
         """Users per status, plus the invalid roster rows."""
         out = {s: 0 for s in (PENDING, ENROLLING, INCOMPLETE, DONE, FAILED, REASSIGNED)}
         for u in self.users.values():
-            if u["in_roster"] or u["status"] in FINAL:
-                out[u["status"]] += 1
+            if u.in_roster or u.status in FINAL:
+                out[u.status] += 1
         out["invalid"] = len(self.doc["invalid_rows"])
         return out

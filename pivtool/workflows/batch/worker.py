@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ...core.errors import PivToolError, StepFailedError, TransportError, UsageError
 from ...piv.constants import KeyType, PinPolicy, Slot, TouchPolicy
@@ -26,6 +26,8 @@ from .state import (
     REASSIGNED,
     BatchPaths,
     BatchState,
+    CertRecord,
+    UserRecord,
     _stamp,
     now_iso,
 )
@@ -51,7 +53,7 @@ class _Refusal(Exception):
 
 @dataclass
 class _Claim:
-    user: dict[str, Any]
+    user: UserRecord
     resume: bool
     wipe: bool
     force: bool
@@ -79,7 +81,7 @@ class CardWork:
     _accepting: bool
     _last_activity: float
     #: From :class:`~pivtool.workflows.batch.graphbind.GraphBinding` (``--graph-bind``).
-    graph_bind: Callable[[str | None, int | None, dict[str, Any]], None]
+    graph_bind: Callable[[str | None, int | None, UserRecord], None]
 
     def emit(self, event: BatchEvent) -> None:
         """Hand an event to the caller, one at a time."""
@@ -176,31 +178,31 @@ class CardWork:
                 raise _Refusal("stopping", "the batch is stopping; this key was not touched")
             bound = self.state.bound_to(serial)
             wipe = False
-            user: dict[str, Any] | None = None
+            user: UserRecord | None = None
             if bound is not None:
-                foreign = bool(cert_upns) and bound["upn"].casefold() not in {
+                foreign = bool(cert_upns) and bound.upn.casefold() not in {
                     u.casefold() for u in cert_upns}
-                if bound["status"] == ENROLLING:
+                if bound.status == ENROLLING:
                     raise _Refusal("busy", f"serial {serial} is still being enrolled for "
-                                           f"{bound['upn']} on {bound['reader']}")
+                                           f"{bound.upn} on {bound.reader}")
                 if foreign:
                     if not self.o.reassign:
                         raise _Refusal("foreign", f"the batch gave serial {serial} to "
-                                       f"{bound['upn']}, but its 9a certificate is for "
+                                       f"{bound.upn}, but its 9a certificate is for "
                                        f"{cert_upns[0]}; --reassign wipes the key")
                     wipe = True
-                elif bound["status"] == DONE:
+                elif bound.status == DONE:
                     # Even --reassign never takes a key from a user still in the roster: a
                     # re-run with the same state would otherwise wipe finished keys.
-                    if not self.o.reassign or bound["in_roster"]:
+                    if not self.o.reassign or bound.in_roster:
                         raise _Refusal("already-enrolled", f"serial {serial} is already "
-                                       f"enrolled for {bound['upn']}")
+                                       f"enrolled for {bound.upn}")
                     wipe = True
-                elif bound["status"] == FAILED:
+                elif bound.status == FAILED:
                     if not self.o.reassign:
-                        raise _Refusal("failed-before", f"enrollment of {bound['upn']} on "
-                                       f"serial {serial} failed {bound['attempts']} times "
-                                       f"({bound['error']}); --reassign wipes the key")
+                        raise _Refusal("failed-before", f"enrollment of {bound.upn} on "
+                                       f"serial {serial} failed {bound.attempts} times "
+                                       f"({bound.error}); --reassign wipes the key")
                     wipe = True
                 else:
                     user = bound  # incomplete: finish it for the same user
@@ -220,28 +222,28 @@ class CardWork:
                                    "factory default and this batch does not know it: set "
                                    "PIVTOOL_PIN, or --reassign to wipe the key")
             if wipe and bound is not None:
-                if bound["status"] == DONE:
-                    bound["status"] = REASSIGNED
-                    bound["error"] = f"key {serial} reassigned to {user['upn']}"
+                if bound.status == DONE:
+                    bound.status = REASSIGNED
+                    bound.error = f"key {serial} reassigned to {user.upn}"
                 else:  # half-made: give the user a fresh start on another key
-                    bound["status"] = PENDING if bound["status"] != FAILED else FAILED
-                    bound["serial"] = None
-            resume = user["serial"] == serial
+                    bound.status = PENDING if bound.status != FAILED else FAILED
+                    bound.serial = None
+            resume = user.serial == serial
             if resume:
-                user["history"].append({"serial": serial, "reader": user["reader"],
-                                        "last_step": user["last_step"],
-                                        "error": user["error"], "ended": user["finished"]})
-            user.update(status=ENROLLING, serial=serial, reader=reader, error=None,
-                        attempts=user["attempts"] + 1, steps=[], last_step=None,
-                        started=now_iso(), finished=None)
+                user.history.append({"serial": serial, "reader": user.reader,
+                                        "last_step": user.last_step,
+                                        "error": user.error, "ended": user.finished})
+            user.status, user.serial, user.reader, user.error = ENROLLING, serial, reader, None
+            user.attempts += 1
+            user.steps, user.last_step, user.started, user.finished = [], None, now_iso(), None
             self.state.save()
         claim = _Claim(user, resume=resume and not wipe, wipe=wipe,
                        force=occupied and not wipe)
-        self.emit(BatchEvent("enrolling", reader, serial, user["upn"],
-                             data={"resume": claim.resume, "attempt": user["attempts"],
+        self.emit(BatchEvent("enrolling", reader, serial, user.upn,
+                             data={"resume": claim.resume, "attempt": user.attempts,
                                    "wipe": wipe}))
         self.audit.write("claim", "resume" if claim.resume else "assigned", reader, serial,
-                         user["upn"], detail=f"attempt {user['attempts']}"
+                         user.upn, detail=f"attempt {user.attempts}"
                          + ("; key will be wiped (--reassign)" if wipe else ""))
         return claim
 
@@ -258,36 +260,36 @@ class CardWork:
         reset_card(session, plan, saved)
         detail = "; ".join(plan.destroys) + (f"; old certificates in {directory}"
                                              if saved else "")
-        self.audit.write("wipe", "done", reader, serial, claim.user["upn"], detail=detail)
-        self.emit(BatchEvent("wiped", reader, serial, claim.user["upn"],
+        self.audit.write("wipe", "done", reader, serial, claim.user.upn, detail=detail)
+        self.emit(BatchEvent("wiped", reader, serial, claim.user.upn,
                              data={"destroyed": plan.destroys,
                                    "backup": [str(p) for p in saved]}))
         # A fresh session: the reset changed the management key type and every status.
         return PivSession(session.connection)
 
-    def _secrets_for(self, user: dict[str, Any], serial: int, pin_default: bool,
+    def _secrets_for(self, user: UserRecord, serial: int, pin_default: bool,
                      puk_default: bool) -> dict[str, bytes]:
         """The secrets the Enroller will ask for, with every new value recorded (letter,
         escrow) *before* the Enroller writes it to the card."""
         sp = self.o.secrets
-        upn = user["upn"]
+        upn = user.upn
         values: dict[str, bytes] = {}
         if pin_default:
             new_pin = sp.new_pin if sp.new_pin is not None else _random_digits(8)
             if sp.pin_letters is not None:
-                user["pin_letter"] = str(write_pin_letter(sp.pin_letters, upn, serial,
+                user.pin_letter = str(write_pin_letter(sp.pin_letters, upn, serial,
                                                           new_pin))
             values["new_pin"] = new_pin
         else:
             known = None
-            if user["serial"] == serial:  # our own half-made key: we set that PIN
+            if user.serial == serial:  # our own half-made key: we set that PIN
                 known = (read_pin_letter(sp.pin_letters, upn) if sp.pin_letters is not None
                          else sp.new_pin)
             pin = known or sp.pin
             if pin is not None:
                 values["pin"] = pin
                 if sp.pin_letters is not None and known is None:
-                    user["pin_letter"] = str(write_pin_letter(sp.pin_letters, upn, serial,
+                    user.pin_letter = str(write_pin_letter(sp.pin_letters, upn, serial,
                                                               pin))
         if puk_default:
             new_puk = sp.new_puk if sp.new_puk is not None else _random_digits(8)
@@ -297,7 +299,7 @@ class CardWork:
         else:
             entry = self.o.escrow.get(serial) if self.o.escrow is not None else None
             puk = (entry.puk.encode() if entry is not None and entry.puk else None) or \
-                (sp.new_puk if user["serial"] == serial else None) or sp.puk
+                (sp.new_puk if user.serial == serial else None) or sp.puk
             if puk is not None:
                 values["puk"] = puk
         if sp.mgmt_key is not None:
@@ -312,7 +314,7 @@ class CardWork:
         user = claim.user
         serial = card.serial
         assert serial is not None
-        opts = user["options"]
+        opts = user.options
         pin_default = claim.wipe or bool(card.pin.is_default)
         puk_default = claim.wipe or bool(card.puk.is_default)
         with self.state.lock:
@@ -320,23 +322,23 @@ class CardWork:
             self.state.save()
         backup = self.paths.backups / f"{serial}-{_stamp()}"
         eo = EnrollOptions(
-            upn=user["upn"], emails=list(opts["emails"]),
-            subject=_subject(opts.get("display_name")),
-            algorithm=KeyType.parse(opts["algorithm"]),
-            pin_policy=PinPolicy.parse(opts["pin_policy"]),  # type: ignore[arg-type]
-            touch_policy=TouchPolicy.parse(opts["touch_policy"]),  # type: ignore[arg-type]
-            macos=self.o.macos, policies=list(opts["policies"]), force=claim.force,
+            upn=user.upn, emails=list(opts.emails),
+            subject=_subject(opts.display_name),
+            algorithm=KeyType.parse(opts.algorithm),
+            pin_policy=PinPolicy.parse(opts.pin_policy),  # type: ignore[arg-type]
+            touch_policy=TouchPolicy.parse(opts.touch_policy),  # type: ignore[arg-type]
+            macos=self.o.macos, policies=list(opts.policies), force=claim.force,
             backup_dir=str(backup), allow_non_ios=self.o.allow_non_ios,
             retry_force=self.o.allow_last_try)
 
         def on_step(step: Step) -> None:
             with self.state.lock:
-                user["steps"].append({**step.to_json(), "time": now_iso()})
-                user["last_step"] = step.name
+                user.steps.append({**step.to_json(), "time": now_iso()})
+                user.last_step = step.name
                 self.state.save()
-            self.audit.write(step.name, step.status, reader, serial, user["upn"],
+            self.audit.write(step.name, step.status, reader, serial, user.upn,
                              detail=step.detail)
-            self.emit(BatchEvent("step", reader, serial, user["upn"],
+            self.emit(BatchEvent("step", reader, serial, user.upn,
                                  data={"step": step.name, "status": step.status,
                                        "detail": step.detail}))
 
@@ -344,7 +346,7 @@ class CardWork:
                           escrow=self.o.escrow).run()
         self._done(reader, serial, user, result)
 
-    def _done(self, reader: str, serial: int, user: dict[str, Any],
+    def _done(self, reader: str, serial: int, user: UserRecord,
               result: EnrollResult) -> None:
         from ...certs.inspect import summarize
 
@@ -354,20 +356,18 @@ class CardWork:
         ids = [{"kind": i["kind"], "value": i["value"], "affinity": i["affinity"]}
                for i in result.certificate_user_ids]
         with self.state.lock:
-            user.update(status=DONE, finished=now_iso(), error=None,
-                        certificate={"sha256": fp, "serial": summ.get("serial"),
-                                     "subject": summ.get("subject"),
-                                     "issuer": summ.get("issuer"),
-                                     "not_after": summ.get("not_after")},
-                        certificate_user_ids=ids)
+            user.status, user.finished, user.error = DONE, now_iso(), None
+            user.certificate = CertRecord(fp, summ.get("serial"), summ.get("subject"),
+                                          summ.get("issuer"), summ.get("not_after"))
+            user.certificate_user_ids = ids
             self.state.save()
         with self._cond:
             self._enrolled += 1
         self._tally(reader, "done")
-        self.audit.write("enrolled", "done", reader, serial, user["upn"], fingerprint=fp)
-        self.emit(BatchEvent("done", reader, serial, user["upn"],
+        self.audit.write("enrolled", "done", reader, serial, user.upn, fingerprint=fp)
+        self.emit(BatchEvent("done", reader, serial, user.upn,
                              data={"fingerprint": fp, "certificate_user_ids": ids,
-                                   "pin_letter": user["pin_letter"]}))
+                                   "pin_letter": user.pin_letter}))
         # Right after the enrollment is on record; a failure here never undoes it.
         self.graph_bind(reader, serial, user)
 
@@ -381,24 +381,24 @@ class CardWork:
         message = str(error)
         with self.state.lock:
             changed = claim.resume or claim.wipe or any(
-                s["step"] not in READ_ONLY_STEPS for s in user["steps"])
-            user["error"] = message
-            user["finished"] = now_iso()
+                s["step"] not in READ_ONLY_STEPS for s in user.steps)
+            user.error = message
+            user.finished = now_iso()
             if step is not None:
-                user["last_failed_step"] = step
-            if user["attempts"] >= MAX_ATTEMPTS:
-                user["status"] = FAILED
+                user.last_failed_step = step
+            if user.attempts >= MAX_ATTEMPTS:
+                user.status = FAILED
             elif changed:
-                user["status"] = INCOMPLETE
+                user.status = INCOMPLETE
             else:
-                user["status"] = PENDING
-                user["serial"] = None
-            status = user["status"]
+                user.status = PENDING
+                user.serial = None
+            status = user.status
             self.state.save()
         self._tally(reader, "failed")
-        self.audit.write(step or "enroll", "failed", reader, serial, user["upn"],
+        self.audit.write(step or "enroll", "failed", reader, serial, user.upn,
                          detail=f"{message} (user now {status})")
-        self.emit(BatchEvent("failed", reader, serial, user["upn"],
+        self.emit(BatchEvent("failed", reader, serial, user.upn,
                              data={"step": step, "error": message, "user_status": status}))
 
 
