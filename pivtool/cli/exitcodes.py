@@ -23,7 +23,8 @@ class Exit(IntEnum):
 
     OK = 0
     FAILED = 1  # the card (or a check) refused or failed the operation
-    USAGE = 2  # bad input or options, detected before the card was touched
+    USAGE = 2  # refused before anything changed on the card: bad input, or a capability
+    # the card lacks (found from its version/metadata before the changing APDU is sent)
     AUTH = 3  # wrong PIN, PUK or management key
     BLOCKED = 4  # PIN/PUK blocked, or the retry guard refused to spend the last try
     NO_CARD = 5  # no PC/SC service, reader or card; card removed
@@ -33,7 +34,8 @@ EXIT_HELP = """\b
 Exit codes:
   0  success
   1  the operation failed on the card (or a check failed)
-  2  usage error or bad input (nothing was sent to the card)
+  2  refused before anything changed on the card: usage error, bad input, or
+     something this card cannot do
   3  authentication failed (wrong PIN, PUK or management key)
   4  PIN or PUK blocked, or only one try left and --allow-last-try not given
   5  no PC/SC service, reader or card; card removed"""
@@ -64,7 +66,12 @@ def exit_code_for(exc: BaseException) -> Exit:
     if isinstance(exc, (UsageError, CertInputError, CertMismatchError,
                         CertRequestRefusedError, LabCAError)):
         return Exit.USAGE
-    if isinstance(exc, (ApduError, NotSupportedError, PivToolError)):
+    # "This card cannot do that" is decided from the card's version and metadata before the
+    # APDU that would change it is sent: the same rule as bad input. (A card answering an
+    # APDU with 6D00 is an ApduError: the card refused, exit 1.)
+    if isinstance(exc, NotSupportedError) and not isinstance(exc, ApduError):
+        return Exit.USAGE
+    if isinstance(exc, (ApduError, PivToolError)):
         return Exit.FAILED
     return Exit.FAILED
 

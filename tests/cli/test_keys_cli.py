@@ -335,10 +335,11 @@ def test_move_and_delete_need_firmware_5_7(tmp_path: Path) -> None:
     card = make_card(tmp_path, firmware=(5, 4, 3))
     assert run(card, "keys", "generate", "9a").exit_code == 0
     before = card.read_bytes()
+    # Refused from the firmware version before anything is sent: exit 2, like bad input.
     r = run(card, "keys", "move", "9a", "9c")
-    assert r.exit_code == 1 and "5.7" in r.stderr
+    assert r.exit_code == 2 and "5.7" in r.stderr
     r = run(card, "keys", "delete", "9a", "--yes")
-    assert r.exit_code == 1 and "5.7" in r.stderr
+    assert r.exit_code == 2 and "5.7" in r.stderr
     assert card.read_bytes() == before
 
 
