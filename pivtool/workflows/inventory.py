@@ -374,7 +374,8 @@ def import_batch_state(store: Store, path: str | Path) -> ImportResult:
 
     state = BatchState.load(Path(path))
     result = ImportResult(str(path))
-    users = list(state.users.values())
+    # The state file's own JSON form of each user record (what this import maps).
+    users = [u.to_json() for u in state.users.values()]
     store.merge_roster(state.doc.get("roster") or str(path),
                        [RosterInput(u["row"], u["upn"], u["options"]) for u in users])
     for u in users:

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from pivtool.certs.ca import LabCA
 from pivtool.workflows.batch import BatchState
+from pivtool.workflows.batch.state import CertRecord
 from pivtool.workflows.escrow import EscrowFile
 from pivtool.workflows.roster import parse_roster
 from tests.cli.clihelp import make_card, run, run_json
@@ -161,11 +162,10 @@ def test_import_state_and_escrow_files(tmp_path: Path, db_url: str) -> None:
     state.merge_roster("roster.csv", parse_roster("upn\nann@contoso.com\nbo@contoso.com\n"))
     ann = state.find("ann@contoso.com")
     assert ann is not None
-    ann.update(status="done", serial=4242, certificate={"sha256": "ab" * 32, "serial": "01",
-                                                        "subject": "CN=ann", "issuer": "CN=CA",
-                                                        "not_after": "2030-01-01T00:00:00Z"},
-               certificate_user_ids=[{"kind": "PrincipalName", "value":
-                                      "X509:<PN>ann@contoso.com", "affinity": "low"}])
+    ann.status, ann.serial = "done", 4242
+    ann.certificate = CertRecord("ab" * 32, "01", "CN=ann", "CN=CA", "2030-01-01T00:00:00Z")
+    ann.certificate_user_ids = [{"kind": "PrincipalName", "value": "X509:<PN>ann@contoso.com",
+                                 "affinity": "low"}]
     state.save()
     (tmp_path / "roster.audit.jsonl").write_text(json.dumps(
         {"time": "2026-01-01T00:00:00.000Z", "operator": "op", "reader": "r", "serial": 4242,
