@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..certs.entra import format_dn
+from .errors import GraphError
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -34,10 +35,12 @@ if TYPE_CHECKING:
 POLICY_SCHEMA = "pivtool.entra-policy/1"
 #: Delegated permissions ``entra policy`` asks for (the admin needs Global Reader or
 #: Authentication Policy Administrator for the policy).
-POLICY_PERMISSIONS = ("Policy.Read.All", "Organization.Read.All")
+POLICY_PERMISSIONS = ("Policy.Read.All", "Organization.Read.All",
+                      "PublicKeyInfrastructure.Read.All")
 
 X509_CONFIG = "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/" \
               "x509Certificate"
+PKI_CONFIGS = "/directory/publicKeyInfrastructure/certificateBasedAuthConfigurations"
 
 #: pivtool's certificateUserIds kinds -> the policy's x509CertificateField names.
 FIELD_OF_KIND = {
@@ -86,7 +89,10 @@ class TenantPolicy:
     """The documents read from Graph (as Graph returned them)."""
 
     x509: dict[str, Any]
+    #: Both trust stores' CAs (classic shape, plus ``store``); None when not read.
     certificate_authorities: list[dict[str, Any]] | None = None
+    #: Trust stores the caller was not allowed to read.
+    unread: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -129,20 +135,52 @@ class PolicyReport:
 
 
 def read_policy(client: GraphClient, *, with_cas: bool = True) -> TenantPolicy:
-    """GET the X.509 method configuration and (with *with_cas*) the trusted CAs."""
+    """GET the X.509 method configuration and (with *with_cas*) the trusted CAs of both
+    trust stores: the classic one (``/organization/{id}/certificateBasedAuthConfiguration``)
+    and the PKI-based one (``/directory/publicKeyInfrastructure/
+    certificateBasedAuthConfigurations/{id}/certificateAuthorities``). A store the caller
+    may not read (403) is noted in :attr:`TenantPolicy.unread`, not an error."""
     x509_config = client.get(X509_CONFIG, what="the X.509 certificate authentication policy")
-    cas: list[dict[str, Any]] | None = None
-    if with_cas:
+    policy = TenantPolicy(x509_config)
+    if not with_cas:
+        return policy
+    cas: list[dict[str, Any]] = []
+    try:
         orgs = client.get_all("/organization", {"$select": "id"}, what="the organization")
-        cas = []
         for org in orgs:
             configs = client.get_all(f"/organization/{org.get('id')}"
                                      "/certificateBasedAuthConfiguration",
                                      what="the trusted certificate authorities")
             for c in configs:
-                cas += [a for a in c.get("certificateAuthorities") or []
-                        if isinstance(a, dict)]
-    return TenantPolicy(x509_config, cas)
+                cas += [{**a, "store": "certificate authorities"}
+                        for a in c.get("certificateAuthorities") or [] if isinstance(a, dict)]
+    except GraphError as e:
+        if e.status != 403:
+            raise
+        policy.unread.append("certificate authorities (needs Organization.Read.All)")
+    try:
+        pkis = client.get_all(PKI_CONFIGS, what="the PKI-based trust store")
+        for pki in pkis:
+            details = client.get_all(f"{PKI_CONFIGS}/{pki.get('id')}/certificateAuthorities",
+                                     what="the PKI-based trust store's CAs")
+            store = f"PKI {pki.get('displayName') or pki.get('id')}"
+            cas += [_from_pki(d, store) for d in details if isinstance(d, dict)]
+    except GraphError as e:
+        if e.status != 403:
+            raise
+        policy.unread.append("PKI-based trust store (needs PublicKeyInfrastructure.Read.All)")
+    policy.certificate_authorities = cas
+    return policy
+
+
+def _from_pki(detail: dict[str, Any], store: str) -> dict[str, Any]:
+    """A PKI store's certificateAuthorityDetail in the classic certificateAuthority shape."""
+    return {"certificate": detail.get("certificate"),
+            "isRootAuthority": detail.get("certificateAuthorityType") == "root",
+            "certificateRevocationListUrl": detail.get("certificateRevocationListUrl"),
+            "deltaCertificateRevocationListUrl":
+                detail.get("deltacertificateRevocationListUrl"),
+            "issuer": detail.get("issuer"), "store": store}
 
 
 # --------------------------------------------------------------------------- judging
@@ -160,7 +198,8 @@ def evaluate(tenant: str, policy: TenantPolicy, *,
     findings += _user_bindings(x, fields)
     findings.append(_auth_binding(x, certificate))
     if policy.certificate_authorities is not None and (certificate is not None or ca_bundle):
-        findings += _trusted_cas(policy.certificate_authorities, certificate, ca_bundle)
+        findings += _trusted_cas(policy.certificate_authorities, certificate, ca_bundle,
+                                 policy.unread)
     return PolicyReport(tenant, policy, findings)
 
 
@@ -315,11 +354,13 @@ def _ca_summary(entry: dict[str, Any]) -> dict[str, Any]:
         "is_root": entry.get("isRootAuthority"),
         "crl_url": entry.get("certificateRevocationListUrl") or None,
         "delta_crl_url": entry.get("deltaCertificateRevocationListUrl") or None,
+        "store": entry.get("store"),
     }
 
 
 def _trusted_cas(entries: list[dict[str, Any]], cert: x509.Certificate | None,
-                 bundle: Sequence[x509.Certificate]) -> list[Finding]:
+                 bundle: Sequence[x509.Certificate], unread: Sequence[str] = ()
+                 ) -> list[Finding]:
     from cryptography.hazmat.primitives import serialization
 
     loaded = [(e, _load_ca(e)) for e in entries]
@@ -339,7 +380,13 @@ def _trusted_cas(entries: list[dict[str, Any]], cert: x509.Certificate | None,
             entry = next((e for e, c in loaded if c is not None and c.subject == cert.issuer),
                          None)
         fid = f"tenant.trusted-ca.{name}"
-        if entry is None:
+        if entry is None and unread:
+            # Not found, but a store could not be read: it may be there.
+            out.append(Finding(fid, "warn", f"{name} is not among the {len(entries)} trusted "
+                               f"CAs pivtool could read; not read: {', '.join(unread)}",
+                               "grant the permission named, or check the store in the "
+                               "admin center"))
+        elif entry is None:
             out.append(Finding(fid, "fail", f"{name} is not among the tenant's trusted "
                                f"certificate authorities ({len(entries)} uploaded)", FIX_CA))
         elif not entry.get("certificateRevocationListUrl"):
@@ -348,7 +395,8 @@ def _trusted_cas(entries: list[dict[str, Any]], cert: x509.Certificate | None,
                                "tenant's certificate authorities"))
         else:
             root = "root" if entry.get("isRootAuthority") else "intermediate"
-            out.append(Finding(fid, "pass", f"{name} is trusted ({root}), CRL "
+            out.append(Finding(fid, "pass", f"{name} is trusted ({root}, "
+                               f"{entry.get('store') or 'certificate authorities'}), CRL "
                                f"{entry.get('certificateRevocationListUrl')}"))
     return out
 

@@ -15,7 +15,8 @@ from tests.entra.graph_standin import GraphStandIn, running
 UPN = "alice@contoso.com"
 NEW_PIN = "24681357"
 #: Application permissions the unattended test app is granted.
-APP_ROLES = ("User.ReadWrite.All", "Policy.Read.All", "Organization.Read.All")
+APP_ROLES = ("User.ReadWrite.All", "Policy.Read.All", "Organization.Read.All",
+             "PublicKeyInfrastructure.Read.All")
 SECRET = "stand-in-secret~value.1"
 
 

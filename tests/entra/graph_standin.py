@@ -139,6 +139,9 @@ class GraphStandIn:
         self.device_codes: dict[str, dict[str, Any]] = {}
         self.x509_policy = default_x509_policy()
         self.certificate_authorities: list[dict[str, Any]] = []
+        #: The PKI-based trust store: certificateBasedAuthPki id -> (displayName,
+        #: [certificateAuthorityDetail]).
+        self.pki_stores: dict[str, tuple[str, list[dict[str, Any]]]] = {}
         self.page_size = 1
         #: [(method, path prefix, remaining count, status, Retry-After)]
         self.throttles: list[list[Any]] = []
@@ -558,6 +561,22 @@ class GraphStandIn:
             if query:
                 return 400, {}, graph_error("BadRequest", "Query option is not allowed.")
             return 200, {}, self.x509_policy
+        pki = {"PublicKeyInfrastructure.Read.All", "PublicKeyInfrastructure.ReadWrite.All"}
+        if segments[:3] == ["directory", "publicKeyInfrastructure",
+                            "certificateBasedAuthConfigurations"]:
+            denied = self._guard(h, method, "GET", pki)
+            if denied:
+                return denied
+            if len(segments) == 3:
+                rows = [{"id": k, "displayName": name, "status": "succeeded",
+                         "statusDetails": "", "deletedDateTime": None}
+                        for k, (name, _cas) in self.pki_stores.items()]
+                return self._page(path, query, rows)
+            if len(segments) == 5 and segments[4] == "certificateAuthorities" and \
+                    segments[3] in self.pki_stores:
+                return self._page(path, query, self.pki_stores[segments[3]][1])
+            return 404, {}, graph_error("Request_ResourceNotFound",
+                                        f"Resource '{segments[-1]}' does not exist.")
         if segments == ["organization"]:
             denied = self._guard(h, method, "GET", org)
             if denied:

@@ -74,8 +74,8 @@ def test_configured_tenant_passes_for_the_card(standin: GraphStandIn, lab: LabCA
     assert r.exit_code == 0, r.output
     assert "FAIL" not in r.stdout and "WARN" not in r.stdout
     assert "counts as multi-factor (rule issuerSubject CN=Contoso Lab CA,O=Contoso" in r.stdout
-    assert "CN=Contoso Lab CA,O=Contoso is trusted (root), CRL http://crl.contoso.test" \
-        in r.stdout
+    assert "CN=Contoso Lab CA,O=Contoso is trusted (root, certificate authorities), CRL " \
+        "http://crl.contoso.test" in r.stdout
     pages = standin.requests("GET", f"/v1.0/organization/{standin.org_id}/")
     assert len(pages) == 2  # followed @odata.nextLink
 
@@ -117,3 +117,23 @@ def test_check_tenant_adds_the_policy_items(standin: GraphStandIn, lab: LabCA,
             "--tenant", env=env)
     assert r.exit_code == 0, r.output
     assert "tenant.trusted-ca" in r.stdout and r.stdout.splitlines()[-1].startswith("READY")
+
+
+def test_ca_in_the_pki_trust_store(standin: GraphStandIn, lab: LabCA, enrolled: Path) -> None:
+    _configure(standin, lab)
+    lab_entry = standin.certificate_authorities.pop()
+    standin.pki_stores["6d1c6f07-0000-4000-8000-000000000001"] = ("Contoso PKI", [{
+        "id": "ca1", "certificateAuthorityType": "root", "certificate": lab_entry["certificate"],
+        "displayName": "Contoso Lab CA", "issuer": lab_entry["issuer"],
+        "issuerSubjectKeyIdentifier": "", "thumbprint": "", "isIssuerHintEnabled": False,
+        "certificateRevocationListUrl": "http://crl.contoso.test/lab.crl",
+        "deltacertificateRevocationListUrl": None}])
+    r = run(enrolled, "entra", "policy", "--slot", "9a", env=app_env(standin))
+    assert r.exit_code == 0, r.output
+    assert "is trusted (root, PKI Contoso PKI), CRL http://crl.contoso.test/lab.crl" in r.stdout
+    # Without PublicKeyInfrastructure.Read.All the store is unreadable: a warning, not a FAIL.
+    reader = standin.add_app(secret="s", roles=("Policy.Read.All", "Organization.Read.All"))
+    r = run(enrolled, "entra", "policy", "--slot", "9a", env=standin.env(reader.client_id, "s"))
+    assert r.exit_code == 0, r.output
+    assert "not read: PKI-based trust store (needs PublicKeyInfrastructure.Read.All)" \
+        in r.stdout
