@@ -162,6 +162,7 @@ def select_values(ids: list[CertUserId], spec: str) -> list[CertUserId]:
     from ..certs.entra import GRAPH_ORDER, HIGH, MAX_VALUE_LENGTH
     from ..core.errors import UsageError
 
+    kinds = parse_values_spec(spec)
     usable = [i for i in ids if len(i.value) <= MAX_VALUE_LENGTH]
     order: dict[str, int] = {}
     for kind in (*GRAPH_ORDER, *VALUE_KINDS):  # Graph's order first, then the rest
@@ -172,13 +173,6 @@ def select_values(ids: list[CertUserId], spec: str) -> list[CertUserId]:
     elif spec == "all":
         chosen = usable
     else:
-        lower = {k.lower(): k for k in VALUE_KINDS}
-        kinds = []
-        for part in (p.strip() for p in spec.split(",")):
-            if part.lower() not in lower:
-                raise UsageError(f"--values: {part!r} is not high, all or one of "
-                                 f"{', '.join(VALUE_KINDS)}")
-            kinds.append(lower[part.lower()])
         chosen = [i for i in usable if i.kind in kinds]
         missing = [k for k in kinds if not any(i.kind == k for i in chosen)]
         if missing:
@@ -188,6 +182,23 @@ def select_values(ids: list[CertUserId], spec: str) -> list[CertUserId]:
         raise UsageError(f"--values {spec}: the certificate gives no such value "
                          "(see 'pivtool entra ids')")
     return chosen
+
+
+def parse_values_spec(spec: str) -> list[str]:
+    """The kinds a ``--values`` LIST names ([] for ``high`` and ``all``); a usage error for
+    an unknown kind (checked before any card or network is touched)."""
+    from ..core.errors import UsageError
+
+    if spec in ("high", "all"):
+        return []
+    lower = {k.lower(): k for k in VALUE_KINDS}
+    kinds = []
+    for part in (p.strip() for p in spec.split(",")):
+        if part.lower() not in lower:
+            raise UsageError(f"--values: {part!r} is not high, all or one of "
+                             f"{', '.join(VALUE_KINDS)}")
+        kinds.append(lower[part.lower()])
+    return kinds
 
 
 def _certificate(obj: CliContext, slot: Slot | None, cert_file: str | None
@@ -228,16 +239,19 @@ def _bind_command(action: str) -> Any:
                 client_cert: str | None) -> None:
         from ..certs.entra import certificate_user_ids
         from ..graph.bind import BIND_PERMISSIONS, apply
+        from ..graph.errors import SyncedUserError
         from .graph import graph_client
 
-        cert, _source = _certificate(obj, slot, cert_file)
-        mode = cast(Literal["public-key", "thumbprint", "both"], sha1_pukey)
-        chosen = select_values(certificate_user_ids(cert, sha1_pukey=mode), values_spec)
-        from ..graph.errors import SyncedUserError
-
-        with graph_client(tenant=tenant, client_id=client_id,
-                          client_secret_file=client_secret_file, client_cert=client_cert,
-                          permissions=BIND_PERMISSIONS) as client:
+        # The options and configuration first (no network yet): a bad --values, a missing
+        # tenant or a bad credential file is reported before the card is read.
+        parse_values_spec(values_spec)
+        client = graph_client(tenant=tenant, client_id=client_id,
+                              client_secret_file=client_secret_file, client_cert=client_cert,
+                              permissions=BIND_PERMISSIONS)
+        with client:
+            cert, _source = _certificate(obj, slot, cert_file)
+            mode = cast(Literal["public-key", "thumbprint", "both"], sha1_pukey)
+            chosen = select_values(certificate_user_ids(cert, sha1_pukey=mode), values_spec)
             try:
                 if action == "bind":
                     result = apply(client, upn, add=chosen, dry_run=dry_run, action="bind")

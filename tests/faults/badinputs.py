@@ -91,6 +91,9 @@ def prepare(work: Path) -> None:
 
 
 PINENV = {"PIVTOOL_PIN": PIN}
+#: A Graph configuration that is never reached: these cases fail before any request.
+GRAPH = {"PIVTOOL_TENANT": "contoso.onmicrosoft.com", "PIVTOOL_CLIENT_ID": "app",
+         "PIVTOOL_CLIENT_SECRET": "never-sent"}
 
 CASES: list[Case] = [
     # --- certificate files for `certs import` -----------------------------------------
@@ -160,6 +163,17 @@ CASES: list[Case] = [
     Case("virtual card file of a future format", ("--sim", "future-card.json", "info"),
          sim=False),
     Case("malformed PIVTOOL_SIM_FAULTS", ("info",), {"PIVTOOL_SIM_FAULTS": "x:melt"}),
+    # --- Microsoft Graph (entra bind): refused before any request is sent ----------------
+    Case("entra bind without a tenant", ("entra", "bind", "--upn", UPN),
+         {"PIVTOOL_CLIENT_ID": "app"}),
+    Case("Graph URL that is not https", ("entra", "bind", "--upn", UPN), {
+        **GRAPH, "PIVTOOL_GRAPH_URL": "http://graph.example"}),
+    Case("random bytes as the app's certificate",
+         ("entra", "bind", "--upn", UPN, "--client-cert", "random.bin"), GRAPH),
+    Case("unknown --values kind", ("entra", "bind", "--upn", UPN, "--values", "Serial"),
+         GRAPH),
+    Case("entra bind with --slot and --cert", ("entra", "bind", "--upn", UPN, "--slot", "9a",
+                                               "--cert", "other-key.pem"), GRAPH),
 ]
 
 
