@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from .core.errors import CardRemovedError, TransportError, UsageError
 
 if TYPE_CHECKING:
+    from . import pcsc
     from .core.connection import Connection
     from .sim.attach import Faults, SimConnection
 
@@ -101,5 +102,55 @@ def open_connection(reader: str | None = None, serial: int | None = None,
     from . import pcsc
 
     if serial is not None:
-        return pcsc.find_by_serial(serial)
+        return find_by_serial(serial)
     return pcsc.open_reader(reader)
+
+
+def card_serial(connection: Connection) -> int | None:
+    """The YubiKey serial of the card on *connection* (None: no PIV application, a generic
+    PIV card, firmware before 5, or an answer that makes no sense). Asked through
+    :class:`~pivtool.piv.session.PivSession` (SELECT, GET VERSION, GET SERIAL), which leaves
+    the PIV application selected."""
+    from .core.errors import ApduError, BadResponseError, NoCardError
+    from .piv.session import PivSession
+    from .piv.version import has_serial_ins
+
+    try:
+        session = PivSession(connection)
+        if session.version is None or not has_serial_ins(session.version):
+            return None
+        return session.get_serial()
+    except (NoCardError, ApduError, BadResponseError):
+        return None
+
+
+def find_by_serial(serial: int, shared: bool = False) -> pcsc.PcscConnection:
+    """Open the reader holding the YubiKey with *serial*.
+
+    Every reader is tried in turn; busy readers and readers without a card are skipped (and
+    named in the error when nothing matches). The returned connection has the PIV applet
+    selected.
+    """
+    from . import pcsc
+    from .core.errors import NoCardError, NoReaderError, SharingViolationError
+
+    busy: list[str] = []
+    for reader in pcsc.list_readers():
+        try:
+            conn = pcsc.PcscConnection(reader, shared=shared)
+        except SharingViolationError:
+            busy.append(reader)
+            continue
+        except (NoCardError, CardRemovedError, NoReaderError):
+            continue
+        try:
+            if card_serial(conn) == serial:
+                return conn
+        except TransportError:
+            pass
+        except BaseException:
+            conn.close()
+            raise
+        conn.close()
+    hint = f" (busy readers not checked: {', '.join(busy)})" if busy else ""
+    raise NoCardError(f"no YubiKey with serial {serial} found{hint}")

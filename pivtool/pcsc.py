@@ -1,4 +1,5 @@
-"""PC/SC access: readers, card connections, card identity and card events.
+"""PC/SC access: readers, card connections and card events (which card is in a reader is
+the PIV layer's business: ``pivtool.connect`` asks a :class:`~pivtool.piv.session.PivSession`).
 
 This is the only module that imports pyscard, and it does so inside functions: ``import
 pivtool.pcsc`` must stay cheap for commands that never touch a reader (and for machines where
@@ -17,13 +18,9 @@ import importlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from types import ModuleType, TracebackType
-from typing import Any, Literal
+from types import ModuleType
+from typing import Any
 
-from .core.apdu import Apdu
-from .core.atr import is_contactless
-from .core.connection import ApduProtocol
 from .core.errors import (
     CardRemovedError,
     NoCardError,
@@ -33,32 +30,19 @@ from .core.errors import (
     TransportError,
 )
 from .core.events import CardEvent, EventKind
-from .core.sw import SW
 
 __all__ = [
     "CardEvent",
-    "CardIdentity",
     "EventKind",
     "PcscConnection",
     "ReaderMonitor",
-    "atr_supports_extended",
-    "find_by_serial",
-    "identify",
     "list_readers",
     "open_reader",
-    "use_extended",
     "watch_events",
 ]
 
-PIV_AID = bytes.fromhex("A000000308000010000100")
-INS_SELECT = 0xA4
-INS_GET_VERSION = 0xFD
-INS_GET_SERIAL = 0xF8
-
 #: pcsc-lite's pseudo reader whose state changes when readers are added or removed.
 PNP_NOTIFICATION = "\\\\?PnP?\\Notification"
-
-CardKind = Literal["yubikey", "piv", "none"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,12 +267,7 @@ class PcscConnection:
     def __enter__(self) -> PcscConnection:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -305,144 +284,6 @@ def open_reader(name_substring: str | None = None, shared: bool = False) -> Pcsc
     """
     reader = select_reader(list_readers(), name_substring)
     return PcscConnection(reader, shared=shared)
-
-
-# --------------------------------------------------------------------------------------------
-# Identity
-
-
-@dataclass(frozen=True)
-class CardIdentity:
-    """What kind of card a connection reaches.
-
-    ``kind`` is "yubikey" (answers GET VERSION), "piv" (a PIV applet without the YubiKey
-    extensions) or "none" (a card without a PIV applet). ``serial`` needs YubiKey firmware 5+.
-    """
-
-    kind: CardKind
-    reader: str
-    atr: bytes
-    version: str | None = None
-    serial: int | None = None
-
-    @property
-    def version_tuple(self) -> tuple[int, ...] | None:
-        """The firmware version as a tuple, for comparisons."""
-        if self.version is None:
-            return None
-        return tuple(int(p) for p in self.version.split("."))
-
-    @property
-    def extended(self) -> bool:
-        """Whether to use extended-length APDUs with this card (see :func:`use_extended`)."""
-        return use_extended(self)
-
-
-def identify(conn: PcscConnection | Any) -> CardIdentity:
-    """SELECT the PIV applet and ask for the YubiKey version and serial.
-
-    Uses raw APDUs over :class:`ApduProtocol` (short APDUs: we do not yet know whether the
-    card takes extended ones). Leaves the PIV applet selected. Transport errors propagate.
-    """
-    proto = ApduProtocol(conn, extended=False)
-    reader = conn.reader_name
-    atr = conn.atr
-    _data, sw = proto.send_raw(Apdu(0x00, INS_SELECT, 0x04, 0x00, PIV_AID, 0))
-    if sw != SW.OK:
-        return CardIdentity("none", reader, atr)
-    data, sw = proto.send_raw(Apdu(0x00, INS_GET_VERSION, 0x00, 0x00, b"", 0))
-    if sw != SW.OK or len(data) != 3:
-        return CardIdentity("piv", reader, atr)
-    version = ".".join(str(b) for b in data)
-    serial: int | None = None
-    data, sw = proto.send_raw(Apdu(0x00, INS_GET_SERIAL, 0x00, 0x00, b"", 0))
-    if sw == SW.OK and len(data) == 4:
-        serial = int.from_bytes(data, "big")
-    return CardIdentity("yubikey", reader, atr, version, serial)
-
-
-def _historical_bytes(atr: bytes) -> bytes:
-    """Extract the historical bytes of an ATR (ISO 7816-3 §8.2); b"" if malformed."""
-    if len(atr) < 2:
-        return b""
-    t0 = atr[1]
-    count = t0 & 0x0F
-    pos = 2
-    y = t0 >> 4
-    while True:
-        # Each set bit of Y announces one interface byte (TA, TB, TC, TD in that order).
-        pos += bin(y & 0x07).count("1")
-        if y & 0x08:
-            if pos >= len(atr):
-                return b""
-            td = atr[pos]
-            pos += 1
-            y = td >> 4
-        else:
-            break
-    hist = atr[pos:pos + count]
-    return hist if len(hist) == count else b""
-
-
-def atr_supports_extended(atr: bytes) -> bool:
-    """True if the ATR's card-capabilities byte announces extended Lc/Le (ISO 7816-4
-    §8.1.1.2.7: compact-TLV tag 0x73, third byte, bit 0x40)."""
-    hist = _historical_bytes(atr)
-    if not hist or hist[0] != 0x80:
-        return False
-    pos = 1
-    while pos < len(hist):
-        tag, length = hist[pos] >> 4, hist[pos] & 0x0F
-        value = hist[pos + 1:pos + 1 + length]
-        if tag == 0x7 and length >= 3:
-            return bool(value[2] & 0x40)
-        pos += 1 + length
-    return False
-
-
-def use_extended(identity: CardIdentity) -> bool:
-    """Decide whether :class:`ApduProtocol` should send extended-length APDUs.
-
-    Never over a contactless reader (its support varies). Otherwise yes when the ATR
-    announces it, and for any YubiKey 4/5 (what yubikit does on USB). Everything else gets
-    command chaining and GET RESPONSE, which every PIV card has.
-    """
-    if is_contactless(identity.atr):
-        # Over NFC the reader decides; yubikit also stays with short APDUs there.
-        return False
-    if atr_supports_extended(identity.atr):
-        return True
-    version = identity.version_tuple
-    return identity.kind == "yubikey" and version is not None and version >= (4, 0)
-
-
-def find_by_serial(serial: int, shared: bool = False) -> PcscConnection:
-    """Open the reader holding the YubiKey with *serial*.
-
-    Every reader is tried in turn; busy readers and readers without a card are skipped (and
-    named in the error when nothing matches). The returned connection has the PIV applet
-    selected.
-    """
-    busy: list[str] = []
-    for reader in list_readers():
-        try:
-            conn = PcscConnection(reader, shared=shared)
-        except SharingViolationError:
-            busy.append(reader)
-            continue
-        except (NoCardError, CardRemovedError, NoReaderError):
-            continue
-        try:
-            if identify(conn).serial == serial:
-                return conn
-        except TransportError:
-            pass
-        except BaseException:
-            conn.close()
-            raise
-        conn.close()
-    hint = f" (busy readers not checked: {', '.join(busy)})" if busy else ""
-    raise NoCardError(f"no YubiKey with serial {serial} found{hint}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -618,12 +459,7 @@ class ReaderMonitor:
     def __enter__(self) -> ReaderMonitor:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
 

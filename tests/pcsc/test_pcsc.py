@@ -10,6 +10,7 @@ import pytest
 from pcsc_stack import FRIENDLY_PREFIX, PcscStack, VCardFactory, VirtualCardProcess
 
 from pivtool import pcsc
+from pivtool.connect import card_serial, find_by_serial
 from pivtool.core.apdu import Apdu
 from pivtool.core.connection import ApduProtocol, Connection
 from pivtool.core.errors import (
@@ -92,44 +93,31 @@ def test_open_empty_reader_is_no_card(pcsc_stack: PcscStack) -> None:
 # --- identity -------------------------------------------------------------------------------
 
 
-def test_identify_virtual_yubikey(vcard_factory: VCardFactory) -> None:
+def test_card_serial_through_pcscd(vcard_factory: VCardFactory) -> None:
     card = vcard_factory(firmware=(5, 7, 1), serial=12345678)
     with pcsc.open_reader(card.substring) as conn:
-        ident = pcsc.identify(conn)
-    assert ident.kind == "yubikey"
-    assert ident.serial == 12345678
-    assert ident.version == "5.7.1"
-    assert ident.version_tuple == (5, 7, 1)
-    assert ident.reader == card.reader
-    assert ident.extended  # the USB ATR announces extended Lc/Le
-
-
-def test_identify_generic_piv(vcard_factory: VCardFactory) -> None:
-    card = vcard_factory(generic=True)
-    with pcsc.open_reader(card.substring) as conn:
-        ident = pcsc.identify(conn)
-    assert ident.kind == "piv"
-    assert ident.serial is None
-    assert ident.version is None
-    assert not ident.extended  # no capability byte in its ATR: chaining instead
+        assert card_serial(conn) == 12345678
+    generic = vcard_factory(generic=True)
+    with pcsc.open_reader(generic.substring) as conn:
+        assert card_serial(conn) is None
 
 
 def test_find_by_serial(vcard_factory: VCardFactory) -> None:
     vcard_factory(serial=11111111)
     second = vcard_factory(serial=22222222)
-    with pcsc.find_by_serial(22222222) as conn:
+    with find_by_serial(22222222) as conn:
         assert conn.reader_name == second.reader
-        # identify() left the PIV applet selected
+        # the serial lookup left the PIV applet selected
         _data, sw = conn.transmit(bytes.fromhex("00FD000000"))
         assert sw == 0x9000
     with pytest.raises(NoCardError, match="no YubiKey with serial 33333333"):
-        pcsc.find_by_serial(33333333)
+        find_by_serial(33333333)
 
 
 def test_find_by_serial_skips_busy_reader(vcard_factory: VCardFactory) -> None:
     card = vcard_factory(serial=44444444)
     with pcsc.open_reader(card.substring), pytest.raises(NoCardError, match="busy readers"):
-        pcsc.find_by_serial(44444444)
+        find_by_serial(44444444)
 
 
 # --- extended length and chaining ------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""pivtool.pcsc logic that needs no pcscd: reader selection, error mapping, ATR parsing,
-identify() over an in-process card."""
+"""pivtool.pcsc logic that needs no pcscd: reader selection, error mapping; connect's
+card_serial() over an in-process card."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pivtool import pcsc
+from pivtool.connect import card_serial
 from pivtool.core.errors import (
     CardRemovedError,
     NoCardError,
@@ -22,8 +23,6 @@ from pivtool.core.errors import (
 from pivtool.sim.card import VirtualCard
 from pivtool.sim.state import new_card_state
 
-YK5_USB = bytes.fromhex("3BFD1300008131FE158073C021C057597562694B657940")
-YK5_NFC = bytes.fromhex("3B8D80018073C021C057597562694B6579F9")
 READERS = ["Yubico YubiKey OTP+FIDO+CCID 00 00", "Virtual PCD 00 00", "Virtual PCD 00 01"]
 
 
@@ -95,31 +94,6 @@ def test_import_is_cheap() -> None:
     assert out.strip() == "False"
 
 
-@pytest.mark.parametrize(("atr", "expected"), [
-    (YK5_USB, True),  # card capabilities 73 C0 21 C0: extended Lc/Le bit set
-    (YK5_NFC, True),
-    (bytes.fromhex("3B8080010101"), False),  # PIVKey-style ATR without historical TLVs
-    (bytes.fromhex("3B00"), False),
-    (b"", False),
-])
-def test_atr_supports_extended(atr: bytes, expected: bool) -> None:
-    assert pcsc.atr_supports_extended(atr) is expected
-
-
-@pytest.mark.parametrize(("kind", "atr", "version", "expected"), [
-    ("yubikey", YK5_USB, "5.7.1", True),
-    ("yubikey", YK5_NFC, "5.7.1", False),  # contactless: the reader decides, stay short
-    ("yubikey", bytes.fromhex("3B00"), "4.3.5", True),  # YubiKey 4 supports extended
-    ("yubikey", bytes.fromhex("3B00"), "3.4.0", False),  # NEO: short APDUs
-    ("piv", bytes.fromhex("3B00"), None, False),
-])
-def test_use_extended(kind: pcsc.CardKind, atr: bytes, version: str | None,
-                      expected: bool) -> None:
-    ident = pcsc.CardIdentity(kind, "r", atr, version)
-    assert pcsc.use_extended(ident) is expected
-    assert ident.extended is expected
-
-
 class _InProcess:
     """A Connection over a VirtualCard, without PC/SC."""
 
@@ -138,11 +112,10 @@ class _InProcess:
         pass
 
 
-def test_identify_in_process() -> None:
-    yk = pcsc.identify(_InProcess(VirtualCard(new_card_state(firmware=(5, 4, 3),
-                                                             serial=7654321))))
-    assert (yk.kind, yk.version, yk.serial) == ("yubikey", "5.4.3", 7654321)
-    generic = pcsc.identify(_InProcess(VirtualCard(new_card_state(generic=True))))
-    assert (generic.kind, generic.version, generic.serial) == ("piv", None, None)
-    none = pcsc.identify(_InProcess(None))
-    assert none.kind == "none"
+def test_card_serial_in_process() -> None:
+    # Identification is the PIV layer's (PivSession: SELECT, GET VERSION, GET SERIAL).
+    yk = _InProcess(VirtualCard(new_card_state(firmware=(5, 4, 3), serial=7654321)))
+    assert card_serial(yk) == 7654321
+    assert card_serial(_InProcess(VirtualCard(new_card_state(firmware=(4, 3, 5))))) is None
+    assert card_serial(_InProcess(VirtualCard(new_card_state(generic=True)))) is None
+    assert card_serial(_InProcess(None)) is None  # no PIV application
