@@ -246,7 +246,7 @@ def _write_conf(conf_dir: Path, lib_dir: Path, base_port: int) -> list[VReader]:
         letter = chr(ord("A") + i)
         port = base_port + 2 * i
         # Each entry needs its own copy of the driver: pcscd keys driver state by library,
-        # so entries sharing one .so overwrite each other (see pcsc-facts.md).
+        # so entries sharing one .so overwrite each other (observed with Debian 12's pcscd).
         lib = lib_dir / f"libifdvpcd-{letter}.so"
         shutil.copyfile(VPCD_DRIVER, lib)
         friendly = f"{FRIENDLY_PREFIX} {letter}"

@@ -194,3 +194,11 @@ def test_dynamic_import_check_catches_pyscard_outside_pcsc(tmp_path: Path) -> No
         (copy / rel).write_text((copy / rel).read_text() + f"\n{line}\n")
     found = dynamic_import_violations(copy)
     assert sorted(f.split(":", 1)[0] for f in found) == sorted(injected)
+
+
+def test_architecture_picture_is_fresh() -> None:
+    """docs/architecture.md's import graph is the one the code has
+    (regenerate with tools/gen_import_graph.py)."""
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "gen_import_graph.py"),
+                             "--check"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

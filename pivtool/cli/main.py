@@ -43,7 +43,7 @@ COMMANDS: dict[str, str] = {
 }
 
 #: ``pivtool --help`` lists the commands in these groups, in this order (every command in
-#: :data:`COMMANDS` is in exactly one; ``tests/cli/test_review_ux_help.py`` checks it).
+#: :data:`COMMANDS` is in exactly one; ``tests/cli/test_review_ux_cli.py`` checks it).
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Set up a key for Entra CBA", ("enroll", "check")),
     ("Step by step", ("pin", "puk", "mgmt-key", "keys", "certs", "objects")),

@@ -103,7 +103,7 @@ BIT_GROUP_OBJECT = tlv(OBJ_BIT_GROUP, tlv(0x02, b"\x00"))
 
 
 @dataclass
-class PivSession:
+class AppletSession:
     """Security status of one connection; a power cycle or new connection clears it."""
 
     pin_verified: bool = False
@@ -147,7 +147,7 @@ class PivApplet:
 
     def __init__(self, card: VirtualCard) -> None:
         self.card = card
-        self.session = PivSession()
+        self.session = AppletSession()
         self._key_cache: dict[str, keyops.PrivateKey] = {}
         self.handlers: dict[int, Callable[[Command], bytes]] = {
             INS_VERIFY: self.verify,
@@ -184,7 +184,7 @@ class PivApplet:
         return SELECT_RESPONSE
 
     def clear_session(self) -> None:
-        self.session = PivSession()
+        self.session = AppletSession()
 
     def dispatch(self, cmd: Command) -> bytes:
         """Run one (de-chained) command."""

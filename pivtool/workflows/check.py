@@ -24,7 +24,7 @@ from ..piv.constants import DEFAULT_MGMT_KEY, Slot
 from ..piv.session import PivSession
 from ..piv.version import Version, has_metadata
 from .device import LIGHTNING_FORM_FACTORS, DeviceReport, read_device_info
-from .state import CardState, SlotState, read_card_state
+from .state import CardSnapshot, SlotState, read_card_state
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -155,7 +155,7 @@ def probe_default_mgmt_key(session: PivSession) -> bool | None:
 # --------------------------------------------------------------------------- the items
 
 
-def evaluate(state: CardState, device: DeviceReport, *, expected_upn: str | None = None,
+def evaluate(state: CardSnapshot, device: DeviceReport, *, expected_upn: str | None = None,
              ca_bundle: Sequence[x509.Certificate] | None = None,
              platforms: Collection[str] = PLATFORMS, pin_numeric: bool | None = None,
              now: _dt.datetime | None = None) -> CheckReport:
@@ -209,7 +209,7 @@ def _fips(device: DeviceReport) -> list[CheckItem]:
                       "(pivtool pin change, puk change, mgmt-key change --generate --protect)")]
 
 
-def _interfaces(state: CardState, device: DeviceReport, ios: bool) -> list[CheckItem]:
+def _interfaces(state: CardSnapshot, device: DeviceReport, ios: bool) -> list[CheckItem]:
     if not state.is_yubikey:
         # A generic card has no per-interface switches: PIV works wherever it answers.
         return [CheckItem("piv.usb", "pass",
@@ -315,7 +315,7 @@ def _cert_findings(cert: x509.Certificate, expected_upn: str | None,
     return items
 
 
-def _secrets(state: CardState) -> list[CheckItem]:
+def _secrets(state: CardSnapshot) -> list[CheckItem]:
     items: list[CheckItem] = []
     not_checked = "not checked: this card cannot tell without spending a try"
     if state.pin.is_default is None:
@@ -361,7 +361,7 @@ def _secrets(state: CardState) -> list[CheckItem]:
     return items
 
 
-def _pin_tries(state: CardState) -> CheckItem:
+def _pin_tries(state: CardSnapshot) -> CheckItem:
     left, total = state.pin.tries_left, state.pin.tries_total
     if left is None:
         return CheckItem("pin.tries", "warn", "PIN tries left unknown (the PIN is verified "
@@ -422,7 +422,7 @@ def _macos_pin(pin_numeric: bool | None) -> CheckItem:
                      "change it to 6-8 digits: pivtool pin change", "macos")
 
 
-def _windows_chuid(state: CardState) -> CheckItem:
+def _windows_chuid(state: CardSnapshot) -> CheckItem:
     if state.chuid_guid:
         return CheckItem("windows.chuid", "pass", f"CHUID present (GUID {state.chuid_guid})",
                          platform="windows")

@@ -40,7 +40,7 @@ from ..piv.objects import Chuid, build_ccc, encode_certificate_object
 from ..piv.session import PivSession, pin_bytes
 from ..piv.version import check_key_support, supported_mgmt_key_types
 from .auth import OverridePrompter, Prompter, authenticate, change_mgmt_key, verify_pin
-from .state import CardState, read_card_state
+from .state import CardSnapshot, read_card_state
 
 if TYPE_CHECKING:  # --- escrow (enroll --escrow) ---
     from .escrow import EscrowFile
@@ -325,7 +325,7 @@ class Enroller:
     def run(self) -> EnrollResult:
         """Run every step; raises :class:`StepFailedError` naming the failing step."""
         validate_options(self.o, self.s)
-        state: list[CardState] = []
+        state: list[CardSnapshot] = []
         self._step("read card", lambda: self._read(state))
         self._step("check slots", lambda: self._guard(state[0]))
         self._step("PIN and PUK", lambda: self._pin_puk(state[0]))
@@ -353,7 +353,7 @@ class Enroller:
         self.result.certificate_user_ids = [i.to_json() for i in certificate_user_ids(cert)]
         return self.result
 
-    def _read(self, out: list[CardState]) -> str:
+    def _read(self, out: list[CardSnapshot]) -> str:
         st = read_card_state(self.s)
         out.append(st)
         self.result.serial = st.serial
@@ -361,7 +361,7 @@ class Enroller:
         serial = f" serial {st.serial}" if st.serial is not None else ""
         return f"{kind}{serial}; PIN {st.pin.tries_left} tries left"
 
-    def _guard(self, st: CardState) -> str:
+    def _guard(self, st: CardSnapshot) -> str:
         occupied = []
         for slot in self.slots:
             ss = st.slot(slot)
@@ -381,13 +381,13 @@ class Enroller:
 
         directory = Path(self.o.backup_dir) if self.o.backup_dir else \
             default_backup_dir(st.serial)
-        sub = CardState(**{**st.__dict__, "slots": occupied})
+        sub = CardSnapshot(**{**st.__dict__, "slots": occupied})
         saved = backup_certificates(sub, directory)
         self.result.backup = [str(p) for p in saved]
         return f"replacing {names}" + (f"; old certificates saved in {directory}"
                                        if saved else "")
 
-    def _pin_puk(self, st: CardState) -> str:
+    def _pin_puk(self, st: CardSnapshot) -> str:
         pin_default = st.pin.is_default
         puk_default = st.puk.is_default
         if pin_default is None:  # no metadata: find out without spending a try
@@ -441,7 +441,7 @@ class Enroller:
             notes.insert(1, "PUK kept")
         return "; ".join(notes)
 
-    def _current_pin(self, st: CardState) -> tuple[bytes, bool]:
+    def _current_pin(self, st: CardSnapshot) -> tuple[bytes, bool]:
         """``(PIN, resumed)``: the PIN the user gave; or, when enroll is re-run after it set
         the new PIN and the card was pulled before it finished (the PIN is no longer the
         default, only the new PIN was given), the new PIN, verified here (*resumed*). It is
@@ -469,7 +469,7 @@ class Enroller:
                                       ) from None
             return candidate, True
 
-    def _mgmt(self, st: CardState) -> str:
+    def _mgmt(self, st: CardSnapshot) -> str:
         pin = self.pin
         auth = authenticate(self.s, OverridePrompter(self.p, {"pin": pin}),
                             self.o.retry_force)
@@ -488,7 +488,7 @@ class Enroller:
 
     # --- escrow (enroll --escrow FILE) -------------------------------------------------
 
-    def _escrow(self, st: CardState) -> str:
+    def _escrow(self, st: CardSnapshot) -> str:
         """Write the PUK, and a management key the card does not keep PIN-protected, to the
         escrow file. A PUK enroll did not set is checked first (CHANGE REFERENCE to itself,
         under the retry guard), so the escrow never holds a wrong PUK."""
@@ -606,7 +606,7 @@ class Enroller:
             out.append(slot.label + (" (compressed)" if compress else ""))
         return "stored in " + ", ".join(out)
 
-    def _chuid_ccc(self, st: CardState) -> str:
+    def _chuid_ccc(self, st: CardSnapshot) -> str:
         chuid = Chuid.generate()
         self.s.put_data(ObjectId.CHUID, chuid.encode())
         wrote_ccc = False

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ..piv.session import PivSession
     from ..store.api import AuditEvent, CertRecord, KeyRecord, Store
     from .escrow import EscrowFile, StoreEscrow
-    from .state import CardState
+    from .state import CardSnapshot
 
 LIST_SCHEMA = "pivtool.inventory-list/1"
 EXPORT_SCHEMA = "pivtool.inventory-export/1"
@@ -63,7 +63,7 @@ def cert_record(slot: str, cert: Any) -> CertRecord:
                       pem=cert.public_bytes(Encoding.PEM).decode())
 
 
-def card_records(card: CardState, form_factor: str | None = None
+def card_records(card: CardSnapshot, form_factor: str | None = None
                  ) -> tuple[KeyRecord, list[CertRecord]]:
     """The key and certificate records of a card read with ``read_card_state``. The owner
     is the UPN of the 9a certificate (None when 9a holds none)."""

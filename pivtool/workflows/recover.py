@@ -42,7 +42,7 @@ from .auth import (
     verify_pin,
 )
 from .enroll import EnrollOptions, EnrollResult, Issuer, Step
-from .state import CardState, Counter, read_card_state
+from .state import CardSnapshot, Counter, read_card_state
 
 if TYPE_CHECKING:
     from .escrow import EscrowFile
@@ -80,8 +80,8 @@ class RecoverResult:
     path: str = ""  # pin-ok, pin-changed, unblocked, reset, issuer-needed
     status: str = "ok"  # ok, declined, issuer-needed, pending-certificate
     steps: list[Step] = field(default_factory=list)
-    before: CardState | None = None
-    after: CardState | None = None
+    before: CardSnapshot | None = None
+    after: CardSnapshot | None = None
     puk_source: str | None = None  # "escrow", "prompt" (env, file or terminal)
     backup_dir: str | None = None
     backup: list[str] = field(default_factory=list)
@@ -111,7 +111,7 @@ class RecoverResult:
         }
 
 
-def _state_json(st: CardState | None) -> dict[str, Any] | None:
+def _state_json(st: CardSnapshot | None) -> dict[str, Any] | None:
     if st is None:
         return None
     from ..certs.inspect import summarize
@@ -136,7 +136,7 @@ def _tries_text(c: Counter) -> str:
     return f"{c.tries_left}{total} tries left"
 
 
-def _slot_list(st: CardState) -> str:
+def _slot_list(st: CardSnapshot) -> str:
     names = [s.slot.label for s in st.slots
              if s.slot is not Slot.ATTESTATION and (s.key_algorithm or s.certificate)]
     return ", ".join(names) if names else "no keys or certificates"
@@ -205,7 +205,7 @@ class Recoverer:
 
     # --- path 1: the PIN works ----------------------------------------------------------
 
-    def _pin_ok(self, st: CardState) -> None:
+    def _pin_ok(self, st: CardSnapshot) -> None:
         self.result.path = "pin-ok"
         self._report("PIN", "done", f"The PIN is not blocked: {_tries_text(st.pin)}. "
                                     "Nothing needs unblocking.")
@@ -236,7 +236,7 @@ class Recoverer:
 
     # --- path 2: unblock with the PUK ---------------------------------------------------
 
-    def _unblock(self, st: CardState) -> None:
+    def _unblock(self, st: CardSnapshot) -> None:
         self._report("unblock PIN", "plan",
                      f"The PIN is blocked; PUK: {_tries_text(st.puk)}. Unblocking with "
                      "the PUK sets a new PIN and keeps every key and certificate "
@@ -276,7 +276,7 @@ class Recoverer:
                 self._report("management key", "done",
                              f"the {auth.source} management key opens with the new PIN")
 
-    def _puk(self, st: CardState) -> bytes:
+    def _puk(self, st: CardSnapshot) -> bytes:
         if self.escrow is not None:
             if st.serial is None:
                 raise UsageError("the card reports no serial number, so its PUK cannot be "
@@ -324,7 +324,7 @@ class Recoverer:
 
     # --- path 3: reset ------------------------------------------------------------------
 
-    def _reset(self, st: CardState, reason: str) -> None:
+    def _reset(self, st: CardSnapshot, reason: str) -> None:
         from ..core.errors import NotSupportedError
         from .reset import (
             backup_certificates,
@@ -389,7 +389,7 @@ class Recoverer:
             return
         self._reenroll(enroll_opts)
 
-    def _old_upn(self, st: CardState) -> str | None:
+    def _old_upn(self, st: CardSnapshot) -> str | None:
         if self.o.upn:
             return self.o.upn
         from ..certs.inspect import get_upns
@@ -400,7 +400,7 @@ class Recoverer:
         upns = get_upns(old.certificate)
         return upns[0] if upns else None
 
-    def _reenroll_options(self, st: CardState) -> EnrollOptions:
+    def _reenroll_options(self, st: CardSnapshot) -> EnrollOptions:
         """Everything re-enrollment needs, checked *before* the reset destroys anything."""
         from ..certs.inspect import get_emails
         from ..piv.constants import KeyType

@@ -18,7 +18,7 @@ from ..core.errors import (
 from ..core.fileio import create_new
 from ..piv.session import PivSession
 from .auth import pin_tries, puk_tries
-from .state import CardState
+from .state import CardSnapshot
 
 
 @dataclass
@@ -37,7 +37,7 @@ class ResetPlan:
             "\nand sets PIN, PUK and management key back to factory defaults."
 
 
-def plan_reset(state: CardState) -> ResetPlan:
+def plan_reset(state: CardSnapshot) -> ResetPlan:
     """List every key and certificate a reset would destroy."""
     items = []
     for s in state.slots:
@@ -56,7 +56,7 @@ def plan_reset(state: CardState) -> ResetPlan:
     return ResetPlan(state.serial, items)
 
 
-def backup_certificates(state: CardState, directory: Path) -> list[Path]:
+def backup_certificates(state: CardSnapshot, directory: Path) -> list[Path]:
     """Write every certificate on the card to *directory* as PEM (created 0700, files 0600:
     certificates are public, but the folder says who holds which key)."""
     from cryptography.hazmat.primitives.serialization import Encoding

@@ -26,7 +26,7 @@ from ..piv.version import default_mgmt_key_type, has_metadata
 NAMED_SLOTS = (Slot.AUTHENTICATION, Slot.SIGNATURE, Slot.KEY_MANAGEMENT, Slot.CARD_AUTH)
 KEY_SLOTS = tuple(s for s in Slot if s is not Slot.ATTESTATION)
 
-#: JSON schema identifier of :meth:`CardState.to_json`.
+#: JSON schema identifier of :meth:`CardSnapshot.to_json`.
 INFO_SCHEMA = "pivtool.info/1"
 
 
@@ -86,7 +86,7 @@ class SlotState:
 
 
 @dataclass
-class CardState:
+class CardSnapshot:
     """A snapshot of a card's PIV application."""
 
     reader: str
@@ -201,7 +201,7 @@ def read_slot(session: PivSession, slot: Slot, metadata: SlotMetadata | None,
     return st
 
 
-def read_card_state(session: PivSession) -> CardState:
+def read_card_state(session: PivSession) -> CardSnapshot:
     """Read everything :command:`pivtool info` shows, spending no PIN try."""
     v = session.version
     meta = v is not None and has_metadata(v)
@@ -249,7 +249,7 @@ def read_card_state(session: PivSession) -> CardState:
         st = read_slot(session, slot, md, with_cert=want_cert)
         if st.key_algorithm or st.certificate is not None or st.certificate_error:
             slots.append(st)
-    return CardState(
+    return CardSnapshot(
         reader=session.connection.reader_name,
         is_yubikey=session.is_yubikey,
         version=str(v) if v else None,

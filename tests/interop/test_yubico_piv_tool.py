@@ -2,7 +2,8 @@
 
 2.2.0 knows only 3DES management keys, so the card is a YubiKey 5.4.3 (3DES factory key),
 which is what users of that version actually have. ``selfsign``/``request`` are broken in
-this build with OpenSSL 3 (a client bug, see pcsc-facts.md) and are not tested.
+this build with OpenSSL 3 ("Failed signing" before any APDU is sent: a client bug) and
+are not tested.
 """
 
 from __future__ import annotations

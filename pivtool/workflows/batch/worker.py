@@ -35,7 +35,7 @@ from .state import (
 if TYPE_CHECKING:
     from ...piv.session import PivSession
     from ..enroll import EnrollResult, Issuer, Step
-    from ..state import CardState
+    from ..state import CardSnapshot
 
 
 def _random_digits(n: int) -> bytes:
@@ -158,7 +158,7 @@ class CardWork:
                 self._last_activity = time.monotonic()
                 self._cond.notify_all()
 
-    def _claim(self, reader: str, card: CardState) -> _Claim:
+    def _claim(self, reader: str, card: CardSnapshot) -> _Claim:
         """Decide who this key is for (under the state lock), and bind them to it in the
         state file before anything changes on the card."""
         from ...certs.inspect import get_upns
@@ -247,7 +247,7 @@ class CardWork:
                          + ("; key will be wiped (--reassign)" if wipe else ""))
         return claim
 
-    def _wipe(self, session: PivSession, reader: str, card: CardState,
+    def _wipe(self, session: PivSession, reader: str, card: CardSnapshot,
               claim: _Claim) -> PivSession:
         """``--reassign``: back up the old certificates, then PIV-reset the key."""
         from ...piv.session import PivSession
@@ -306,7 +306,7 @@ class CardWork:
             values["mgmt_key"] = sp.mgmt_key
         return values
 
-    def _enroll(self, session: PivSession, reader: str, card: CardState,
+    def _enroll(self, session: PivSession, reader: str, card: CardSnapshot,
                 claim: _Claim) -> None:
         from ..auth import StaticPrompter
         from ..enroll import Enroller, EnrollOptions
