@@ -63,6 +63,9 @@ INJECTED: dict[str, list[tuple[str, str, str]]] = {
     "http-in-graph": [
         ("workflows/enroll.py", "import requests", "pivtool.workflows.enroll -> requests"),
     ],
+    "cli-commands-apart": [
+        ("cli/certs.py", "from .keys import keys", "pivtool.cli.certs -> pivtool.cli.keys"),
+    ],
     "sql-in-store": [
         ("workflows/escrow.py", "import sqlalchemy", "pivtool.workflows.escrow -> sqlalchemy"),
         ("cli/main.py", "import psycopg", "pivtool.cli.main -> psycopg"),

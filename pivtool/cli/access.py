@@ -173,9 +173,9 @@ def mgmt_key_change(obj: CliContext, algorithm: str | None, generate: bool, prot
     from .files import write_secret_file
 
     p = obj.prompter()
-    if protect and not p.has("new_mgmt_key"):
+    if protect and not p.given("new_mgmt_key"):
         generate = True
-    if not generate and not p.has("new_mgmt_key") and not obj.interactive:
+    if not generate and not p.given("new_mgmt_key") and not obj.interactive:
         raise UsageError("which new management key? --protect (a random key stored under "
                          "the PIN; recommended), --generate --key-out FILE, "
                          "$PIVTOOL_NEW_MGMT_KEY or --new-mgmt-key-file FILE")

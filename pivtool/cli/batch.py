@@ -27,7 +27,8 @@ from .options import (
 
 if TYPE_CHECKING:
     from ..piv.constants import KeyType, PinPolicy, TouchPolicy
-    from ..workflows.batch import BatchEvent, BatchState
+    from ..workflows.batch import BatchEvent, BatchRunner, BatchState, CardSource, SecretPolicy
+    from ..workflows.batch.graphbind import GraphBinder
 
 SUMMARY_SCHEMA = "pivtool.batch-summary/1"
 STATUS_SCHEMA = "pivtool.batch-status/1"
@@ -131,7 +132,7 @@ class _Renderer:
 
 
 def _collect_secrets(obj: CliContext, pin_letters: str | None, escrow: bool,
-                     prompt: bool) -> Any:
+                     prompt: bool) -> SecretPolicy:
     from ..workflows.batch import SecretPolicy
     from .secrets import SPECS, get_secret
 
@@ -361,7 +362,7 @@ def batch_enroll(obj: CliContext, roster: str, ca_dir: str | None, issuer_cmd: s
 
 
 def _graph_binder(graph_bind: bool, tenant: str | None, client_id: str | None,
-                  client_secret_file: str | None, client_cert: str | None) -> Any:
+                  client_secret_file: str | None, client_cert: str | None) -> GraphBinder | None:
     """``--graph-bind``: the Graph client, signed in before the first key is touched (a
     wrong secret or tenant ends the batch here, exit 3 or 2)."""
     from ..core.errors import UsageError
@@ -387,7 +388,7 @@ def _graph_binder(graph_bind: bool, tenant: str | None, client_id: str | None,
     return ClientBinder(client)
 
 
-def _card_source(sim_pile: str | None, sim_readers: int, sim_pace: float) -> Any:
+def _card_source(sim_pile: str | None, sim_readers: int, sim_pace: float) -> CardSource:
     """The PC/SC readers, or the virtual pile of ``--sim-pile``."""
     from ..cardsource import PcscCardSource, SimPileSource
     from ..connect import sim_faults_from_env
@@ -402,7 +403,7 @@ class _GracefulSignals:
     """First Ctrl-C (or SIGTERM): stop taking keys, let keys in progress finish. Second:
     abort at once (the state file is already consistent)."""
 
-    def __init__(self, runner: Any) -> None:
+    def __init__(self, runner: BatchRunner) -> None:
         self.runner = runner
         self.old: dict[int, Any] = {}
 

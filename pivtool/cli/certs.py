@@ -10,9 +10,8 @@ from typing import Any, TypeVar
 import click
 
 from ..piv.constants import Slot
-from .common import check_output, deliver, notifier, pfx_password
+from .common import backup_target, check_output, deliver, install_text, notifier, pfx_password
 from .context import CliContext, pass_ctx
-from .keys import backup_target, install_text
 from .options import (
     SLOT,
     allow_last_try_option,

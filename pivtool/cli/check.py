@@ -70,7 +70,7 @@ def check(obj: CliContext, upn: str | None, ca_bundle: str | None,
     bundle = _load_bundle(ca_bundle) if ca_bundle else None
     p = obj.prompter()
     pin_numeric: bool | None = None
-    if "macos" in chosen and p.has("pin"):
+    if "macos" in chosen and p.given("pin"):
         # Judged here and reduced to one bit: the PIN itself goes no further.
         pin_numeric = p.secret("pin").isdigit()
     with obj.session() as s:

@@ -1,15 +1,20 @@
-"""Output helpers shared by the key, certificate and object commands."""
+"""Output helpers shared by the key, certificate and object commands (command modules do
+not import each other: what two of them need lives here or in ``options.py``)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import click
 
 from ..core.errors import UsageError
 from .context import CliContext
+
+if TYPE_CHECKING:
+    from ..piv.constants import Slot
 
 
 def check_output(path: str | None, overwrite: bool) -> None:
@@ -105,3 +110,33 @@ class StepPrinter:
             self._flush()
 
         return cm()
+
+
+def backup_target(slot: Slot, file: str | None, backup_dir: str | None) -> Path | None:
+    """The file a replaced certificate is saved to: next to the input *file*
+    (``<FILE>.old-slot-9a-<time>.pem``), unless *backup_dir* is given or the input is
+    standard input (then the workflow picks a name in *backup_dir* or the current
+    directory)."""
+    from ..workflows.certs import old_cert_path
+
+    if backup_dir or file in (None, "-"):
+        return None
+    return old_cert_path(slot, Path(str(file)), None, None)
+
+
+def install_text(data: dict[str, Any]) -> str:
+    """One line about a certificate install (``pivtool.cert-install/1``)."""
+    cert = data["certificate"]
+    if not data["written"]:
+        return f"The certificate ({cert['subject']}) was already in the slot; nothing written."
+    text = f"Certificate {cert['subject']} stored"
+    if data["compressed"]:
+        text += " (compressed)"
+    text += "."
+    if data["backup"]:
+        text += f" The old certificate was saved to {data['backup']}."
+    if data["chuid_guid"]:
+        text += " CHUID GUID renewed."
+    for note in data.get("notes", []):
+        text += f"\nNote: {note}"
+    return text

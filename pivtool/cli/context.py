@@ -6,13 +6,18 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from ..core.connection import TRACE, Connection
+
+if TYPE_CHECKING:
+    from ..piv.session import PivSession
+    from ..workflows.auth import Prompter
+    from .secrets import CliPrompter
 
 
 @dataclass
@@ -29,11 +34,12 @@ class CliContext:
     secret_files: dict[str, str | None] = field(default_factory=dict)
     db: str | None = None  # --db / $PIVTOOL_DB: the inventory database
     desk: str | None = None
-    _prompter: Any = None
+    _prompter: CliPrompter | None = None
 
-    def prompter(self) -> Any:
+    def prompter(self) -> Prompter:
         """The invocation's :class:`~pivtool.cli.secrets.CliPrompter` (one, so each secret
-        is asked for once)."""
+        is asked for once), as the workflows see it: a
+        :class:`~pivtool.workflows.auth.Prompter`."""
         if self._prompter is None:
             from .secrets import CliPrompter
 
@@ -62,7 +68,7 @@ class CliContext:
         return open_connection(self.reader, self.serial, self.sim)
 
     @contextlib.contextmanager
-    def session(self) -> Iterator[Any]:
+    def session(self) -> Iterator[PivSession]:
         """Open the card and a :class:`~pivtool.piv.session.PivSession` on it; close after."""
         from ..piv.session import PivSession
 
@@ -78,7 +84,7 @@ class CliContext:
         finally:
             conn.close()
 
-    def _record(self, session: Any, error: BaseException | None) -> None:
+    def _record(self, session: PivSession, error: BaseException | None) -> None:
         """With an inventory database, card-changing commands record what they did (the
         one hook point; read-only commands return at once without importing it)."""
         if self.db and not isinstance(error, (KeyboardInterrupt, SystemExit)):
@@ -86,7 +92,7 @@ class CliContext:
 
             record_change(self, session, error)
 
-    def emit(self, data: Any, text: str | None = None) -> None:
+    def emit(self, data: Mapping[str, object], text: str | None = None) -> None:
         """Print *data* as JSON under ``--json``, else *text* (or nothing)."""
         if self.json:
             click.echo(json.dumps(data, indent=2, sort_keys=False))

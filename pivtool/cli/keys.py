@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from ..piv.constants import KeyType, PinPolicy, Slot, TouchPolicy
-from .common import check_output, deliver, pfx_password
+from .common import backup_target, check_output, deliver, install_text, pfx_password
 from .context import CliContext, pass_ctx
 from .exitcodes import Exit
 from .options import (
@@ -144,35 +144,6 @@ def keys_import(obj: CliContext, slot: Slot, file: str, pin_policy: PinPolicy,
         text += f"\nNote: {note}"
     obj.emit(r.to_json(), text)
 
-
-def backup_target(slot: Slot, file: str | None, backup_dir: str | None) -> Path | None:
-    """The file a replaced certificate is saved to: next to the input *file*
-    (``<FILE>.old-slot-9a-<time>.pem``), unless *backup_dir* is given or the input is
-    standard input (then the workflow picks a name in *backup_dir* or the current
-    directory)."""
-    from ..workflows.certs import old_cert_path
-
-    if backup_dir or file in (None, "-"):
-        return None
-    return old_cert_path(slot, Path(str(file)), None, None)
-
-
-def install_text(data: dict[str, Any]) -> str:
-    """One line about a certificate install (``pivtool.cert-install/1``)."""
-    cert = data["certificate"]
-    if not data["written"]:
-        return f"The certificate ({cert['subject']}) was already in the slot; nothing written."
-    text = f"Certificate {cert['subject']} stored"
-    if data["compressed"]:
-        text += " (compressed)"
-    text += "."
-    if data["backup"]:
-        text += f" The old certificate was saved to {data['backup']}."
-    if data["chuid_guid"]:
-        text += " CHUID GUID renewed."
-    for note in data.get("notes", []):
-        text += f"\nNote: {note}"
-    return text
 
 
 @keys.command("info")

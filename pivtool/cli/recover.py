@@ -109,7 +109,7 @@ def recover(obj: CliContext, escrow_path: str | None, escrow_passphrase_file: st
         # A new PIN alone (no current PIN, no terminal) is for unblocking: when the PIN is
         # not blocked - e.g. a re-run after the unblock went through and the card was
         # pulled - there is nothing to do rather than a PIN to ask for.
-        pin_change="yes" if p.has("new_pin") and (p.has("pin") or obj.interactive)
+        pin_change="yes" if p.given("new_pin") and (p.given("pin") or obj.interactive)
         else ("ask" if obj.interactive else "no"),
         backup_dir=backup_dir, reenroll=reenroll, upn=upn, csr_out=csr_out)
 

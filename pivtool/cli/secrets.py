@@ -127,13 +127,10 @@ class CliPrompter:
             self._cache[name] = value
         return self._cache[name]
 
-    def has(self, name: str) -> bool:
-        """True when the secret is available without prompting."""
-        return bool(self.files.get(name)) or SPECS[name].env in os.environ
-
     def given(self, name: str) -> bool:
-        """True when the user supplied the secret explicitly (file option or env var)."""
-        return self.has(name)
+        """True when the user supplied the secret explicitly (file option or env var), i.e.
+        it is available without prompting."""
+        return bool(self.files.get(name)) or SPECS[name].env in os.environ
 
     def confirm(self, message: str) -> bool:
         """``--yes`` answers yes; otherwise ask on a terminal; never assume yes."""
