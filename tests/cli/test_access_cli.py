@@ -162,7 +162,7 @@ def test_reset_blocks_itself_and_backs_up(tmp_path: Path) -> None:
 def test_reset_generic_card_explains(tmp_path: Path) -> None:
     card = make_card(tmp_path, generic=True)
     r = run(card, "reset", "--yes")
-    assert r.exit_code == 1 and "issuer" in r.stderr
+    assert r.exit_code == 2 and "issuer" in r.stderr
 
 
 def test_no_card_exit_5(tmp_path: Path) -> None:

@@ -75,7 +75,8 @@ def test_bundle_structure_and_0600_file(tmp_path: Path) -> None:
     piv = c["piv"]
     assert piv["schema"] == "pivtool.info/1" and piv["serial"] == 5550001
     assert piv["pin"] == {"tries_left": 3, "tries_total": 3, "is_default": True}
-    assert set(piv["management_key"]) == {"algorithm", "default", "touch_policy", "protected"}
+    assert set(piv["management_key"]) == {"algorithm", "default", "touch_policy", "protected",
+                                          "pin_derived"}
     (slot,) = piv["slots"]
     assert slot["slot"] == "9a" and slot["key"]["algorithm"] == "eccp256"
     assert slot["certificate"]["upns"] == [UPN] and slot["certificate_matches_key"] is True
