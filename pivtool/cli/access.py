@@ -165,10 +165,8 @@ def mgmt_key_change(obj: CliContext, algorithm: str | None, generate: bool, prot
     scheme; the new key replaces it), is the factory default, or comes from
     $PIVTOOL_MGMT_KEY / --mgmt-key-file / a prompt; a new key you choose from
     $PIVTOOL_NEW_MGMT_KEY / --new-mgmt-key-file (hex)."""
-    from ..core.errors import SecurityStatusError, UsageError
-    from ..piv.constants import MgmtKeyType
-    from ..piv.version import default_mgmt_key_type, supported_mgmt_key_types
-    from ..workflows.auth import OverridePrompter, authenticate, change_mgmt_key
+    from ..core.errors import UsageError
+    from ..workflows.auth import authenticate_for_change, change_mgmt_key, choose_mgmt_key_type
     from ..workflows.secrets import parse_hex_key
     from .files import write_secret_file
 
@@ -185,26 +183,15 @@ def mgmt_key_change(obj: CliContext, algorithm: str | None, generate: bool, prot
     if key_out and os.path.exists(key_out):
         raise UsageError(f"{key_out} exists; refusing to overwrite a key file")
     with obj.session() as s:
-        kt = MgmtKeyType.parse(algorithm) if algorithm else (
-            MgmtKeyType.AES192 if MgmtKeyType.AES192 in supported_mgmt_key_types(s.version)
-            else default_mgmt_key_type(s.version))
-        if kt not in supported_mgmt_key_types(s.version):
-            raise UsageError(f"this card does not support {kt.label} management keys")
+        kt = choose_mgmt_key_type(s, algorithm)
         if generate:
             import secrets as _secrets
 
             new = _secrets.token_bytes(kt.key_len)
         else:
             new = parse_hex_key(p.secret("new_mgmt_key"), "new management key")
-        try:
-            auth = authenticate(s, p, allow_last_try, need_pin=protect)
-        except (SecurityStatusError, UsageError):
-            if generate:
-                raise
-            # Re-running a change the card was pulled from after it took the new key: the
-            # new key opens (trying a management key costs no retry counter).
-            auth = authenticate(s, OverridePrompter(p, {"mgmt_key": new.hex().encode()}),
-                                allow_last_try, need_pin=protect)
+        auth = authenticate_for_change(s, p, new, typed=not generate, force=allow_last_try,
+                                       need_pin=protect)
         if key_out:
             write_secret_file(key_out, new.hex() + "\n")
         result = change_mgmt_key(s, auth, new, kt, protect, touch,

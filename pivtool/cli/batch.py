@@ -133,6 +133,8 @@ class _Renderer:
 
 def _collect_secrets(obj: CliContext, pin_letters: str | None, escrow: bool,
                      prompt: bool) -> SecretPolicy:
+    """The batch's secrets (which ones it needs is :meth:`SecretPolicy.gather`'s rule):
+    file option, then environment; what must be asked is typed twice on a terminal."""
     from ..workflows.batch import SecretPolicy
     from .secrets import SPECS, get_secret
 
@@ -141,18 +143,11 @@ def _collect_secrets(obj: CliContext, pin_letters: str | None, escrow: bool,
     def optional(name: str) -> bytes | None:
         return get_secret(SPECS[name], files.get(name), prompt=False, required=False)
 
-    new_pin = optional("new_pin")
-    if new_pin is None and pin_letters is None:
-        # One PIN for everyone, typed once (twice to confirm) on a terminal.
-        new_pin = get_secret(SPECS["new_pin"], files.get("new_pin"), prompt=prompt,
-                             confirm=True)
-    new_puk = optional("new_puk")
-    if new_puk is None and not escrow:
-        new_puk = get_secret(SPECS["new_puk"], files.get("new_puk"), prompt=prompt,
-                             confirm=True)
-    return SecretPolicy(pin_letters=Path(pin_letters) if pin_letters else None,
-                        new_pin=new_pin, new_puk=new_puk, pin=optional("pin"),
-                        puk=optional("puk"), mgmt_key=optional("mgmt_key"))
+    def ask(name: str) -> bytes | None:
+        return get_secret(SPECS[name], files.get(name), prompt=prompt, confirm=True)
+
+    return SecretPolicy.gather(Path(pin_letters) if pin_letters else None, escrow,
+                               optional, ask)
 
 
 @batch.command("enroll")

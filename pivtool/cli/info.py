@@ -29,9 +29,7 @@ def info(obj: CliContext) -> None:
 def list_cmd(obj: CliContext) -> None:
     """List readers and the card in each (YubiKey serial, firmware and form factor; generic
     PIV; no card). --reader narrows the list to readers whose name contains NAME."""
-    from ..core.errors import NoCardError, TransportError
-    from ..piv.session import PivSession
-    from ..workflows.device import describe_card
+    from ..workflows.device import describe_card, list_cards
 
     rows: list[dict[str, object]] = []
     if obj.sim is not None:
@@ -40,20 +38,9 @@ def list_cmd(obj: CliContext) -> None:
     else:
         from .. import pcsc
 
-        wanted = (obj.reader or "").lower()
-        for reader in pcsc.list_readers():
-            if wanted not in reader.lower():
-                continue
-            try:
-                # Shared: listing must not take a card away from another program.
-                with pcsc.PcscConnection(reader, shared=True) as conn:
-                    row = describe_card(PivSession(conn))
-            except NoCardError as e:
-                row = {"reader": reader, "card": "none", "error": str(e)}
-            except TransportError as e:
-                row = {"reader": reader, "card": "unavailable", "error": str(e)}
-            if obj.serial is None or row.get("serial") == obj.serial:
-                rows.append(row)
+        rows += list_cards(pcsc.list_readers(),
+                           lambda reader: pcsc.PcscConnection(reader, shared=True),
+                           obj.reader, obj.serial)
     lines: list[str] = []
     for r in rows:
         if r["card"] == "yubikey":

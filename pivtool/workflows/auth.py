@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..core.errors import (
     ApduError,
@@ -28,6 +28,9 @@ from ..piv.objects import (
 )
 from ..piv.session import PivSession, pin_bytes
 from ..piv.version import has_metadata
+
+if TYPE_CHECKING:
+    from ..piv.constants import MgmtKeyType
 
 
 class Prompter(Protocol):
@@ -302,6 +305,37 @@ class MgmtKeyChange:
     algorithm: str
     protected: bool
     touch: bool
+
+
+def choose_mgmt_key_type(session: PivSession, algorithm: str | None) -> MgmtKeyType:
+    """The algorithm of a new management key: *algorithm* if the card supports it (else
+    :class:`UsageError`), otherwise AES-192 where supported, else the firmware's default."""
+    from ..piv.constants import MgmtKeyType
+    from ..piv.version import default_mgmt_key_type, supported_mgmt_key_types
+
+    kt = MgmtKeyType.parse(algorithm) if algorithm else (
+        MgmtKeyType.AES192 if MgmtKeyType.AES192 in supported_mgmt_key_types(session.version)
+        else default_mgmt_key_type(session.version))
+    if kt not in supported_mgmt_key_types(session.version):
+        raise UsageError(f"this card does not support {kt.label} management keys")
+    return kt
+
+
+def authenticate_for_change(session: PivSession, prompter: Prompter, new_key: bytes,
+                            typed: bool, force: bool = False,
+                            need_pin: bool = False) -> AdminAuth:
+    """:func:`authenticate` before a management key change to *new_key*. When the current
+    key is not accepted and the new key was typed (not generated here), this may be the
+    re-run of a change the card was pulled from after it took the new key: the new key
+    then opens (trying a management key costs no retry counter)."""
+    try:
+        return authenticate(session, prompter, force, need_pin=need_pin)
+    except (SecurityStatusError, UsageError):
+        if not typed:
+            raise
+        return authenticate(session, OverridePrompter(prompter,
+                                                      {"mgmt_key": new_key.hex().encode()}),
+                            force, need_pin=need_pin)
 
 
 def change_mgmt_key(session: PivSession, auth: AdminAuth, new_key: bytes, key_type: object,

@@ -14,6 +14,7 @@ reason) instead of failing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -190,3 +191,33 @@ def describe_card(session: PivSession) -> dict[str, Any]:
             "serial": serial,
             "version": str(session.version) if session.version else None,
             "form_factor": form_factor}
+
+
+def list_cards(readers: list[str], open_shared: Callable[[str], Connection],
+               name: str | None = None, serial: int | None = None) -> list[dict[str, Any]]:
+    """``pivtool list``: one :func:`describe_card` row per reader whose name contains
+    *name* (case-insensitive) and, with *serial*, only the key with that serial. An empty
+    reader is a row with card "none", a reader that cannot be used (busy, gone) one with
+    "unavailable"; both say why in "error". *open_shared* opens a reader without taking it
+    from other programs (the CLI passes pcsc's shared connection: workflows do not import
+    pcsc)."""
+    from ..core.errors import NoCardError, TransportError
+
+    rows: list[dict[str, Any]] = []
+    wanted = (name or "").lower()
+    for reader in readers:
+        if wanted not in reader.lower():
+            continue
+        try:
+            conn = open_shared(reader)
+            try:
+                row = describe_card(PivSession(conn))
+            finally:
+                conn.close()
+        except NoCardError as e:
+            row = {"reader": reader, "card": "none", "error": str(e)}
+        except TransportError as e:
+            row = {"reader": reader, "card": "unavailable", "error": str(e)}
+        if serial is None or row.get("serial") == serial:
+            rows.append(row)
+    return rows

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -73,6 +74,23 @@ class SecretPolicy:
     pin: bytes | None = field(default=None, repr=False)  # current PIN of keys not from here
     puk: bytes | None = field(default=None, repr=False)
     mgmt_key: bytes | None = field(default=None, repr=False)
+
+    @classmethod
+    def gather(cls, pin_letters: Path | None, escrow: bool,
+               optional: Callable[[str], bytes | None],
+               ask: Callable[[str], bytes | None]) -> SecretPolicy:
+        """Which secrets a batch needs: the users' PIN from the letters or one PIN for
+        everyone, the PUK escrowed or one for everyone, and whatever current PIN, PUK or
+        management key was given. *optional* returns a secret if it was given; *ask* must
+        return one (the CLI: a prompt typed twice, or a usage error)."""
+        new_pin = optional("new_pin")
+        if new_pin is None and pin_letters is None:
+            new_pin = ask("new_pin")  # one PIN for everyone
+        new_puk = optional("new_puk")
+        if new_puk is None and not escrow:
+            new_puk = ask("new_puk")  # one PUK for everyone
+        return cls(pin_letters=pin_letters, new_pin=new_pin, new_puk=new_puk,
+                   pin=optional("pin"), puk=optional("puk"), mgmt_key=optional("mgmt_key"))
 
     def check(self, escrow: EscrowFile | None) -> None:
         """Refuse combinations that would set a PIN or PUK nobody records."""
