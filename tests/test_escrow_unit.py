@@ -64,16 +64,69 @@ def test_wrong_passphrase_vs_tampering(tmp_path: Path) -> None:
     assert "integrity" in str(bad.value) and exit_code_for(bad.value) == Exit.USAGE
 
 
-@pytest.mark.parametrize("change", [
-    {"n": 2**30}, {"r": 1000}, {"n": 3}, {"n": "16384"}, {"name": "pbkdf2"}])
-def test_kdf_bounds(tmp_path: Path, change: dict[str, object]) -> None:
+@pytest.mark.parametrize(("change", "message"), [
+    ({"n": 2**30}, "ask for 1048576 MiB x 1"), ({"r": 1000}, "MiB"), ({"n": 3}, "invalid"),
+    ({"n": "16384"}, "unsupported"), ({"name": "pbkdf2"}, "unsupported"),
+    # issue 16: the file's own work factor, 2 GiB x 4 passes, was accepted (20 s per open).
+    ({"n": 2**20, "r": 16, "p": 4}, "2048 MiB x 4"),
+    ({"n": 2**17, "r": 8}, "128 MiB"), ({"p": 3}, "p 1-2"), ({"p": 0}, "p 1-2")])
+def test_kdf_bounds(tmp_path: Path, change: dict[str, object], message: str) -> None:
     path = tmp_path / "e.json"
     EscrowFile(path, PW).put(1, puk=b"12341234")
     doc = json.loads(path.read_text())
     doc["kdf"].update(change)
     path.write_text(json.dumps(doc))
-    with pytest.raises(EscrowCorruptError, match="corrupt"):
+    with pytest.raises(EscrowCorruptError, match=message) as bad:
         EscrowFile(path, PW).read()  # refused before scrypt runs with a crafted cost
+    assert "\n" not in str(bad.value) and exit_code_for(bad.value) == Exit.USAGE
+
+
+def test_kdf_within_bounds_is_accepted(tmp_path: Path) -> None:
+    """64 MiB (n=2**16, r=8) and p=2 are the largest accepted: a file written with them
+    opens (the bound is documented in docs/security-model.md)."""
+    from pivtool.workflows import escrow
+
+    path = tmp_path / "e.json"
+    old = escrow.SCRYPT_N, escrow.SCRYPT_P
+    try:
+        escrow.SCRYPT_N, escrow.SCRYPT_P = 2**16, 2
+        EscrowFile(path, PW).put(1, puk=b"12341234")
+    finally:
+        escrow.SCRYPT_N, escrow.SCRYPT_P = old
+    entry = EscrowFile(path, PW).get(1)
+    assert entry is not None and entry.puk == "12341234"
+
+
+def test_deeply_nested_header_is_corrupt_not_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "e.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(EscrowCorruptError, match="corrupt"):
+        EscrowFile(path, PW).read()
+
+
+def test_dangling_symlink_and_full_disk_are_one_line(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from pivtool.core.errors import PivToolError, UsageError
+    from pivtool.workflows import escrow
+
+    link = tmp_path / "dangling.json"
+    link.symlink_to(tmp_path / "nowhere" / "e.json")
+    with pytest.raises(UsageError, match=r"cannot open .*dangling\.json: No such file"):
+        EscrowFile(link, PW).put(1, puk=b"12341234")
+    path = tmp_path / "e.json"
+    EscrowFile(path, PW).put(1, puk=b"12341234")
+    before = path.read_bytes()
+
+    def full(*_: object, **__: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(escrow, "atomic_write", full)
+    with pytest.raises(PivToolError, match=r"cannot write .*No space left on device; the "
+                                           r"escrow file was not changed"):
+        EscrowFile(path, PW).put(2, puk=b"43214321")
+    assert path.read_bytes() == before
 
 
 def test_failed_first_write_leaves_no_file(tmp_path: Path) -> None:

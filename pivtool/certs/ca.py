@@ -227,9 +227,14 @@ class LabCA:
         days: int = 3650,
         *,
         aia_url: str | None = None,
+        allowed_policies: list[str] | None = None,
         now: _dt.datetime | None = None,
     ) -> LabCA:
         """Create a new CA in ``directory`` (created if needed; must not hold a CA already).
+
+        ``allowed_policies``: the certificate policy OIDs this CA copies from a CSR into the
+        certificate (default none: a requester must not choose a policy that Entra's
+        authentication-binding rules may rate as multi-factor).
 
         ``crl_url`` (http://) goes into every issued certificate as its single CRL
         distribution point; ``aia_url`` (http://) as the AIA caIssuers location. The root key
@@ -243,6 +248,9 @@ class LabCA:
             aia_url = _check_http_url(aia_url, "AIA URL")
         if days < 1:
             raise CertInputError("CA validity must be at least one day")
+        from .profile import parse_oid
+
+        allowed = list(dict.fromkeys(parse_oid(o).dotted_string for o in allowed_policies or []))
         if passphrase is not None and not passphrase:
             raise CertInputError("passphrase is empty (omit it for an unencrypted lab key)")
         if (path / _KEY_FILE).exists() or (path / _CONFIG_FILE).exists():
@@ -302,6 +310,7 @@ class LabCA:
             "crl_url": crl_url,
             "aia_url": aia_url,
             "crl_number": 0,
+            "allowed_policies": allowed,
             "encrypted": bool(passphrase),
             "created": iso_utc(start),
         }
@@ -367,6 +376,24 @@ class LabCA:
         """The AIA caIssuers URL written into issued certificates."""
         value = self._config.get("aia_url")
         return str(value) if value else None
+
+    @property
+    def allowed_policies(self) -> list[str]:
+        """Policy OIDs this CA copies from a CSR (``ca init --allow-policy``); others are
+        dropped. A CA made before the allow-list existed allows none."""
+        value = self._config.get("allowed_policies")
+        return [str(v) for v in value] if isinstance(value, list) else []
+
+    def dropped_policies(self, csr: x509.CertificateSigningRequest | bytes) -> list[str]:
+        """The policy OIDs *csr* asks for that this CA will not issue."""
+        try:
+            requested = self._load_csr(csr).extensions.get_extension_for_class(
+                x509.CertificatePolicies).value
+        except (x509.ExtensionNotFound, ValueError, CertInputError):
+            return []
+        allowed = set(self.allowed_policies)
+        return [p.policy_identifier.dotted_string for p in requested
+                if p.policy_identifier.dotted_string not in allowed]
 
     @property
     def attestation_policy(self) -> dict[str, Any] | None:
@@ -503,7 +530,9 @@ class LabCA:
         Verifies the CSR signature and requires at least one UPN (``user@domain``) or e-mail
         in its SAN. The certificate gets the CSR's subject, a SAN with exactly those UPNs and
         e-mails (other name types are dropped), key usage digitalSignature (+keyEncipherment
-        for RSA), EKU Smart Card Logon + Client Authentication, the CSR's certificate policies,
+        for RSA), EKU Smart Card Logon + Client Authentication, those of the CSR's certificate
+        policies on the CA's allow-list (:attr:`allowed_policies`; :meth:`dropped_policies`
+        names the others),
         one HTTP CRL distribution point and AIA caIssuers when configured, SKI/AKI and
         BasicConstraints CA=false. Raises :class:`CertRequestRefusedError` otherwise.
         """
@@ -511,7 +540,9 @@ class LabCA:
         if days < 1:
             raise CertInputError("validity must be at least one day")
         public_key = self._check_request_key(request)
-        upns, emails, policies = self._check_request_extensions(request)
+        upns, emails, requested = self._check_request_extensions(request)
+        allowed = set(self.allowed_policies)
+        policies = [p for p in requested if p.policy_identifier.dotted_string in allowed]
         attested = self._check_attestation(public_key, attestation, require_attestation)
         with _locked(self._dir):
             return self._issue_locked(request, public_key, upns, emails, policies, days, now,

@@ -82,6 +82,10 @@ def ca() -> None:
 @click.option("--passphrase", is_flag=True,
               help=f"Encrypt the root key with a passphrase (from ${PASSPHRASE_ENV}, "
                    "--passphrase-file or a prompt).")
+@click.option("--allow-policy", "allow_policies", multiple=True, metavar="OID",
+              help="A certificate policy OID this CA copies from CSRs into certificates "
+                   "(repeatable). Others are dropped: by default none is issued, since Entra "
+                   "can rate a policy OID as multi-factor.")
 @click.option("--require-attestation", "require_att", is_flag=True,
               help="Issue only for keys with a verified YubiKey attestation (enroll passes "
                    "it; 'ca issue --require-attestation ATTEST,F9').")
@@ -99,7 +103,8 @@ def ca() -> None:
 @pass_ctx
 def ca_init(obj: CliContext, directory: str, subject: str, crl_url: str | None,
             aia_url: str | None, key_type: str, days: int, passphrase: bool,
-            require_att: bool, attestation_roots: str | None, min_pin_policy: str | None,
+            allow_policies: tuple[str, ...], require_att: bool,
+            attestation_roots: str | None, min_pin_policy: str | None,
             min_touch_policy: str | None, passphrase_file: str | None) -> None:
     """Create a CA in DIRECTORY (ca.key mode 0600, ca.pem, ca.json, index.json)."""
     from ..certs.ca import LabCA
@@ -113,7 +118,8 @@ def ca_init(obj: CliContext, directory: str, subject: str, crl_url: str | None,
     roots_pem = read_input(attestation_roots) if attestation_roots else None
     secret = _passphrase(obj, passphrase_file, confirm=True) if passphrase else None
     lab = LabCA.init(directory, subject, crl_url=crl_url, passphrase=secret,
-                     key_type=key_type, days=days, aia_url=aia_url)
+                     key_type=key_type, days=days, aia_url=aia_url,
+                     allowed_policies=list(allow_policies))
     if require_att:
         lab.require_attestation(roots_pem, min_pin_policy, min_touch_policy)
     summary = summarize(lab.certificate).to_json()
@@ -121,6 +127,7 @@ def ca_init(obj: CliContext, directory: str, subject: str, crl_url: str | None,
     data = {"schema": "pivtool.ca-init/1", "directory": directory, "certificate": cert_path,
             "key_type": key_type,
             "encrypted": secret is not None, "crl_url": crl_url, "aia_url": aia_url,
+            "allowed_policies": lab.allowed_policies,
             "attestation": lab.attestation_policy, "ca": summary}
     lines = [f"CA created in {directory}",
              f"  subject:  {summary['subject']}",
@@ -129,6 +136,8 @@ def ca_init(obj: CliContext, directory: str, subject: str, crl_url: str | None,
              f"  valid:    until {summary['not_after']}",
              f"  sha256:   {summary['sha256']}",
              f"Upload {cert_path} to Entra (Security > Certificate authorities)."]
+    if lab.allowed_policies:
+        lines.insert(-1, f"  policies: issues {', '.join(lab.allowed_policies)} when asked")
     if require_att:
         lines.insert(-1, "  issues:   only for keys with a verified attestation" + "".join(
             f", {what} policy at least {value}" for what, value in
@@ -190,12 +199,13 @@ def ca_issue(obj: CliContext, directory: str, csr: str, output: str, days: int, 
     cert = lab.issue(request, days=days, attestation=evidence,
                      require_attestation=evidence is not None)
     record = lab.get(cert.serial_number)
+    dropped = lab.dropped_policies(request)
     encoded = cert.public_bytes(Encoding.PEM if fmt == "pem" else Encoding.DER)
     summary = summarize(cert).to_json()
     to_stdout = output in ("-", "")
     data = {"schema": "pivtool.ca-issue/1", "serial": summary["serial"],
             "output": None if to_stdout else output, "certificate": summary,
-            "attestation": record.attestation,
+            "attestation": record.attestation, "dropped_policies": dropped,
             "certificate_pem": cert.public_bytes(Encoding.PEM).decode("ascii")}
     if to_stdout and obj.json:
         # One JSON document on stdout: the certificate travels inside it.
@@ -205,6 +215,9 @@ def ca_issue(obj: CliContext, directory: str, csr: str, output: str, days: int, 
     who = ", ".join(dict.fromkeys(summary["upns"] + summary["emails"]))
     text = (f"Issued serial {summary['serial']} for {who}, valid until {summary['not_after']}"
             + ("" if to_stdout else f": {output}"))
+    if dropped:
+        text += (f"\nDropped requested certificate policies (not on this CA's allow-list, "
+                 f"'ca init --allow-policy'): {', '.join(dropped)}")
     if record.attestation:
         a = record.attestation
         text += (f"\nKey attested: YubiKey serial {a['yubikey_serial']}, PIN {a['pin_policy']}, "

@@ -55,8 +55,10 @@ VERSION = 1
 CIPHER = "aes-256-gcm"
 #: scrypt cost for new files: 32 MiB and ~0.1 s per derivation.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
-#: Bounds accepted when reading, so a crafted header cannot make pivtool allocate gigabytes.
-MAX_N, MAX_R, MAX_P = 2**20, 16, 4
+#: Bounds accepted when reading, so a crafted header cannot make pivtool allocate gigabytes
+#: or spin for seconds: scrypt needs 128·r·n bytes (64 MiB at most: twice the cost pivtool
+#: writes) and p sequential passes (1 or 2).
+MAX_SCRYPT_MEMORY, MAX_P = 64 * 1024 * 1024, 2
 MIN_PASSPHRASE = 8
 _CHECK_LABEL = b"pivtool-escrow/1 passphrase check"
 
@@ -128,6 +130,26 @@ def _aad(header: dict[str, Any]) -> bytes:
     return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
 
+def check_kdf(kdf: Any, where: str) -> tuple[bytes, int, int, int]:
+    """(salt, n, r, p) of an escrow header's ``kdf``, within pivtool's work-factor bounds;
+    :class:`EscrowCorruptError` (one line) otherwise."""
+    try:
+        n, r, p = kdf["n"], kdf["r"], kdf["p"]
+        salt = _unb64(kdf["salt"], "salt")
+        if kdf.get("name") != "scrypt" or not all(type(v) is int for v in (n, r, p)):
+            raise ValueError
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise EscrowCorruptError(f"{where}: unsupported key derivation parameters") from None
+    if not (n >= 2 and n & (n - 1) == 0 and r >= 1 and len(salt) >= 16):
+        raise EscrowCorruptError(f"{where}: invalid scrypt parameters (n={n}, r={r})")
+    if 128 * r * n > MAX_SCRYPT_MEMORY or not 1 <= p <= MAX_P:
+        raise EscrowCorruptError(
+            f"{where}: its scrypt parameters (n={n}, r={r}, p={p}) ask for "
+            f"{128 * r * n // 2**20} MiB x {p}; pivtool allows at most "
+            f"{MAX_SCRYPT_MEMORY // 2**20} MiB and p 1-{MAX_P}")
+    return salt, n, r, p
+
+
 def check_new_passphrase(passphrase: bytes) -> None:
     """Refuse passphrases too short to stand up to an offline guess (the file may leak)."""
     if len(passphrase) < MIN_PASSPHRASE:
@@ -179,14 +201,9 @@ class EscrowFile:
             if header.get("version") != VERSION:
                 raise EscrowCorruptError(f"{where}: escrow format version "
                                          f"{header.get('version')!r} is not supported")
-            kdf = header["kdf"]
-            n, r, p = kdf["n"], kdf["r"], kdf["p"]
-            if (kdf.get("name") != "scrypt" or header.get("cipher") != CIPHER
-                    or not all(isinstance(v, int) for v in (n, r, p))
-                    or not (2 <= n <= MAX_N and n & (n - 1) == 0)
-                    or not (1 <= r <= MAX_R and 1 <= p <= MAX_P)):
-                raise ValueError("unsupported key derivation or cipher parameters")
-            salt = _unb64(kdf["salt"], "salt")
+            if header.get("cipher") != CIPHER:
+                raise ValueError("unsupported cipher")
+            salt, n, r, p = check_kdf(header["kdf"], where)
             check = _unb64(header["check"], "check")
             nonce = _unb64(header["nonce"], "nonce")
             ciphertext = _unb64(header["ciphertext"], "ciphertext")
@@ -195,8 +212,9 @@ class EscrowFile:
             aad = _aad(header)
         except EscrowCorruptError:
             raise
-        except (ValueError, KeyError, TypeError) as e:
-            # json.JSONDecodeError and binascii.Error are ValueErrors.
+        except (ValueError, KeyError, TypeError, RecursionError) as e:
+            # json.JSONDecodeError and binascii.Error are ValueErrors; RecursionError: JSON
+            # nested thousands deep.
             raise EscrowCorruptError(f"{where} is corrupt (unreadable header: "
                                      f"{type(e).__name__})") from None
         key, expected = self._derive(salt, n, r, p)
@@ -210,7 +228,7 @@ class EscrowFile:
         try:
             doc = json.loads(plain)
             entries = [EscrowEntry._from_plain(e) for e in doc["entries"]]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise EscrowCorruptError(f"{where} holds malformed entries") from None
         return entries, header
 
@@ -309,7 +327,10 @@ class EscrowFile:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
                 created = True
             except FileExistsError:
-                fd = os.open(self.path, os.O_RDWR)
+                try:  # e.g. a dangling symlink: it "exists" for O_EXCL, not for opening
+                    fd = os.open(self.path, os.O_RDWR)
+                except OSError as e:
+                    raise UsageError(f"cannot open {self.path}: {e.strerror}") from None
             except OSError as e:
                 raise UsageError(f"cannot open {self.path}: {e.strerror}") from None
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -340,7 +361,11 @@ class EscrowFile:
             os.close(fd)
 
     def _replace(self, data: bytes) -> None:
-        atomic_write(self.path, data, 0o600)
+        try:
+            atomic_write(self.path, data, 0o600)
+        except OSError as e:  # disk full, read-only file system...: the old file stays
+            raise PivToolError(f"cannot write {self.path}: {e.strerror or e}; the escrow "
+                               "file was not changed") from None
 
 
 def _text_or_none(value: bytes) -> str | None:
@@ -405,10 +430,10 @@ class StoreEscrow(EscrowFile):
             header = self.store.meta_create(KEYRING, {
                 "format": FORMAT, "version": VERSION, "kdf": kdf, "check": _b64(check),
                 "cipher": CIPHER})
+        salt, n, r, p = check_kdf(header.get("kdf") if isinstance(header, dict) else None,
+                                  "the database's escrow keyring")
         try:
-            kdf = header["kdf"]
-            _, expected = self._derive(_unb64(kdf["salt"], "salt"), kdf["n"], kdf["r"],
-                                       kdf["p"])
+            _, expected = self._derive(salt, n, r, p)
             given = _unb64(header["check"], "check")
         except (KeyError, TypeError, ValueError):
             raise EscrowCorruptError("the database's escrow keyring is corrupt") from None

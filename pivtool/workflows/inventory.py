@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..core.csvsafe import spreadsheet_safe
 from ..core.errors import PivToolError, UsageError
 
 if TYPE_CHECKING:
@@ -182,9 +183,7 @@ def export_csv(rows: list[dict[str, Any]]) -> str:
         for col in EXPORT_COLUMNS:
             v = row[col]
             text = " | ".join(v) if isinstance(v, list) else "" if v is None else str(v)
-            if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
-                text = "'" + text
-            cells.append(text)
+            cells.append(spreadsheet_safe(text))
         w.writerow(cells)
     return buf.getvalue()
 

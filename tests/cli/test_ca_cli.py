@@ -198,3 +198,23 @@ def test_unknown_serial_and_missing_ca(ca_dir: Path, tmp_path: Path) -> None:
     assert r.exit_code == 2 and "no certificate with serial" in r.stderr
     r = run(None, "ca", "list", str(tmp_path / "nope"))
     assert r.exit_code == 2 and "ca.json is missing" in r.stderr
+
+
+def test_ca_issue_says_which_policies_it_dropped(tmp_path: Path) -> None:
+    mfa, ok = "1.3.6.1.4.1.311.21.8.1.2.3", "1.3.6.1.4.1.99999.1"
+    csr = tmp_path / "req.csr"
+    csr.write_bytes(build_csr(ec.generate_private_key(ec.SECP256R1()), CertRequest.create(
+        upns=["alice@contoso.com"], policies=[ok, mfa])).public_bytes(
+            serialization.Encoding.PEM))
+    ca = tmp_path / "ca"
+    r = run(None, "ca", "init", str(ca), "--subject", "CN=Lab", "--allow-policy", ok)
+    assert r.exit_code == 0 and f"issues {ok} when asked" in r.stdout
+    r = run(None, "ca", "issue", str(ca), str(csr), "-o", str(tmp_path / "a.crt"))
+    assert r.exit_code == 0, r.output
+    assert f"Dropped requested certificate policies (not on this CA's allow-list, 'ca init " \
+           f"--allow-policy'): {mfa}" in r.stdout
+    cert = x509.load_pem_x509_certificate((tmp_path / "a.crt").read_bytes())
+    policies = cert.extensions.get_extension_for_class(x509.CertificatePolicies).value
+    assert [p.policy_identifier.dotted_string for p in policies] == [ok]
+    r = run(None, "--json", "ca", "issue", str(ca), str(csr))
+    assert json.loads(r.stdout)["dropped_policies"] == [mfa]

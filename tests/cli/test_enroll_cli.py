@@ -21,7 +21,8 @@ UPN_OID = x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
 @pytest.fixture
 def ca(tmp_path: Path) -> Path:
     d = tmp_path / "ca"
-    LabCA.init(d, "CN=Contoso Lab CA,O=Contoso", crl_url="http://127.0.0.1:8080/ca.crl")
+    LabCA.init(d, "CN=Contoso Lab CA,O=Contoso", crl_url="http://127.0.0.1:8080/ca.crl",
+               allowed_policies=["1.3.6.1.4.1.99999.1"])
     return d
 
 

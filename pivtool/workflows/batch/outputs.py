@@ -9,12 +9,12 @@ import hashlib
 import io
 import json
 import os
-import re
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from ...core.csvsafe import spreadsheet_safe
 from ...core.errors import UsageError
 from ...core.fileio import atomic_write
 from .state import DONE, REPORT_SCHEMA, BatchPaths, BatchState, now_iso
@@ -61,7 +61,9 @@ class AuditLog:
 
 
 def _letter_name(upn: str) -> str:
-    return re.sub(r"[^A-Za-z0-9@._-]", "_", upn) + ".txt"
+    from ..roster import pin_letter_name
+
+    return pin_letter_name(upn)
 
 
 def prepare_letter_dir(directory: Path) -> None:
@@ -173,16 +175,20 @@ def report_csv(state: BatchState) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(REPORT_COLUMNS)
+
+    def row(cells: list[Any]) -> None:  # roster text must not become a formula
+        w.writerow([spreadsheet_safe(c) if isinstance(c, str) else c for c in cells])
+
     for u in state.users.values():
         cert = u.certificate.to_json() if u.certificate else {}
-        w.writerow([u.row, u.upn, u.status, u.serial or "", u.reader or "",
-                    u.attempts, u.last_step or "", cert.get("sha256", ""),
-                    cert.get("serial", ""), cert.get("not_after", ""),
-                    " | ".join(i["value"] for i in u.certificate_user_ids),
-                    u.error or "", (u.graph or {}).get("status", "")])
+        row([u.row, u.upn, u.status, u.serial or "", u.reader or "",
+             u.attempts, u.last_step or "", cert.get("sha256", ""),
+             cert.get("serial", ""), cert.get("not_after", ""),
+             " | ".join(i["value"] for i in u.certificate_user_ids),
+             u.error or "", (u.graph or {}).get("status", "")])
     for bad in state.doc["invalid_rows"]:
-        w.writerow([bad["row"], bad["upn"], "invalid", "", "", 0, "", "", "", "", "",
-                    bad["error"], ""])
+        row([bad["row"], bad["upn"], "invalid", "", "", 0, "", "", "", "", "",
+             bad["error"], ""])
     return buf.getvalue()
 
 
