@@ -203,8 +203,8 @@ def test_report_csv_neutralises_formulas(tmp_path: Path) -> None:
 
     state = _state(tmp_path, 2)
     (first, second) = state.users.values()
-    first["error"] = "=cmd|' /C calc'!A0"
-    second["error"] = "-2+3"
+    first.error = "=cmd|' /C calc'!A0"
+    second.error = "-2+3"
     state.doc["invalid_rows"] = [{"row": 9, "upn": "@SUM(A1)@contoso.com",
                                   "error": "\t=1+1"}]
     cells = [c for row in csv.reader(io.StringIO(report_csv(state))) for c in row]
