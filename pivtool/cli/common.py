@@ -37,13 +37,15 @@ def deliver(obj: CliContext, output: str | None, data: bytes, json_data: dict[st
     json_data = {**json_data, "file": output if to_file else None}
     if to_file:
         write_output(output, data, overwrite)
+    from .render import terminal_safe
+
     if obj.json:
         obj.emit(json_data)
     elif to_file:
-        click.echo(text)
+        click.echo(terminal_safe(text))
     else:
         write_output(None, data)
-        click.echo(text, err=True)
+        click.echo(terminal_safe(text), err=True)
 
 
 def pfx_password(obj: CliContext) -> Callable[[], bytes]:

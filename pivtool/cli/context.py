@@ -97,7 +97,9 @@ class CliContext:
         if self.json:
             click.echo(json.dumps(data, indent=2, sort_keys=False))
         elif text is not None:
-            click.echo(text)
+            from .render import terminal_safe
+
+            click.echo(terminal_safe(text))
 
 
 pass_ctx = click.make_pass_decorator(CliContext)

@@ -3,26 +3,19 @@ overwriting without being asked."""
 
 from __future__ import annotations
 
-import os
-
 from ..core.errors import UsageError
 
 
 def write_secret_file(path: str, text: str, overwrite: bool = False) -> None:
-    """Create *path* with mode 0600 (O_EXCL unless *overwrite*) and write *text*."""
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    """Create *path* with mode 0600 from the first byte and write *text*, fsynced with its
+    directory (O_EXCL unless *overwrite*; an existing file or symlink is replaced, never
+    written through)."""
+    from ..core.fileio import write_file
+
     try:
-        fd = os.open(path, flags, 0o600)
+        write_file(path, text.encode(), 0o600, overwrite)
     except FileExistsError:
         raise UsageError(f"{path} exists; refusing to overwrite it") from None
-    except OSError as e:
-        raise UsageError(f"cannot create {path}: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "w") as f:
-            # Before the first byte: a pre-existing file (overwrite) may have wider
-            # permissions, and the secret must never sit in it readable by others.
-            os.fchmod(f.fileno(), 0o600)
-            f.write(text)
     except OSError as e:
         raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
 
@@ -37,13 +30,14 @@ def write_output(path: str | None, data: bytes, overwrite: bool = False) -> None
         sys.stdout.buffer.flush()
         return
     assert path is not None
-    if os.path.exists(path) and not overwrite:
-        raise UsageError(f"{path} exists; use --force to overwrite it")
+    from ..core.fileio import write_file
+
     try:
-        with open(path, "wb") as f:
-            f.write(data)
+        write_file(path, data, 0o644, overwrite)
+    except FileExistsError:
+        raise UsageError(f"{path} exists; use --force to overwrite it") from None
     except OSError as e:
-        raise UsageError(f"cannot write {path}: {e.strerror}") from None
+        raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 #: Largest input file read (certificates, bundles, keys, CSRs, object data are far

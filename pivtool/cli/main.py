@@ -82,7 +82,10 @@ class LazyGroup(click.Group):
         except Exception as e:
             if not _is_known(e):
                 raise
-            message = f"Error: {e}"
+            from .render import untrusted
+
+            # One line whatever the error quotes (a CN, a file's content...).
+            message = f"Error: {untrusted(e)}"
             hint = blocked_hint(e) if ctx.invoked_subcommand not in NO_HINT else None
             if hint and hint not in message:
                 message += f"; {hint}"

@@ -2,7 +2,30 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+#: Characters a terminal acts on: C0 controls (ESC starts colour and cursor sequences, CR
+#: and LF fake lines), DEL, C1 controls and the Unicode bidi overrides that reorder text.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def untrusted(value: object) -> str:
+    """A string from a card or certificate (a CN, a UPN, an error naming one), with every
+    control character shown escaped (``\\x1b``, ``\\x0a``): it prints on one line and
+    cannot colour, move or fake output."""
+    return _CONTROL.sub(_escape, str(value))
+
+
+def terminal_safe(text: str) -> str:
+    """Human output as pivtool built it: line breaks kept, every other control character
+    escaped (the last line of defence for strings not passed through :func:`untrusted`)."""
+    return "\n".join(untrusted(line) for line in text.split("\n"))
 
 
 def counter_text(tries_left: int | None, total: int | None, default: bool | None) -> str:
@@ -20,11 +43,11 @@ def counter_text(tries_left: int | None, total: int | None, default: bool | None
 
 def cert_lines(summary: dict[str, Any], indent: str = "    ") -> list[str]:
     """A certificate summary in a few lines."""
-    lines = [f"{indent}subject:  {summary.get('subject')}",
-             f"{indent}issuer:   {summary.get('issuer')}"]
+    lines = [f"{indent}subject:  {untrusted(summary.get('subject'))}",
+             f"{indent}issuer:   {untrusted(summary.get('issuer'))}"]
     upns = summary.get("upns") or []
     if upns:
-        lines.append(f"{indent}UPN:      {', '.join(upns)}")
+        lines.append(f"{indent}UPN:      {', '.join(untrusted(u) for u in upns)}")
     lines.append(f"{indent}valid:    {summary.get('not_before')} .. {summary.get('not_after')}")
     lines.append(f"{indent}sha256:   {summary.get('sha256')}")
     return lines
