@@ -65,6 +65,59 @@ _FORMAT_VERSION = 1
 # Clock skew allowance: a certificate that is "not yet valid" on a slightly slow client is a
 # classic first sign-in failure.
 _BACKDATE = _dt.timedelta(minutes=5)
+#: A new CA key's passphrase is at least this long (issue 16: one character was accepted).
+MIN_PASSPHRASE = 12
+#: RSA CSR keys below this are refused unless the CA was made with a lower minimum.
+MIN_RSA_BITS = 2048
+#: PBKDF2-HMAC-SHA256 rounds for the CA key (PKCS#8 PBES2; OWASP's 2023 figure, ~0.2 s per
+#: opening) instead of the 2,048 ``BestAvailableEncryption`` writes for PKCS#8. Not scrypt:
+#: OpenSSL refuses scrypt above 32 MiB, and a lab CA key must open with ``openssl pkey``.
+KEY_PBKDF2_ROUNDS = 600_000
+
+
+def _der(tag: int, body: bytes) -> bytes:
+    n = len(body)
+    if n < 0x80:
+        return bytes([tag, n]) + body
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(size)]) + size + body
+
+
+def _der_int(value: int) -> bytes:
+    return _der(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))
+
+
+def _encrypt_key(key: CertificateIssuerPrivateKeyTypes, passphrase: bytes) -> bytes:
+    """PEM ``ENCRYPTED PRIVATE KEY``: PKCS#8 under PBES2 with PBKDF2-HMAC-SHA256 and
+    AES-256-CBC (``openssl pkcs8 -topk8 -v2 aes-256-cbc -v2prf hmacWithSHA256 -iter N``;
+    cryptography and OpenSSL read it back)."""
+    import base64
+
+    from cryptography.hazmat.primitives import padding
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+
+    plain = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption())
+    salt, iv = secrets.token_bytes(16), secrets.token_bytes(16)
+    aes_key = PBKDF2HMAC(hashes.SHA256(), length=32, salt=salt,
+                         iterations=KEY_PBKDF2_ROUNDS).derive(passphrase)
+    padder = padding.PKCS7(128).padder()
+    encryptor = Cipher(algorithms.AES(aes_key), modes.CBC(iv)).encryptor()
+    data = encryptor.update(padder.update(plain) + padder.finalize()) + encryptor.finalize()
+    pbes2 = bytes.fromhex("06092a864886f70d01050d")  # 1.2.840.113549.1.5.13
+    pbkdf2 = bytes.fromhex("06092a864886f70d01050c")  # 1.2.840.113549.1.5.12
+    hmac_sha256 = bytes.fromhex("06082a864886f70d020905 00".replace(" ", ""))
+    aes256_cbc = bytes.fromhex("060960864801650304012a")  # 2.16.840.1.101.3.4.1.42
+    kdf = _der(0x30, pbkdf2 + _der(0x30, _der(0x04, salt) + _der_int(KEY_PBKDF2_ROUNDS)
+                                   + _der(0x30, hmac_sha256)))
+    scheme = _der(0x30, aes256_cbc + _der(0x04, iv))
+    algorithm = _der(0x30, pbes2 + _der(0x30, kdf + scheme))
+    der = _der(0x30, algorithm + _der(0x04, data))
+    b64 = base64.encodebytes(der).decode("ascii").replace("\n", "")
+    lines = [b64[i:i + 64] for i in range(0, len(b64), 64)]
+    return ("-----BEGIN ENCRYPTED PRIVATE KEY-----\n" + "\n".join(lines)
+            + "\n-----END ENCRYPTED PRIVATE KEY-----\n").encode("ascii")
 
 
 @dataclass(frozen=True)
@@ -213,6 +266,9 @@ class LabCA:
         self._key = key
         self._cert = certificate
         self._config = config
+        self._bad_records: list[Any] = []
+        #: Malformed index records found by the last index read (one line each).
+        self.index_problems: list[str] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -228,6 +284,7 @@ class LabCA:
         *,
         aia_url: str | None = None,
         allowed_policies: list[str] | None = None,
+        min_rsa_bits: int = MIN_RSA_BITS,
         now: _dt.datetime | None = None,
     ) -> LabCA:
         """Create a new CA in ``directory`` (created if needed; must not hold a CA already).
@@ -253,6 +310,11 @@ class LabCA:
         allowed = list(dict.fromkeys(parse_oid(o).dotted_string for o in allowed_policies or []))
         if passphrase is not None and not passphrase:
             raise CertInputError("passphrase is empty (omit it for an unencrypted lab key)")
+        if passphrase is not None and len(passphrase) < MIN_PASSPHRASE:
+            raise CertInputError(f"the CA passphrase must have at least {MIN_PASSPHRASE} "
+                                 "characters")
+        if min_rsa_bits not in (1024, 2048, 3072, 4096):
+            raise CertInputError("the minimum RSA key size must be 1024, 2048, 3072 or 4096")
         if (path / _KEY_FILE).exists() or (path / _CONFIG_FILE).exists():
             raise LabCAError(f"{path} already contains a CA")
         key = _generate_key(key_type)
@@ -284,16 +346,13 @@ class LabCA:
             .sign(key, default_hash(public_key))
         )
 
-        encryption: serialization.KeySerializationEncryption = (
-            serialization.BestAvailableEncryption(
-                passphrase.encode("utf-8") if isinstance(passphrase, str) else passphrase
-            )
-            if passphrase
-            else serialization.NoEncryption()
-        )
-        pem_key = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
-        )
+        if passphrase:
+            pem_key = _encrypt_key(key, passphrase.encode("utf-8")
+                                   if isinstance(passphrase, str) else passphrase)
+        else:
+            pem_key = key.private_bytes(serialization.Encoding.PEM,
+                                        serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption())
         # O_EXCL + 0o600 at creation: the key is never readable by others, not even briefly.
         fd = os.open(path / _KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:
@@ -311,6 +370,7 @@ class LabCA:
             "aia_url": aia_url,
             "crl_number": 0,
             "allowed_policies": allowed,
+            "min_rsa_bits": min_rsa_bits,
             "encrypted": bool(passphrase),
             "created": iso_utc(start),
         }
@@ -463,16 +523,35 @@ class LabCA:
     # ------------------------------------------------------------------ index
 
     def _load_index(self) -> list[IssuedRecord]:
+        """The readable records. A malformed one (a hand-edited or tampered index) is set
+        aside in :attr:`index_problems` and written back unchanged: it must not block every
+        revoke and CRL of the others."""
         data = _read_json(self._dir / _INDEX_FILE)
-        try:
-            return [IssuedRecord(**item) for item in data.get("issued", [])]
-        except TypeError as e:
-            raise LabCAError(f"index.json in {self._dir} has malformed records") from e
+        items = data.get("issued", [])
+        if not isinstance(items, list):
+            raise LabCAError(f"index.json in {self._dir} has no list of records")
+        records: list[IssuedRecord] = []
+        self._bad_records = []
+        self.index_problems = []
+        for n, item in enumerate(items, 1):
+            try:
+                record = IssuedRecord(**item)
+                record.serial_number  # noqa: B018 - hex, or the record is unusable
+                if record.status not in ("valid", "revoked"):
+                    raise ValueError(record.status)
+            except (TypeError, ValueError):
+                self._bad_records.append(item)
+                self.index_problems.append(f"index.json record {n} is malformed (kept in "
+                                           "the file, ignored)")
+                continue
+            records.append(record)
+        return records
 
     def _save_index(self, records: list[IssuedRecord]) -> None:
         _write_json(
             self._dir / _INDEX_FILE,
-            {"version": _FORMAT_VERSION, "issued": [r.to_json() for r in records]},
+            {"version": _FORMAT_VERSION,
+             "issued": [r.to_json() for r in records] + self._bad_records},
         )
 
     def issued(self) -> list[IssuedRecord]:
@@ -540,6 +619,11 @@ class LabCA:
         if days < 1:
             raise CertInputError("validity must be at least one day")
         public_key = self._check_request_key(request)
+        minimum = int(self._config.get("min_rsa_bits") or MIN_RSA_BITS)
+        if isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size < minimum:
+            raise CertRequestRefusedError(
+                f"RSA key of {public_key.key_size} bits is too small (this CA wants at least "
+                f"{minimum}; 'ca init --min-rsa-bits 1024' makes one that takes less)")
         upns, emails, requested = self._check_request_extensions(request)
         allowed = set(self.allowed_policies)
         policies = [p for p in requested if p.policy_identifier.dotted_string in allowed]
@@ -771,17 +855,22 @@ class LabCA:
         for record in self._load_index():
             if record.status != "revoked":
                 continue
-            revoked_at = _dt.datetime.strptime(
-                str(record.revoked_at), "%Y-%m-%dT%H:%M:%SZ"
-            ).replace(tzinfo=_dt.timezone.utc)
+            try:
+                revoked_at = _dt.datetime.strptime(
+                    str(record.revoked_at), "%Y-%m-%dT%H:%M:%SZ"
+                ).replace(tzinfo=_dt.timezone.utc)
+            except ValueError:  # a damaged date: the certificate is revoked all the same
+                revoked_at = start
             entry = (
                 x509.RevokedCertificateBuilder()
                 .serial_number(record.serial_number)
                 .revocation_date(revoked_at)
             )
-            reason = (
-                x509.ReasonFlags(record.reason) if record.reason else x509.ReasonFlags.unspecified
-            )
+            try:
+                reason = (x509.ReasonFlags(record.reason) if record.reason
+                          else x509.ReasonFlags.unspecified)
+            except ValueError:
+                reason = x509.ReasonFlags.unspecified
             if reason != x509.ReasonFlags.unspecified:
                 # RFC 5280 §5.3.1: omit the reason code rather than use "unspecified".
                 entry = entry.add_extension(x509.CRLReason(reason), critical=False)

@@ -86,6 +86,9 @@ def ca() -> None:
               help="A certificate policy OID this CA copies from CSRs into certificates "
                    "(repeatable). Others are dropped: by default none is issued, since Entra "
                    "can rate a policy OID as multi-factor.")
+@click.option("--min-rsa-bits", type=click.Choice(["1024", "2048", "3072", "4096"]),
+              default="2048", show_default=True,
+              help="Smallest RSA key the CA issues for (1024 only for old cards that need it).")
 @click.option("--require-attestation", "require_att", is_flag=True,
               help="Issue only for keys with a verified YubiKey attestation (enroll passes "
                    "it; 'ca issue --require-attestation ATTEST,F9').")
@@ -103,7 +106,7 @@ def ca() -> None:
 @pass_ctx
 def ca_init(obj: CliContext, directory: str, subject: str, crl_url: str | None,
             aia_url: str | None, key_type: str, days: int, passphrase: bool,
-            allow_policies: tuple[str, ...], require_att: bool,
+            allow_policies: tuple[str, ...], min_rsa_bits: str, require_att: bool,
             attestation_roots: str | None, min_pin_policy: str | None,
             min_touch_policy: str | None, passphrase_file: str | None) -> None:
     """Create a CA in DIRECTORY (ca.key mode 0600, ca.pem, ca.json, index.json)."""
@@ -119,7 +122,7 @@ def ca_init(obj: CliContext, directory: str, subject: str, crl_url: str | None,
     secret = _passphrase(obj, passphrase_file, confirm=True) if passphrase else None
     lab = LabCA.init(directory, subject, crl_url=crl_url, passphrase=secret,
                      key_type=key_type, days=days, aia_url=aia_url,
-                     allowed_policies=list(allow_policies))
+                     allowed_policies=list(allow_policies), min_rsa_bits=int(min_rsa_bits))
     if require_att:
         lab.require_attestation(roots_pem, min_pin_policy, min_touch_policy)
     summary = summarize(lab.certificate).to_json()
@@ -316,6 +319,8 @@ def ca_list(obj: CliContext, directory: str, passphrase_file: str | None) -> Non
         lines.append(f"{r.serial:32}  {r.status:7}  {r.not_after:20}  {who}")
     if not records:
         lines = ["No certificates issued yet."]
+    for problem in lab.index_problems:
+        click.echo(f"Warning: {problem}", err=True)
     obj.emit({"schema": "pivtool.ca-list/1", "directory": directory,
               "ca": lab.certificate.subject.rfc4514_string(), "issued": rows},
              "\n".join(lines))

@@ -277,3 +277,41 @@ def test_only_allow_listed_policies_are_issued(tmp_path: Path,
     assert listed.dropped_policies(request) == [mfa]
     with pytest.raises(CertInputError, match="object identifier"):
         LabCA.init(tmp_path / "bad", "CN=Bad", allowed_policies=["x.y"])
+
+
+def test_ca_key_protection(tmp_path: Path, rsa1024: rsa.RSAPrivateKey,
+                           p256: ec.EllipticCurvePrivateKey) -> None:
+    """Issue 16: a one-character passphrase was accepted, the key used PBKDF2 with 2,048
+    rounds, and 1024-bit RSA CSRs were issued."""
+    with pytest.raises(CertInputError, match="at least 12 characters"):
+        LabCA.init(tmp_path / "short", "CN=Short", passphrase="x")
+    ca = LabCA.init(tmp_path / "ca", "CN=Strong", passphrase=PASSPHRASE)
+    parsed = openssl("asn1parse", "-in", str(tmp_path / "ca" / "ca.key")).stdout
+    assert "PBKDF2" in parsed and "hmacWithSHA256" in parsed and "aes-256-cbc" in parsed
+    assert ":0927C0" in parsed  # 600,000 rounds
+    assert openssl("pkey", "-in", str(tmp_path / "ca" / "ca.key"), "-passin",
+                   f"pass:{PASSPHRASE}", "-noout").returncode == 0
+    weak = build_csr(rsa1024, CertRequest.create(upns=["alice@contoso.com"]))
+    with pytest.raises(CertRequestRefusedError, match="1024 bits is too small"):
+        ca.issue(weak)
+    old = LabCA.init(tmp_path / "old", "CN=Old cards", min_rsa_bits=1024)
+    assert old.issue(weak).public_key().key_size == 1024  # type: ignore[union-attr]
+    assert ca.issue(alice_csr(p256))
+
+
+def test_tampered_index_record_blocks_nothing(ca: LabCA,
+                                              p256: ec.EllipticCurvePrivateKey) -> None:
+    a, b = ca.issue(alice_csr(p256)), ca.issue(alice_csr(p256))
+    ca.revoke(a.serial_number, "keyCompromise")
+    path = ca.directory / "index.json"
+    doc = json.loads(path.read_text())
+    doc["issued"][0]["revoked_at"] = "yesterday"  # damaged, but still revoked
+    doc["issued"].append({"serial": "not hex", "subject": "x"})  # unusable
+    path.write_text(json.dumps(doc))
+    ca.revoke(b.serial_number)
+    crl = ca.crl()
+    assert crl.get_revoked_certificate_by_serial_number(a.serial_number) is not None
+    assert crl.get_revoked_certificate_by_serial_number(b.serial_number) is not None
+    assert ca.index_problems == ["index.json record 3 is malformed (kept in the file, "
+                                 "ignored)"]
+    assert {"serial": "not hex", "subject": "x"} in json.loads(path.read_text())["issued"]
