@@ -8,7 +8,9 @@ that changed it. An optional :class:`Faults` plan injects transport failures.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -93,6 +95,8 @@ class SimConnection:
         self.commands = 0
         self._closed = False
         self._removed = False
+        # Which version of the state file self.card.state is (see _refresh).
+        self._seen = _identity(self.state_path) if self.state_path is not None else None
         # Connecting is what resets a card's per-connection security status.
         card.reset_connection()
 
@@ -124,16 +128,32 @@ class SimConnection:
             raise SimCardResetError("card was reset")
         if fault is FaultKind.GARBAGE:
             return GARBAGE_RESPONSE
-        before = self.card.changed
-        response = self.card.execute(bytes(apdu))
-        if self.state_path is not None and self.card.changed != before:
-            save_state(self.card.state, self.state_path)
+        if self.state_path is None:
+            response = self.card.execute(bytes(apdu))
+        else:
+            with _locked_dir(self.state_path):
+                self._refresh()
+                before = self.card.changed
+                response = self.card.execute(bytes(apdu))
+                if self.card.changed != before:
+                    save_state(self.card.state, self.state_path)
+                    self._seen = _identity(self.state_path)
         if fault is FaultKind.ANSWER_LOST:
             # The dangerous case for CHANGE REFERENCE DATA, SET MANAGEMENT KEY, PUT DATA and
             # GENERATE: the card did it, the host never learns so.
             self._removed = True
             raise SimCardRemovedError("card removed")
         return response[:-2], int.from_bytes(response[-2:], "big")
+
+    def _refresh(self) -> None:
+        # Another process (another pivtool --sim on the same file) changed the card since
+        # we loaded or saved it: continue from its state, as a real card would. Without
+        # this, parallel wrong-PIN runs each spent a try of their own copy of the counter.
+        assert self.state_path is not None
+        now = _identity(self.state_path)
+        if now is not None and now != self._seen:
+            self.card.state = load_state(self.state_path)
+            self._seen = now
 
     def close(self) -> None:
         """End the connection (idempotent). The card keeps its state, not its session."""
@@ -151,6 +171,32 @@ class SimConnection:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+@contextlib.contextmanager
+def _locked_dir(state_path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on the state file's directory for one command: the state
+    file itself is replaced on every save, so it cannot carry the lock, and a lock file
+    next to it would be one more file in the user's directory."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: one process per card file
+        yield
+        return
+    fd = os.open(state_path.parent if str(state_path.parent) else ".", os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def open_sim(path: str | os.PathLike[str], *, faults: Faults | None = None) -> SimConnection:
