@@ -64,7 +64,17 @@ def graph_client(*, tenant: str | None, client_id: str | None, client_secret_fil
         secret = None  # --client-cert chosen explicitly beats a secret in the environment
     config = resolve(tenant=tenant, client_id=client_id, client_secret=secret,
                      client_certificate=cert)
-    return GraphClient(config, permissions=permissions, sign_in=_sign_in)
+    # A device-code sign-in needs a person: without a terminal (a script, CI) it would
+    # wait out the code's 15 minutes, so only a cached sign-in or an app credential works.
+    return GraphClient(config, permissions=permissions,
+                       sign_in=_sign_in if terminal() else None)
+
+
+def terminal() -> bool:
+    """True when a person can be asked to sign in (standard input is a terminal)."""
+    import sys
+
+    return sys.stdin.isatty()
 
 
 def _sign_in(message: str) -> None:

@@ -15,7 +15,6 @@ reduced to their AADSTS code and first sentence.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -130,22 +129,17 @@ class TokenSource:
             result = app.acquire_token_silent(scopes, account=account)
             if result and "access_token" in result:
                 return result
+        if self.sign_in is None:
+            raise GraphConfigError("an administrator must sign in (device code) and there is "
+                                   "no terminal: run it in a terminal once (the sign-in is "
+                                   "cached), or give the application a credential "
+                                   "(PIVTOOL_CLIENT_SECRET or --client-cert)")
         flow = app.initiate_device_flow(scopes=scopes)
         if "user_code" not in flow:
             raise _token_error(flow)
-        if self.sign_in is None:
-            raise GraphConfigError("sign-in needed but nobody to ask: run interactively, or "
-                                   "give the application a credential (PIVTOOL_CLIENT_SECRET "
-                                   "or --client-cert)")
         self.sign_in(str(flow.get("message") or
                          f"Open {flow.get('verification_uri')} and enter {flow['user_code']}"))
         return app.acquire_token_by_device_flow(flow)
-
-    def forget(self) -> None:
-        """Drop cached tokens of this application (the next call signs in again)."""
-        path = self.config.cache_path
-        if path is not None and path.exists():
-            os.unlink(path)
 
 
 _AADSTS = re.compile(r"AADSTS\d+")

@@ -63,8 +63,6 @@ class GraphClient:
         self.retries = retries
         self.sleep = sleep
         self._token: str | None = None
-        #: (method, path, status) of every response, for reports and tests.
-        self.calls: list[tuple[str, str, int]] = []
 
     def close(self) -> None:
         """Close the HTTP session."""
@@ -144,7 +142,6 @@ class GraphClient:
                     continue
                 raise GraphError(f"cannot reach Microsoft Graph at "
                                  f"{urlsplit(url).netloc}: {type(e).__name__}") from None
-            self.calls.append((method, path, resp.status_code))
             log.debug("%s %s -> %d", method, path, resp.status_code)
             if resp.status_code in RETRY_STATUSES and attempt < self.retries:
                 attempt += 1

@@ -7,6 +7,8 @@ import os
 import stat
 from pathlib import Path
 
+import pytest
+
 from pivtool.certs.entra import HIGH, certificate_user_ids
 from pivtool.piv.constants import Slot
 from tests.cli.clihelp import run, session
@@ -182,16 +184,25 @@ def test_wrong_secret_is_exit_3_without_the_secret(standin: GraphStandIn,
     assert r.exit_code == 0, r.output
 
 
-def test_device_code_sign_in_and_token_cache(standin: GraphStandIn, enrolled: Path) -> None:
+def test_device_code_sign_in_and_token_cache(standin: GraphStandIn, enrolled: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import pivtool.cli.graph
+
     admin_app = standin.add_app(delegated=("User.ReadWrite.All",))
     env = standin.env(admin_app.client_id)
+    # Without a terminal nobody can sign in: refused at once instead of waiting 15 minutes.
+    r = run(enrolled, "entra", "bind", "--upn", UPN, env=env)
+    assert r.exit_code == 2 and "no terminal" in r.stderr
+    assert not standin.requests("POST", f"/{standin.tenant_id}/oauth2/v2.0/devicecode")
+    monkeypatch.setattr(pivtool.cli.graph, "terminal", lambda: True)  # an admin at a desk
     r = run(enrolled, "entra", "bind", "--upn", UPN, env=env)
     assert r.exit_code == 0, r.output
     assert "https://microsoft.com/devicelogin and enter the code" in r.stderr
     cache = Path(env["XDG_CONFIG_HOME"]) / "pivtool" / "msal-token-cache.json"
     assert stat.S_IMODE(os.stat(cache).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(cache.parent).st_mode) == 0o700
-    # The next run signs in silently from the cache: no new device code.
+    # The next run signs in silently from the cache (even without a terminal).
+    monkeypatch.undo()
     r = run(enrolled, "entra", "unbind", "--upn", UPN, env=env)
     assert r.exit_code == 0, r.output
     assert "devicelogin" not in r.stderr
