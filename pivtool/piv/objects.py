@@ -51,17 +51,35 @@ def decode_certificate_object(data: bytes) -> tuple[bytes, bool]:
     return body, False
 
 
+#: Largest certificate a compressed object may inflate to: real ones are a few KiB, and a
+#: crafted object (a card is untrusted input) must not inflate to gigabytes.
+MAX_INFLATED = 64 * 1024
+
+
+def _inflate(data: bytes, wbits: int) -> bytes:
+    import zlib
+
+    d = zlib.decompressobj(wbits)
+    out = d.decompress(data, MAX_INFLATED + 1)
+    if len(out) > MAX_INFLATED or d.unconsumed_tail:
+        raise BadResponseError(f"compressed certificate inflates beyond "
+                               f"{MAX_INFLATED // 1024} KiB")
+    if not d.eof:
+        raise BadResponseError("compressed certificate does not decompress: truncated")
+    return out
+
+
 def _decompress(body: bytes) -> bytes:
     """CertInfo says "compressed": gzip (what YubiKeys and ykman write) or the Net iD
-    format (01 00, 2-byte little-endian length, zlib stream), which yubikit reads too."""
-    import gzip
+    format (01 00, 2-byte little-endian length, zlib stream), which yubikit reads too.
+    Inflated at most to :data:`MAX_INFLATED` bytes."""
     import zlib
 
     try:
         if body[:2] == b"\x1f\x8b":
-            return gzip.decompress(body)
+            return _inflate(body, 16 + zlib.MAX_WBITS)
         if body[:2] == b"\x01\x00" and len(body) >= 4:
-            out = zlib.decompress(body[4:])
+            out = _inflate(body[4:], zlib.MAX_WBITS)
             if len(out) != int.from_bytes(body[2:4], "little"):
                 raise BadResponseError("compressed certificate has the wrong length")
             return out

@@ -11,6 +11,7 @@ cached copy of the old certificate.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +94,8 @@ def old_cert_path(slot: Slot, next_to: Path | None, directory: Path | None,
     new certificate's file, else ``pivtool-slot-9a-<serial>-old-<time>.pem`` in *directory*
     (default: the current directory). Never an existing file."""
     stamp = utc_stamp()
+    if next_to is None and directory is not None:
+        check_backup_dir(directory)
     if next_to is not None:
         base = next_to.with_name(f"{next_to.name}.old-slot-{slot.value:02x}-{stamp}")
     else:
@@ -100,10 +103,31 @@ def old_cert_path(slot: Slot, next_to: Path | None, directory: Path | None,
         base = (directory or Path(".")) / f"pivtool-slot-{slot.value:02x}-{who}-old-{stamp}"
     path = base.with_name(base.name + ".pem")
     n = 1
-    while path.exists():
+    while os.path.lexists(path):  # a planted (dangling) symlink is taken, not followed
         path = base.with_name(f"{base.name}-{n}.pem")
         n += 1
     return path
+
+
+def check_backup_dir(directory: Path) -> None:
+    """Refuse an existing backup directory another user could tamper with: not ours, or
+    writable by group or others (they could plant or swap files in it)."""
+    import stat
+
+    try:
+        st = os.stat(directory)
+    except FileNotFoundError:
+        return  # created 0700 by save_certificate
+    except OSError as e:
+        raise UsageError(f"cannot use the backup directory {directory}: {e.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"the backup directory {directory} is not a directory")
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise UsageError(f"the backup directory {directory} belongs to another user "
+                         f"(uid {st.st_uid}); use a directory of your own")
+    if st.st_mode & 0o022:
+        raise UsageError(f"the backup directory {directory} is writable by other users "
+                         f"(mode {stat.S_IMODE(st.st_mode):o}); chmod go-w it or use another")
 
 
 def save_certificate(cert: x509.Certificate, path: Path) -> Path:

@@ -104,3 +104,44 @@ def test_certificate_fields_cannot_drive_the_terminal(tmp_path: Path) -> None:
     r = run(None, "keys", "verify-attestation", "a\nb\x1b[2J", "f9.pem")
     assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "\x1b" not in r.stderr and "a\\x0ab\\x1b[2J" in r.stderr
+
+
+def test_backup_dir_must_be_ours_and_not_writable_by_others(tmp_path: Path) -> None:
+    from pivtool.piv.constants import Slot
+    from pivtool.workflows.certs import old_cert_path
+
+    card = make_card(tmp_path)
+    assert run(card, "keys", "generate", "9a").exit_code == 0
+    assert run(card, "certs", "selfsign", "9a", "--upn", "a@contoso.com", env=PIN).exit_code == 0
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    r = run(card, "certs", "delete", "9a", "--yes", "--backup-dir", str(shared), env=PIN)
+    assert r.exit_code == 2 and "writable by other users (mode 777)" in r.stderr
+    foreign = tmp_path / "foreign"
+    foreign.mkdir(mode=0o700)
+    os.chown(foreign, 4321, 4321)
+    r = run(card, "certs", "delete", "9a", "--yes", "--backup-dir", str(foreign), env=PIN)
+    assert r.exit_code == 2 and "belongs to another user (uid 4321)" in r.stderr
+    assert run(card, "certs", "export", "9a").exit_code == 0  # nothing was deleted
+    # A symlink planted where the backup would go is skipped, never written through.
+    mine = tmp_path / "mine"
+    mine.mkdir(mode=0o700)
+    first = old_cert_path(Slot.AUTHENTICATION, None, mine, 42)
+    first.symlink_to(tmp_path / "victim.pem")
+    second = old_cert_path(Slot.AUTHENTICATION, None, mine, 42)
+    assert second != first and not (tmp_path / "victim.pem").exists()
+    r = run(card, "certs", "delete", "9a", "--yes", "--backup-dir", str(mine), env=PIN)
+    assert r.exit_code == 0, r.output
+    assert not (tmp_path / "victim.pem").exists()
+
+
+def test_readme_shows_the_prompt_first_and_warns_about_shell_history() -> None:
+    root = Path(__file__).parents[2]
+    readme = (root / "README.md").read_text()
+    tour = readme.split("## A tour", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    assert "PIVTOOL_PIN=" not in tour and "PIVTOOL_NEW_PIN=" not in tour
+    secrets = readme.split("## Secrets", 1)[1]
+    assert secrets.index("--pin-file") < secrets.index("PIVTOOL_PIN")
+    assert "bash_history" in secrets
+    assert "shell history" in (root / "docs" / "index.md").read_text()

@@ -218,3 +218,24 @@ def test_certificate_object_compression_formats() -> None:
     bad = b"\x70\x03\x01\x00\x05\x71\x01\x01\xfe\x00"
     with pytest.raises(BadResponseError):
         decode_certificate_object(bad)
+
+
+def test_compressed_certificate_inflation_is_bounded() -> None:
+    """Issue 16: a compressed certificate object was inflated without a bound (a card is
+    untrusted input: 3 KB of gzip can inflate to megabytes)."""
+    import gzip
+    import zlib
+
+    from pivtool.core.errors import BadResponseError
+    from pivtool.piv.objects import MAX_INFLATED, decode_certificate_object
+
+    bomb = bytes(16 * 1024 * 1024)  # 16 MiB of zeros: ~16 KiB compressed
+    for body in (gzip.compress(bomb),
+                 b"\x01\x00\xff\xff" + zlib.compress(bomb)):
+        obj = (b"\x70\x83" + len(body).to_bytes(3, "big") + body + b"\x71\x01\x01\xfe\x00")
+        with pytest.raises(BadResponseError, match="inflates beyond 64 KiB"):
+            decode_certificate_object(obj)
+    fits = bytes(MAX_INFLATED)
+    body = gzip.compress(fits)
+    obj = b"\x70\x82" + len(body).to_bytes(2, "big") + body + b"\x71\x01\x01\xfe\x00"
+    assert decode_certificate_object(obj) == (fits, True)
