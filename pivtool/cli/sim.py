@@ -41,12 +41,20 @@ def _profile_names() -> list[str]:
               help="YubiKey 5.7 PIN complexity: trivial new PINs/PUKs (one repeated "
                    "character, common values such as 123456 or password) are refused. "
                    "[default: the profile's; on for yubikey-5.7-fips]")
+@click.option("--touch", "touch_mode", type=click.Choice(["auto", "manual"]), default="auto",
+              show_default=True,
+              help="The touch sensor: auto gives every touch a key's touch policy asks for; "
+                   "manual waits for 'pivtool sim touch STATE_FILE' and fails the command "
+                   "(6982) without one.")
+@click.option("--touch-timeout", type=click.FloatRange(min=0.1, max=600), default=15.0,
+              show_default=True, metavar="SECONDS",
+              help="How long a manual touch is waited for (a YubiKey: about 15 s).")
 @click.option("--force", is_flag=True, help="Overwrite an existing state file.")
 @json_option
 @pass_ctx
 def create(obj: CliContext, state_file: str, profile: str | None, firmware: str | None,
-           serial: int | None, generic: bool, pin_complexity: bool | None,
-           force: bool) -> None:
+           serial: int | None, generic: bool, pin_complexity: bool | None, touch_mode: str,
+           touch_timeout: float, force: bool) -> None:
     """Make a factory-fresh virtual card (a YubiKey unless --profile says otherwise) in
     STATE_FILE (mode 0600)."""
     import os
@@ -74,6 +82,7 @@ def create(obj: CliContext, state_file: str, profile: str | None, firmware: str 
                                pin_complexity=pin_complexity)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    state.touch_mode, state.touch_timeout = touch_mode, touch_timeout
     save_state(state, state_file)
     kind = state.kind
     version = ".".join(str(n) for n in state.firmware)
@@ -119,6 +128,23 @@ def serve(state_file: str, port: int, host: str, interface: str, fail_at: int | 
 
     faults = Faults(at=fail_at, kind=FaultKind(fail_kind)) if fail_at is not None else None
     run(state_file, port=port, host=host, faults=faults, interface=interface)
+
+
+@sim.command("touch")
+@click.argument("state_file", type=click.Path(dir_okay=False, exists=True))
+@json_option
+@pass_ctx
+def touch(obj: CliContext, state_file: str) -> None:
+    """Touch the virtual key (one created with --touch manual) while it waits.
+
+    Works for the card 'sim serve STATE_FILE' serves and for another pivtool using
+    '--sim STATE_FILE': the waiting card takes the touch (a touch given more than a couple
+    of seconds before the card starts waiting does not count)."""
+    from ..sim.touch import press_marker
+
+    marker = press_marker(state_file)
+    obj.emit({"schema": "pivtool.sim-touch/1", "state_file": state_file,
+              "marker": str(marker)}, f"Touched the virtual key in {state_file}")
 
 
 @sim.command("attestation-root")

@@ -18,6 +18,7 @@ from types import TracebackType
 
 from .card import VirtualCard
 from .state import CardState, load_state, save_state
+from .touch import marker_path
 
 READER_NAME = "pivtool virtual YubiKey (sim)"
 
@@ -201,4 +202,6 @@ def _locked_dir(state_path: Path) -> Iterator[None]:
 
 def open_sim(path: str | os.PathLike[str], *, faults: Faults | None = None) -> SimConnection:
     """Load the card in the state file ``path`` and connect to it (saving back to it)."""
-    return SimConnection(VirtualCard(load_state(path)), path, faults=faults)
+    card = VirtualCard(load_state(path))
+    card.touch.marker = marker_path(path)  # `pivtool sim touch PATH` touches this card
+    return SimConnection(card, path, faults=faults)

@@ -21,6 +21,7 @@ from .management import ManagementApplet
 from .piv_applet import INS_PUT_DATA, PivApplet
 from .profiles import ATR_GENERIC_PIV, ATR_YUBIKEY5_NFC, ATR_YUBIKEY5_USB, Profile
 from .state import CardState, new_card_state
+from .touch import TouchSensor
 
 __all__ = ["ATR_GENERIC_PIV", "ATR_YUBIKEY5_NFC", "ATR_YUBIKEY5_USB", "VirtualCard"]
 
@@ -56,6 +57,8 @@ class VirtualCard:
 
     def __init__(self, state: CardState | None = None) -> None:
         self.state: CardState = state if state is not None else new_card_state()
+        #: The touch sensor (``touch.marker`` is set by whoever serves a state file).
+        self.touch = TouchSensor(self.state.touch_mode, self.state.touch_timeout)
         self.transcript: list[str] = []
         self.changed: int = 0
         self.on_change: Callable[[CardState], None] | None = None

@@ -214,17 +214,21 @@ class PivApplet:
         return key
 
     def _touch(self, slot: int, policy: int) -> None:
-        """Simulated touch: always granted, always recorded."""
-        if policy == TouchPolicy.ALWAYS:
-            self.card.log(f"touch requested for slot {slot_name(slot)}")
-        elif policy == TouchPolicy.CACHED:
-            now = time.monotonic()
+        """Wait for a touch when *policy* asks for one (see :mod:`.touch`); 6982 when none
+        comes. CACHED: a touch within the last 15 s of this session counts."""
+        if policy == TouchPolicy.CACHED:
             last = self.session.touch_cached_at.get(slot)
-            if last is not None and now - last < TOUCH_CACHE_SECONDS:
+            if last is not None and time.monotonic() - last < TOUCH_CACHE_SECONDS:
                 self.card.log(f"touch cached for slot {slot_name(slot)}")
-            else:
-                self.card.log(f"touch requested for slot {slot_name(slot)}")
-                self.session.touch_cached_at[slot] = now
+                return
+        elif policy != TouchPolicy.ALWAYS:
+            return
+        self.card.log(f"touch requested for slot {slot_name(slot)}")
+        if not self.card.touch.wait():
+            self.card.log(f"no touch for slot {slot_name(slot)}: timed out")
+            raise SwError(Sw.SECURITY_STATUS_NOT_SATISFIED)
+        if policy == TouchPolicy.CACHED:
+            self.session.touch_cached_at[slot] = time.monotonic()
 
     # --- PIN / PUK --------------------------------------------------------------------
 
@@ -485,6 +489,8 @@ class PivApplet:
         if (challenge is None) == (exponentiation is None):
             raise SwError(Sw.INCORRECT_DATA)
         self._check_pin_policy(slot_key)
+        # The key blinks before it computes anything: no touch, no signature.
+        self._touch(slot, slot_key.touch_policy)
         key = self._load(slot_key)
         if challenge is not None:
             if isinstance(key, rsa.RSAPrivateKey):
@@ -502,7 +508,6 @@ class PivApplet:
                 raise SwError(Sw.INCORRECT_DATA)
             result = keyops.ecdh(key, exponentiation)
             what = "key agreement"
-        self._touch(slot, slot_key.touch_policy)
         self.card.log(f"{what} with slot {slot_name(slot)}")
         return tlv(0x7C, tlv(0x82, result))
 

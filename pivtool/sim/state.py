@@ -83,6 +83,10 @@ class CardState:
     mgmt_touch_policy: int = TouchPolicy.NEVER
     # YubiKey 5.7 PIN complexity (a factory setting): trivial new PINs/PUKs are refused.
     pin_complexity: bool = False
+    # The touch sensor (see touch.py): "auto" gives every touch at once, "manual" waits up
+    # to touch_timeout seconds for `pivtool sim touch` (or TouchSensor.press in-process).
+    touch_mode: str = "auto"
+    touch_timeout: float = 15.0
     keys: dict[int, SlotKey] = field(default_factory=dict)
     objects: dict[int, bytes] = field(default_factory=dict)
     attestation_root_key_pem: str = ""
@@ -211,6 +215,8 @@ def state_to_json(state: CardState) -> dict[str, Any]:
         "mgmt_key_type": state.mgmt_key_type,
         "mgmt_touch_policy": state.mgmt_touch_policy,
         "pin_complexity": state.pin_complexity,
+        "touch_mode": state.touch_mode,
+        "touch_timeout": state.touch_timeout,
         "keys": {
             f"{slot:02x}": {
                 "algorithm": k.algorithm,
@@ -232,6 +238,18 @@ def _int(d: dict[str, Any], name: str, lo: int, hi: int) -> int:
     if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
         raise SimStateError(f"field {name!r} out of range")
     return v
+
+
+def _touch_mode(v: Any) -> str:
+    if v not in ("auto", "manual"):
+        raise SimStateError("field 'touch_mode' malformed")
+    return str(v)
+
+
+def _touch_timeout(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 600:
+        raise SimStateError("field 'touch_timeout' out of range")
+    return float(v)
 
 
 def state_from_json(d: Any) -> CardState:
@@ -280,6 +298,8 @@ def state_from_json(d: Any) -> CardState:
             mgmt_touch_policy=_int(d, "mgmt_touch_policy", 0, 3),
             # Absent in files written before PIN complexity was emulated.
             pin_complexity=d.get("pin_complexity", False) is True,
+            touch_mode=_touch_mode(d.get("touch_mode", "auto")),
+            touch_timeout=_touch_timeout(d.get("touch_timeout", 15.0)),
             keys=keys,
             objects={int(t, 16): bytes.fromhex(v) for t, v in d["objects"].items()},
             attestation_root_key_pem=str(d["attestation_root_key_pem"]),

@@ -33,6 +33,7 @@ from typing import Protocol
 
 from .attach import GARBAGE_RESPONSE, FaultKind, Faults
 from .state import CardState, load_state, save_state
+from .touch import marker_path
 
 DEFAULT_PORT = 35963  # Debian's /etc/reader.conf.d/vpcd: "Virtual PCD 00 00"
 DEFAULT_HOST = "127.0.0.1"
@@ -284,6 +285,7 @@ def serve(
     if interface is not None:
         state.interface = interface
     card = VirtualCard(state)
+    card.touch.marker = marker_path(path)  # `pivtool sim touch PATH` touches this card
 
     def persist(changed: CardState) -> None:
         # Runs inside execute(), i.e. before _answer sends the response: a SIGKILL after

@@ -10,14 +10,21 @@ cached copy of the old certificate.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from ..core.errors import BadResponseError, NotFoundError, PivToolError, UsageError
+from ..core.errors import (
+    BadResponseError,
+    NotFoundError,
+    PivToolError,
+    SecurityStatusError,
+    UsageError,
+)
 from ..core.fileio import create_new
 from ..piv.constants import KeyType, PinPolicy, Slot, TouchPolicy
 from ..piv.session import PivSession, SlotMetadata, parse_certificate
@@ -349,6 +356,20 @@ def _unlock(session: PivSession, prompter: Prompter, slot: Slot, md: SlotMetadat
         notify(f"Touch the YubiKey to sign with slot {slot.label}...")
 
 
+@contextlib.contextmanager
+def _touch_hint(slot: Slot, md: SlotMetadata | None) -> Iterator[None]:
+    """A key that wants a touch answers 6982 when nobody touched it in time (a YubiKey waits
+    about 15 s): say that, instead of a bare status word."""
+    try:
+        yield
+    except SecurityStatusError as e:
+        if md is None or md.touch_policy not in (TouchPolicy.ALWAYS, TouchPolicy.CACHED):
+            raise
+        raise SecurityStatusError(e.sw, e.data, (
+            f"the key in slot {slot.label} was not touched in time (a YubiKey waits about "
+            "15 s); run the command again and touch the key when asked")) from None
+
+
 @dataclass
 class CsrResult:
     """A CSR signed on the card."""
@@ -398,7 +419,8 @@ def request_csr(session: PivSession, prompter: Prompter, slot: Slot, request: Ce
 
     key, md = _signing_key(session, slot)
     _unlock(session, prompter, slot, md, False, allow_last_try, notify)
-    csr = build_csr(key, request)  # type: ignore[arg-type]
+    with _touch_hint(slot, md):
+        csr = build_csr(key, request)  # type: ignore[arg-type]
     if not csr.is_signature_valid:
         raise PivToolError(f"the card's signature does not verify with the public key of slot "
                            f"{slot.label}; the slot's key is not the one expected")
@@ -440,7 +462,8 @@ def self_sign(session: PivSession, prompter: Prompter, slot: Slot, request: Cert
                          "(the old certificate is saved to a file first)")
     auth = authenticate(session, prompter, allow_last_try)
     _unlock(session, prompter, slot, md, auth.pin_verified, allow_last_try, notify)
-    cert = build_self_signed(key, request, days)  # type: ignore[arg-type]
+    with _touch_hint(slot, md):
+        cert = build_self_signed(key, request, days)  # type: ignore[arg-type]
     try:
         cert.verify_directly_issued_by(cert)
     except (InvalidSignature, ValueError, TypeError) as e:
