@@ -15,6 +15,8 @@ monitoring without pyscard's polling observer threads.
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -52,10 +54,33 @@ PNP_NOTIFICATION = "\\\\?PnP?\\Notification"
 def _scard() -> ModuleType:
     """Import pyscard's low-level module on first use."""
     try:
-        scard = importlib.import_module("smartcard.scard")
+        return _load_scard()
     except ImportError as e:  # pragma: no cover - depends on the installation
         raise NoServiceError(f"pyscard (PC/SC bindings) is not usable: {e}") from e
-    return scard
+
+
+def _load_scard() -> ModuleType:
+    """``smartcard.scard`` without pyscard's package ``__init__``, which imports its object
+    API (Session, System, the reader and observer classes: about twenty modules pivtool never
+    uses, a measurable part of ``pivtool info``'s start-up). A bare stand-in package with the
+    same search path lets the low-level module load alone; the stand-in is removed at once,
+    so a later ``import smartcard`` (ykman in the same process) gets the real package."""
+    loaded = sys.modules.get("smartcard.scard")
+    if loaded is not None:
+        return loaded
+    if "smartcard" in sys.modules:
+        return importlib.import_module("smartcard.scard")
+    spec = importlib.util.find_spec("smartcard")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("No module named 'smartcard'")
+    stand_in = ModuleType("smartcard")
+    stand_in.__path__ = list(spec.submodule_search_locations)
+    sys.modules["smartcard"] = stand_in
+    try:
+        return importlib.import_module("smartcard.scard")
+    finally:
+        if sys.modules.get("smartcard") is stand_in:
+            del sys.modules["smartcard"]
 
 
 def _code(hresult: int) -> int:
