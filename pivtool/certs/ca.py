@@ -20,11 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import json
 import os
 import secrets
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +34,31 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
-from ..core.fileio import atomic_write
+from .cafiles import (
+    ATTESTATION_ROOTS_FILE,
+    BACKDATE,
+    CA_KEY_TYPES,
+    CERT_FILE,
+    CERTS_DIR,
+    CONFIG_FILE,
+    FORMAT_VERSION,
+    INDEX_FILE,
+    KEY_FILE,
+    MIN_PASSPHRASE,
+    MIN_RSA_BITS,
+    IssuedRecord,
+    check_http_url,
+    encrypt_key,
+    generate_key,
+    load_csr,
+    locked,
+    parse_reason,
+    parse_serial,
+    read_json,
+    utc_now,
+    write_json,
+    write_public,
+)
 from .csr import SignatureHash, default_hash
 from .errors import CertInputError, CertMismatchError, CertRequestRefusedError, LabCAError
 from .inspect import iso_utc, load_certificate, load_private_key, public_key_matches, serial_hex
@@ -53,203 +74,6 @@ from .profile import (
 )
 
 __all__ = ["CA_KEY_TYPES", "IssuedRecord", "LabCA"]
-
-#: Key types accepted for the root key (ykman's names).
-CA_KEY_TYPES = ("eccp256", "eccp384", "rsa2048", "rsa3072", "rsa4096")
-
-_KEY_FILE, _CERT_FILE, _CONFIG_FILE, _INDEX_FILE = "ca.key", "ca.pem", "ca.json", "index.json"
-_CERTS_DIR = "certs"
-_LOCK_FILE = ".lock"
-_ATTESTATION_ROOTS_FILE = "attestation-roots.pem"
-_FORMAT_VERSION = 1
-# Clock skew allowance: a certificate that is "not yet valid" on a slightly slow client is a
-# classic first sign-in failure.
-_BACKDATE = _dt.timedelta(minutes=5)
-#: A new CA key's passphrase is at least this long (issue 16: one character was accepted).
-MIN_PASSPHRASE = 12
-#: RSA CSR keys below this are refused unless the CA was made with a lower minimum.
-MIN_RSA_BITS = 2048
-#: PBKDF2-HMAC-SHA256 rounds for the CA key (PKCS#8 PBES2; OWASP's 2023 figure, ~0.2 s per
-#: opening) instead of the 2,048 ``BestAvailableEncryption`` writes for PKCS#8. Not scrypt:
-#: OpenSSL refuses scrypt above 32 MiB, and a lab CA key must open with ``openssl pkey``.
-KEY_PBKDF2_ROUNDS = 600_000
-
-
-def _der(tag: int, body: bytes) -> bytes:
-    n = len(body)
-    if n < 0x80:
-        return bytes([tag, n]) + body
-    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([tag, 0x80 | len(size)]) + size + body
-
-
-def _der_int(value: int) -> bytes:
-    return _der(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))
-
-
-def _encrypt_key(key: CertificateIssuerPrivateKeyTypes, passphrase: bytes) -> bytes:
-    """PEM ``ENCRYPTED PRIVATE KEY``: PKCS#8 under PBES2 with PBKDF2-HMAC-SHA256 and
-    AES-256-CBC (``openssl pkcs8 -topk8 -v2 aes-256-cbc -v2prf hmacWithSHA256 -iter N``;
-    cryptography and OpenSSL read it back)."""
-    import base64
-
-    from cryptography.hazmat.primitives import padding
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-    from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
-
-    plain = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption())
-    salt, iv = secrets.token_bytes(16), secrets.token_bytes(16)
-    aes_key = PBKDF2HMAC(hashes.SHA256(), length=32, salt=salt,
-                         iterations=KEY_PBKDF2_ROUNDS).derive(passphrase)
-    padder = padding.PKCS7(128).padder()
-    encryptor = Cipher(algorithms.AES(aes_key), modes.CBC(iv)).encryptor()
-    data = encryptor.update(padder.update(plain) + padder.finalize()) + encryptor.finalize()
-    pbes2 = bytes.fromhex("06092a864886f70d01050d")  # 1.2.840.113549.1.5.13
-    pbkdf2 = bytes.fromhex("06092a864886f70d01050c")  # 1.2.840.113549.1.5.12
-    hmac_sha256 = bytes.fromhex("06082a864886f70d020905 00".replace(" ", ""))
-    aes256_cbc = bytes.fromhex("060960864801650304012a")  # 2.16.840.1.101.3.4.1.42
-    kdf = _der(0x30, pbkdf2 + _der(0x30, _der(0x04, salt) + _der_int(KEY_PBKDF2_ROUNDS)
-                                   + _der(0x30, hmac_sha256)))
-    scheme = _der(0x30, aes256_cbc + _der(0x04, iv))
-    algorithm = _der(0x30, pbes2 + _der(0x30, kdf + scheme))
-    der = _der(0x30, algorithm + _der(0x04, data))
-    b64 = base64.encodebytes(der).decode("ascii").replace("\n", "")
-    lines = [b64[i:i + 64] for i in range(0, len(b64), 64)]
-    return ("-----BEGIN ENCRYPTED PRIVATE KEY-----\n" + "\n".join(lines)
-            + "\n-----END ENCRYPTED PRIVATE KEY-----\n").encode("ascii")
-
-
-@dataclass(frozen=True)
-class IssuedRecord:
-    """One line of the CA index."""
-
-    serial: str
-    subject: str
-    upns: list[str]
-    emails: list[str]
-    not_before: str
-    not_after: str
-    sha256: str
-    status: str = "valid"
-    revoked_at: str | None = None
-    reason: str | None = None
-    #: What a checked key attestation said (YubiKey serial, policies, root), or None.
-    attestation: dict[str, Any] | None = None
-
-    @property
-    def serial_number(self) -> int:
-        """The serial as an int."""
-        return int(self.serial, 16)
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-ready dict (the same layout as in index.json)."""
-        return asdict(self)
-
-
-def _now(now: _dt.datetime | None) -> _dt.datetime:
-    moment = now or _dt.datetime.now(_dt.timezone.utc)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=_dt.timezone.utc)
-    return moment.astimezone(_dt.timezone.utc).replace(microsecond=0)
-
-
-def _check_http_url(url: str, what: str) -> str:
-    value = url.strip()
-    # Plain HTTP on purpose: CRLs and CA certificates are signed, and Windows (and the PKI
-    # guidance Entra relies on) does not fetch CDP/AIA over HTTPS or wants LDAP avoided.
-    if not value.lower().startswith("http://") or len(value) <= len("http://"):
-        raise CertInputError(f"{what} must be an http:// URL: {value[:120]!r}")
-    return value
-
-
-def _generate_key(key_type: str) -> CertificateIssuerPrivateKeyTypes:
-    if key_type == "eccp256":
-        return ec.generate_private_key(ec.SECP256R1())
-    if key_type == "eccp384":
-        return ec.generate_private_key(ec.SECP384R1())
-    if key_type.startswith("rsa") and key_type in CA_KEY_TYPES:
-        return rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[3:]))
-    raise CertInputError(
-        f"unsupported CA key type {key_type!r} (use one of {', '.join(CA_KEY_TYPES)})"
-    )
-
-
-def _parse_serial(serial: int | str) -> int:
-    if isinstance(serial, int):
-        return serial
-    text = serial.strip().lower().replace(":", "")
-    text = text.removeprefix("0x")
-    try:
-        return int(text, 16)
-    except ValueError as e:
-        raise CertInputError(f"serial must be hexadecimal: {serial[:60]!r}") from e
-
-
-def _parse_reason(reason: x509.ReasonFlags | str | None) -> x509.ReasonFlags:
-    if reason is None:
-        return x509.ReasonFlags.unspecified
-    if isinstance(reason, x509.ReasonFlags):
-        flag = reason
-    else:
-        wanted = reason.strip().replace("-", "_").replace(" ", "_").lower()
-        matches = [f for f in x509.ReasonFlags if wanted in (f.name.lower(), f.value.lower())]
-        if not matches:
-            names = ", ".join(
-                f.name for f in x509.ReasonFlags if f != x509.ReasonFlags.remove_from_crl
-            )
-            raise CertInputError(f"unknown revocation reason {reason[:40]!r} (use one of {names})")
-        flag = matches[0]
-    if flag == x509.ReasonFlags.remove_from_crl:
-        raise CertInputError("removeFromCRL is only meaningful in delta CRLs")
-    return flag
-
-
-def _write_public(path: Path, data: bytes) -> None:
-    # Certificates, CRLs and the index are public (0644); only ca.key is 0600.
-    atomic_write(path, data, 0o644)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    _write_public(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
-
-
-@contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    """Hold the CA directory's write lock (blocking until other writers are done)."""
-    try:
-        # O_NOFOLLOW: a planted symlink must not make us create or lock another file.
-        fd = os.open(directory / _LOCK_FILE,
-                     os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    except FileNotFoundError as e:
-        raise LabCAError(f"{directory} holds no CA") from e
-    except OSError as e:
-        raise LabCAError(f"cannot lock the CA in {directory}: {e.strerror}") from e
-    try:
-        try:
-            import fcntl
-        except ImportError:  # Windows: lock the first byte instead
-            import msvcrt
-
-            msvcrt.locking(fd, msvcrt.LK_LOCK, 1)  # type: ignore[attr-defined]
-        else:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield  # the lock goes with the descriptor
-    finally:
-        os.close(fd)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise LabCAError(f"{path.name} is missing in {path.parent}") from e
-    except (OSError, ValueError) as e:
-        raise LabCAError(f"{path.name} in {path.parent} is unreadable or not JSON") from e
-    if not isinstance(data, dict) or data.get("version") != _FORMAT_VERSION:
-        raise LabCAError(f"{path.name} in {path.parent} has an unknown format")
-    return data
-
 
 class LabCA:
     """A lab CA stored in a directory. Create with :meth:`init`, reopen with :meth:`open`."""
@@ -300,9 +124,9 @@ class LabCA:
         path = Path(directory)
         name = parse_name(subject)
         if crl_url is not None:
-            crl_url = _check_http_url(crl_url, "CRL URL")
+            crl_url = check_http_url(crl_url, "CRL URL")
         if aia_url is not None:
-            aia_url = _check_http_url(aia_url, "AIA URL")
+            aia_url = check_http_url(aia_url, "AIA URL")
         if days < 1:
             raise CertInputError("CA validity must be at least one day")
         from .profile import parse_oid
@@ -315,14 +139,14 @@ class LabCA:
                                  "characters")
         if min_rsa_bits not in (1024, 2048, 3072, 4096):
             raise CertInputError("the minimum RSA key size must be 1024, 2048, 3072 or 4096")
-        if (path / _KEY_FILE).exists() or (path / _CONFIG_FILE).exists():
+        if (path / KEY_FILE).exists() or (path / CONFIG_FILE).exists():
             raise LabCAError(f"{path} already contains a CA")
-        key = _generate_key(key_type)
+        key = generate_key(key_type)
 
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        (path / _CERTS_DIR).mkdir(mode=0o700, exist_ok=True)
+        (path / CERTS_DIR).mkdir(mode=0o700, exist_ok=True)
 
-        start = _now(now)
+        start = utc_now(now)
         public_key = key.public_key()
         ski = x509.SubjectKeyIdentifier.from_public_key(public_key)
         cert = (
@@ -331,7 +155,7 @@ class LabCA:
             .issuer_name(name)
             .public_key(public_key)
             .serial_number(cls._new_serial(set()))
-            .not_valid_before(start - _BACKDATE)
+            .not_valid_before(start - BACKDATE)
             .not_valid_after(start + _dt.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
@@ -347,23 +171,23 @@ class LabCA:
         )
 
         if passphrase:
-            pem_key = _encrypt_key(key, passphrase.encode("utf-8")
+            pem_key = encrypt_key(key, passphrase.encode("utf-8")
                                    if isinstance(passphrase, str) else passphrase)
         else:
             pem_key = key.private_bytes(serialization.Encoding.PEM,
                                         serialization.PrivateFormat.PKCS8,
                                         serialization.NoEncryption())
         # O_EXCL + 0o600 at creation: the key is never readable by others, not even briefly.
-        fd = os.open(path / _KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path / KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:
             if hasattr(os, "fchmod"):  # POSIX; umask can only remove bits, make it exact
                 os.fchmod(handle.fileno(), 0o600)
             handle.write(pem_key)
             handle.flush()
             os.fsync(handle.fileno())
-        _write_public(path / _CERT_FILE, cert.public_bytes(serialization.Encoding.PEM))
+        write_public(path / CERT_FILE, cert.public_bytes(serialization.Encoding.PEM))
         config = {
-            "version": _FORMAT_VERSION,
+            "version": FORMAT_VERSION,
             "subject": name.rfc4514_string(),
             "key_type": key_type,
             "crl_url": crl_url,
@@ -374,8 +198,8 @@ class LabCA:
             "encrypted": bool(passphrase),
             "created": iso_utc(start),
         }
-        _write_json(path / _INDEX_FILE, {"version": _FORMAT_VERSION, "issued": []})
-        _write_json(path / _CONFIG_FILE, config)
+        write_json(path / INDEX_FILE, {"version": FORMAT_VERSION, "issued": []})
+        write_json(path / CONFIG_FILE, config)
         return cls(path, key, cert, config)
 
     @staticmethod
@@ -383,7 +207,7 @@ class LabCA:
         """Whether the CA key in *directory* needs a passphrase (False when the directory
         holds no readable CA: :meth:`open` then reports that properly)."""
         try:
-            return bool(_read_json(Path(directory) / _CONFIG_FILE).get("encrypted"))
+            return bool(read_json(Path(directory) / CONFIG_FILE).get("encrypted"))
         except LabCAError:
             return False
 
@@ -394,10 +218,10 @@ class LabCA:
         """Open an existing CA. Raises :class:`LabCAError` if the directory holds no CA and
         :class:`CertInputError` if the key cannot be decrypted with ``passphrase``."""
         path = Path(directory)
-        config = _read_json(path / _CONFIG_FILE)
+        config = read_json(path / CONFIG_FILE)
         try:
-            key_pem = (path / _KEY_FILE).read_bytes()
-            cert_pem = (path / _CERT_FILE).read_bytes()
+            key_pem = (path / KEY_FILE).read_bytes()
+            cert_pem = (path / CERT_FILE).read_bytes()
         except OSError as e:
             raise LabCAError(f"CA files in {path} are missing or unreadable") from e
         try:
@@ -447,7 +271,7 @@ class LabCA:
     def dropped_policies(self, csr: x509.CertificateSigningRequest | bytes) -> list[str]:
         """The policy OIDs *csr* asks for that this CA will not issue."""
         try:
-            requested = self._load_csr(csr).extensions.get_extension_for_class(
+            requested = load_csr(csr).extensions.get_extension_for_class(
                 x509.CertificatePolicies).value
         except (x509.ExtensionNotFound, ValueError, CertInputError):
             return []
@@ -481,14 +305,14 @@ class LabCA:
             except ValueError:
                 raise CertInputError("the attestation roots file holds no PEM "
                                      "certificate") from None
-        with _locked(self._dir):
+        with locked(self._dir):
             if roots_pem is not None:
-                _write_public(self._dir / _ATTESTATION_ROOTS_FILE, roots_pem)
-            config = _read_json(self._dir / _CONFIG_FILE)
+                write_public(self._dir / ATTESTATION_ROOTS_FILE, roots_pem)
+            config = read_json(self._dir / CONFIG_FILE)
             config["attestation"] = {"roots": roots_pem is not None,
                                      "min_pin_policy": min_pin_policy,
                                      "min_touch_policy": min_touch_policy}
-            _write_json(self._dir / _CONFIG_FILE, config)
+            write_json(self._dir / CONFIG_FILE, config)
             self._config = config
 
     def _check_attestation(self, public_key: CertificatePublicKeyTypes,
@@ -508,9 +332,9 @@ class LabCA:
         if policy.get("roots"):
             try:
                 roots = x509.load_pem_x509_certificates(
-                    (self._dir / _ATTESTATION_ROOTS_FILE).read_bytes())
+                    (self._dir / ATTESTATION_ROOTS_FILE).read_bytes())
             except (OSError, ValueError) as e:
-                raise LabCAError(f"{_ATTESTATION_ROOTS_FILE} in {self._dir} is missing or "
+                raise LabCAError(f"{ATTESTATION_ROOTS_FILE} in {self._dir} is missing or "
                                  "unreadable") from e
         chain, facts = check_attestation_for_key(
             public_key, attestation[0], attestation[1], roots,
@@ -526,7 +350,7 @@ class LabCA:
         """The readable records. A malformed one (a hand-edited or tampered index) is set
         aside in :attr:`index_problems` and written back unchanged: it must not block every
         revoke and CRL of the others."""
-        data = _read_json(self._dir / _INDEX_FILE)
+        data = read_json(self._dir / INDEX_FILE)
         items = data.get("issued", [])
         if not isinstance(items, list):
             raise LabCAError(f"index.json in {self._dir} has no list of records")
@@ -548,9 +372,9 @@ class LabCA:
         return records
 
     def _save_index(self, records: list[IssuedRecord]) -> None:
-        _write_json(
-            self._dir / _INDEX_FILE,
-            {"version": _FORMAT_VERSION,
+        write_json(
+            self._dir / INDEX_FILE,
+            {"version": FORMAT_VERSION,
              "issued": [r.to_json() for r in records] + self._bad_records},
         )
 
@@ -560,7 +384,7 @@ class LabCA:
 
     def get(self, serial: int | str) -> IssuedRecord:
         """The index record of ``serial`` (int or hex). Raises :class:`LabCAError` if unknown."""
-        number = _parse_serial(serial)
+        number = parse_serial(serial)
         for record in self._load_index():
             if record.serial_number == number:
                 return record
@@ -570,7 +394,7 @@ class LabCA:
         """The issued certificate with ``serial``."""
         record = self.get(serial)
         try:
-            return load_certificate((self._dir / _CERTS_DIR / f"{record.serial}.pem").read_bytes())
+            return load_certificate((self._dir / CERTS_DIR / f"{record.serial}.pem").read_bytes())
         except OSError as e:
             raise LabCAError(f"certificate file for serial {record.serial} is missing") from e
 
@@ -615,7 +439,7 @@ class LabCA:
         one HTTP CRL distribution point and AIA caIssuers when configured, SKI/AKI and
         BasicConstraints CA=false. Raises :class:`CertRequestRefusedError` otherwise.
         """
-        request = self._load_csr(csr)
+        request = load_csr(csr)
         if days < 1:
             raise CertInputError("validity must be at least one day")
         public_key = self._check_request_key(request)
@@ -628,7 +452,7 @@ class LabCA:
         allowed = set(self.allowed_policies)
         policies = [p for p in requested if p.policy_identifier.dotted_string in allowed]
         attested = self._check_attestation(public_key, attestation, require_attestation)
-        with _locked(self._dir):
+        with locked(self._dir):
             return self._issue_locked(request, public_key, upns, emails, policies, days, now,
                                       attested)
 
@@ -638,7 +462,7 @@ class LabCA:
                       now: _dt.datetime | None, attested: dict[str, Any] | None
                       ) -> x509.Certificate:
         records = self._load_index()
-        start = _now(now)
+        start = utc_now(now)
         not_after = min(start + _dt.timedelta(days=days), self._cert.not_valid_after_utc)
         if not_after <= start:
             raise LabCAError("the CA certificate has expired; create a new CA")
@@ -651,7 +475,7 @@ class LabCA:
             .issuer_name(self._cert.subject)
             .public_key(public_key)
             .serial_number(self._new_serial({r.serial_number for r in records}))
-            .not_valid_before(start - _BACKDATE)
+            .not_valid_before(start - BACKDATE)
             .not_valid_after(not_after)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
@@ -701,29 +525,12 @@ class LabCA:
         )
         # Certificate file first, index second: a crash in between leaves an orphan file,
         # never an index entry without its certificate.
-        _write_public(
-            self._dir / _CERTS_DIR / f"{record.serial}.pem",
+        write_public(
+            self._dir / CERTS_DIR / f"{record.serial}.pem",
             cert.public_bytes(serialization.Encoding.PEM),
         )
         self._save_index([*records, record])
         return cert
-
-    @staticmethod
-    def _load_csr(csr: x509.CertificateSigningRequest | bytes) -> x509.CertificateSigningRequest:
-        if isinstance(csr, x509.CertificateSigningRequest):
-            return csr
-        raw = bytes(csr)
-        try:
-            if b"-----BEGIN" in raw:
-                request = x509.load_pem_x509_csr(raw)
-            else:
-                request = x509.load_der_x509_csr(raw)
-            request.subject  # noqa: B018 - parsed lazily: a bad name must fail here
-            return request
-        except (ValueError, x509.InvalidVersion) as e:
-            raise CertInputError(
-                "malformed certificate signing request (expected PEM or DER PKCS#10)"
-            ) from e
 
     @staticmethod
     def _check_request_key(request: x509.CertificateSigningRequest) -> CertificatePublicKeyTypes:
@@ -797,9 +604,9 @@ class LabCA:
 
         Raises :class:`LabCAError` for an unknown or already revoked serial.
         """
-        number = _parse_serial(serial)
-        flag = _parse_reason(reason)
-        with _locked(self._dir):
+        number = parse_serial(serial)
+        flag = parse_reason(reason)
+        with locked(self._dir):
             return self._revoke_locked(number, flag, now)
 
     def _revoke_locked(self, number: int, flag: x509.ReasonFlags,
@@ -814,7 +621,7 @@ class LabCA:
                 **{
                     **record.to_json(),
                     "status": "revoked",
-                    "revoked_at": iso_utc(_now(now)),
+                    "revoked_at": iso_utc(utc_now(now)),
                     "reason": flag.value,
                 }
             )
@@ -830,15 +637,15 @@ class LabCA:
         and crl.der in the CA directory, and return it."""
         if days < 1:
             raise CertInputError("CRL validity must be at least one day")
-        with _locked(self._dir):
+        with locked(self._dir):
             return self._crl_locked(days, now)
 
     def _crl_locked(self, days: int, now: _dt.datetime | None
                     ) -> x509.CertificateRevocationList:
         # The number on disk, not the one read at open(): another process may have signed
         # CRLs since.
-        self._config = _read_json(self._dir / _CONFIG_FILE)
-        start = _now(now)
+        self._config = read_json(self._dir / CONFIG_FILE)
+        start = utc_now(now)
         number = int(self._config.get("crl_number", 0)) + 1
         ca_ski = self._cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         builder = (
@@ -879,7 +686,7 @@ class LabCA:
 
         # The number first: a crash before the CRL files leaves a gap, never a reused number.
         self._config = {**self._config, "crl_number": number}
-        _write_json(self._dir / _CONFIG_FILE, self._config)
-        _write_public(self._dir / "crl.der", crl.public_bytes(serialization.Encoding.DER))
-        _write_public(self._dir / "crl.pem", crl.public_bytes(serialization.Encoding.PEM))
+        write_json(self._dir / CONFIG_FILE, self._config)
+        write_public(self._dir / "crl.der", crl.public_bytes(serialization.Encoding.DER))
+        write_public(self._dir / "crl.pem", crl.public_bytes(serialization.Encoding.PEM))
         return crl
