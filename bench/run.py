@@ -74,7 +74,7 @@ TOOLS = ("pivtool", "ykman", "yubico-piv-tool")
 
 # Targets from the issue; measured and reported, never asserted in the test suite.
 TARGET_VERSION_S = 0.10
-TARGET_INFO_RATIO = 0.5
+TARGET_INFO_RATIO = 0.4  # issue 17: pivtool info at most 0.4 x ykman piv info
 TARGET_INFO_APDUS = 40
 
 

@@ -95,3 +95,11 @@ def parse_dict(data: bytes) -> dict[int, bytes]:
     for tag, value in parse(data):
         found.setdefault(tag, value)
     return found
+
+
+def unwrap(tag: int, data: bytes) -> bytes:
+    """The value of the one TLV *data* holds, which must have *tag*."""
+    items = parse(data)
+    if len(items) != 1 or items[0][0] != tag:
+        raise TlvError("unexpected template")
+    return items[0][1]
