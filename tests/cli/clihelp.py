@@ -39,3 +39,35 @@ def run_json(card: Path | None, *args: str, env: dict[str, str] | None = None) -
 def session(card: Path) -> PivSession:
     """A PivSession on the card file (close with ``s.connection.close()``)."""
     return PivSession(open_sim_link(card))
+
+
+def self_signed(cn: str, key: Any = None, *, ca: bool = False) -> Any:
+    """A self-signed certificate for *cn* (any characters: tests craft hostile names)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, cn)])
+    start = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+               .public_key(key.public_key()).serial_number(7).not_valid_before(start)
+               .not_valid_after(start + dt.timedelta(days=20000)))
+    if ca:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
+    return builder.sign(key, hashes.SHA256())
+
+
+def store_certificate_object(card: Path, tag: int, cert: Any) -> None:
+    """Write *cert* straight into the virtual card's data object *tag* (no card command:
+    for contents a real card could hold but pivtool would not write)."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from pivtool.piv.objects import encode_certificate_object
+    from pivtool.sim.state import load_state
+
+    state = load_state(card)
+    state.objects[tag] = encode_certificate_object(cert.public_bytes(Encoding.DER))
+    save_state(state, card)

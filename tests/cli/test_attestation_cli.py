@@ -4,16 +4,14 @@ others; "verified to ROOT" or "NOT verified" (exit 1), never a claim without the
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from pivtool.sim.attestation import attestation_root_ca
 from pivtool.sim.state import load_state, save_state
-from tests.cli.clihelp import make_card, run, run_json
+from tests.cli.clihelp import make_card, run, run_json, self_signed, store_certificate_object
 
 VECTORS = Path(__file__).parent.parent / "certs" / "vectors"
 PIV_ROOT = "CN=Yubico PIV Root CA Serial 263751"
@@ -57,25 +55,17 @@ def test_virtual_yubikey_verified_only_with_its_root(tmp_path: Path) -> None:
 
 def _forge_f9(card: Path) -> None:
     """Put a self-made "Yubico" attestation key and certificate into the card's f9."""
-    from pivtool.piv.objects import encode_certificate_object
     from pivtool.sim.state import SlotKey
 
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name.from_rfc4514_string("CN=Totally Yubico Attestation")
-    start = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(7).not_valid_before(start)
-            .not_valid_after(start + dt.timedelta(days=20000))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .sign(key, hashes.SHA256()))
     state = load_state(card)
     old = state.keys[0xF9]
     state.keys[0xF9] = SlotKey(old.algorithm, key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()).decode(), old.pin_policy, old.touch_policy, old.origin)
-    state.objects[0x5FFF01] = encode_certificate_object(
-        cert.public_bytes(serialization.Encoding.DER))
     save_state(state, card)
+    store_certificate_object(card, 0x5FFF01,
+                             self_signed("Totally Yubico Attestation", key, ca=True))
 
 
 def test_forged_f9_is_not_verified(tmp_path: Path) -> None:

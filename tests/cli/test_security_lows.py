@@ -3,21 +3,15 @@ empty file after a failed exclusive create, terminal escapes from certificates e
 
 from __future__ import annotations
 
-import datetime as dt
 import errno
 import os
 import stat
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from pivtool.core import fileio
-from pivtool.piv.objects import encode_certificate_object
-from pivtool.sim.state import load_state, save_state
-from tests.cli.clihelp import make_card, run
+from tests.cli.clihelp import make_card, run, self_signed, store_certificate_object
 
 PIN = {"PIVTOOL_PIN": "123456"}
 
@@ -79,17 +73,8 @@ def test_failed_exclusive_create_leaves_no_file_and_syncs_the_directory(
 
 
 def _crafted_cert(card: Path) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
     cn = "evil\x1b[31mRED\x1b[0m\nSlot 9c (signature): FAKE LINE"
-    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, cn)])
-    start = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(9).not_valid_before(start)
-            .not_valid_after(start + dt.timedelta(days=9)).sign(key, hashes.SHA256()))
-    state = load_state(card)
-    state.objects[0x5FC105] = encode_certificate_object(
-        cert.public_bytes(serialization.Encoding.DER))
-    save_state(state, card)
+    store_certificate_object(card, 0x5FC105, self_signed(cn))
 
 
 def test_certificate_fields_cannot_drive_the_terminal(tmp_path: Path) -> None:
