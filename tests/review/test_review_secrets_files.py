@@ -16,6 +16,7 @@ from pivtool.core.errors import UsageError
 def test_secret_file_overwrite_is_0600_before_the_secret_is_written(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import pivtool.cli.files as files
+    import pivtool.core.fileio as fileio
 
     path = tmp_path / "bundle.json"
     path.write_text("old")
@@ -40,7 +41,12 @@ def test_secret_file_overwrite_is_0600_before_the_secret_is_written(
             modes.append(stat.S_IMODE(os.fstat(self.f.fileno()).st_mode))
             return int(self.f.write(text))
 
-    monkeypatch.setattr(files.os, "fdopen", lambda fd, *a, **k: Spy(real_fdopen(fd, *a, **k)))
+        def flush(self) -> None:
+            self.f.flush()
+
+    # The write goes through core.fileio (atomic_write: a 0600 temporary file renamed over
+    # the old one, so the old file's wider mode never sees the secret).
+    monkeypatch.setattr(fileio.os, "fdopen", lambda fd, *a, **k: Spy(real_fdopen(fd, *a, **k)))
     files.write_secret_file(str(path), "SECRET", overwrite=True)
     assert modes and all(m == 0o600 for m in modes)
     assert path.read_text() == "SECRET"
