@@ -36,3 +36,43 @@ def test_roots_and_intermediates_are_the_published_ones() -> None:
             current = next(c for c in inter if signed_by(current, c))
             hops += 1
             assert hops < 3
+
+
+def test_chain_walks_intermediates_like_the_2024_hierarchy() -> None:
+    """attestation <- f9 <- PIV Attestation B 1 <- Intermediate B 1 <- Root 1 has two
+    intermediates between f9 and the root (YubiKey 5.7.4+); a synthetic one of the same
+    shape verifies only with every link present."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from pivtool.certs.attestation import verify_attestation
+
+    start = dt.datetime(2024, 12, 1, tzinfo=dt.timezone.utc)
+
+    def cert(cn: str, key: ec.EllipticCurvePrivateKey, issuer: str,
+             signer: ec.EllipticCurvePrivateKey) -> x509.Certificate:
+        return (x509.CertificateBuilder()
+                .subject_name(x509.Name.from_rfc4514_string(f"CN={cn}"))
+                .issuer_name(x509.Name.from_rfc4514_string(f"CN={issuer}"))
+                .public_key(key.public_key()).serial_number(1).not_valid_before(start)
+                .not_valid_after(start + dt.timedelta(days=9000))
+                .sign(signer, hashes.SHA256()))
+
+    keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(5)]
+    names = ["Lab Root", "Lab Intermediate", "Lab PIV Attestation", "Device f9",
+             "YubiKey PIV Attestation 9a"]
+    chain = [cert(names[0], keys[0], names[0], keys[0])]
+    for i in range(1, 5):
+        chain.append(cert(names[i], keys[i], names[i - 1], keys[i - 1]))
+    root, inter, piv, f9, att = chain
+    ok = verify_attestation(att, f9, [root], [piv, inter])
+    assert ok.verified and ok.root == "CN=Lab Root"
+    assert ok.chain == [f"CN={n}" for n in reversed(names)]
+    missing = verify_attestation(att, f9, [root], [piv])
+    assert not missing.verified
+    assert missing.reason == "CN=Lab PIV Attestation does not chain to a trusted attestation root"
+    # Yubico's own roots do not vouch for a lab hierarchy.
+    assert not verify_attestation(att, f9, None, [piv, inter]).verified
