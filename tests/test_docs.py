@@ -39,6 +39,7 @@ RUN_PAGES = ["index.md", "install.md", "desk-provisioning.md", "entra-cba.md",
 #: Pages written and tested elsewhere (other owners) or generated.
 OTHER_PAGES = {"development.md", "architecture.md", "pin-locked.md", "tls-proof.md",
                "performance.md", "bad-input.md", "fault-tolerance.md", "cli-reference.md",
+               "card-diversity.md",
                "security-model.md", "fleet.md"}
 ELLIPSIS = "…"
 

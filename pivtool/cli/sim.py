@@ -169,7 +169,8 @@ def attestation_root(obj: CliContext, state_file: str, output: str, force: bool)
     if state.generic or not state.attestation_root_cert:
         from ..core.errors import UsageError
 
-        raise UsageError(f"{state_file} is a generic PIV card: it has no attestation")
+        what = "a generic PIV card" if state.generic else f"a {state.profile} card"
+        raise UsageError(f"{state_file} is {what}: it has no attestation")
     root = attestation_root_ca(state)
     pem = root.public_bytes(Encoding.PEM)
     to_file = output not in ("-", "")
