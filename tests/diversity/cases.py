@@ -2,7 +2,7 @@
 makes (``pivtool.sim.profiles``), and what each must end in.
 
 Used by tests/diversity/test_diversity.py (in process, ``--sim``), test_diversity_pcsc.py
-(a subset through pcscd) and tools/gen_card_diversity.py (docs/card-diversity.md).
+(a subset through pcscd) and tools/gen_bad_input.py (docs/card-diversity.md).
 
 Commands are enumerated from the CLI's own command table (:data:`pivtool.cli.main.COMMANDS`,
 walked down to every leaf), so a new command cannot be forgotten: it needs a :class:`Case`
