@@ -14,13 +14,16 @@ from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
+
+# The two enums from cryptography's own module rather than its serialization package, whose
+# __init__ loads the SSH key format, bcrypt and the cipher modules (about thirty modules
+# that `pivtool info` never uses); key and PKCS#12 loading import the package where used.
+from cryptography.hazmat.primitives._serialization import Encoding, PublicFormat
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, x448, x25519
 from cryptography.hazmat.primitives.asymmetric.types import (
     CertificatePublicKeyTypes,
     PrivateKeyTypes,
 )
-from cryptography.hazmat.primitives.serialization import pkcs12
 
 from .errors import CertInputError
 from .profile import UPN_OID, decode_upn
@@ -116,6 +119,8 @@ def load_certificates(data: bytes | str) -> list[x509.Certificate]:
 
 def load_private_key(data: bytes | str, password: bytes | str | None = None) -> PrivateKeyTypes:
     """Load a software private key from PEM or DER (PKCS#8, PKCS#1, SEC1, OpenSSH PEM)."""
+    from cryptography.hazmat.primitives import serialization
+
     raw = _as_bytes(data)
     pw = _password_bytes(password)
     if not raw.strip():
@@ -148,6 +153,8 @@ def load_pkcs12(
 
     The key is returned as the plain ``cryptography`` private-key type it holds.
     """
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
     raw = bytes(data)
     pw = _password_bytes(password)
     if not raw:
@@ -180,7 +187,7 @@ def spki_der(key: x509.Certificate | CertificatePublicKeyTypes) -> bytes:
     """DER SubjectPublicKeyInfo of a certificate's (or a public key's) key."""
     public_key = key.public_key() if isinstance(key, x509.Certificate) else key
     return public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        Encoding.DER, PublicFormat.SubjectPublicKeyInfo
     )
 
 
@@ -320,7 +327,7 @@ def _cert_key_algorithm(cert: x509.Certificate) -> str:
 
 def summarize(cert: x509.Certificate) -> CertSummary:
     """Summarise ``cert``. Raises :class:`CertInputError` if an extension is malformed."""
-    der = cert.public_bytes(serialization.Encoding.DER)
+    der = cert.public_bytes(Encoding.DER)
     eku = get_extension(cert, x509.ExtendedKeyUsage)
     policies = get_extension(cert, x509.CertificatePolicies)
     basic = get_extension(cert, x509.BasicConstraints)
