@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -311,9 +312,17 @@ def batch_enroll(obj: CliContext, roster: str, ca_dir: str | None, issuer_cmd: s
         operator=operator or os.environ.get("USER") or "unknown",
         allow_last_try=allow_last_try, macos=macos, allow_non_ios=allow_non_ios,
         graph=binder)
+    store = _open_db(obj, operator)  # a stale schema is refused here, before any card
     source = _card_source(sim_pile, sim_readers, sim_pace)
-    with state_lock(paths):
-        state = BatchState.load(paths.state)
+    with state_lock(paths), contextlib.ExitStack() as stack:
+        if store is not None:
+            from ..workflows.batch.dbstate import DbBatchState
+
+            stack.callback(store.close)
+            state: BatchState = DbBatchState.open(store)
+            stack.callback(state.close)  # type: ignore[attr-defined]
+        else:
+            state = BatchState.load(paths.state)
         state.merge_roster(str(roster), rows)
         counts = state.counts()
         if not obj.json:
@@ -328,7 +337,8 @@ def batch_enroll(obj: CliContext, roster: str, ca_dir: str | None, issuer_cmd: s
             if not obj.prompter().confirm(f"{what}?"):
                 raise click.exceptions.Exit(1)
         renderer = _Renderer(obj.json, state)
-        runner = BatchRunner(state, paths, options, source, renderer)
+        runner = BatchRunner(state, paths, options, source, renderer,
+                             audit=getattr(state, "audit", None))
         if not obj.json:
             click.echo("Taking keys from the pile (Ctrl-C stops)..." if sim_pile else
                        "Waiting for keys (Ctrl-C stops)...", err=True)
@@ -420,30 +430,53 @@ class _GracefulSignals:
             signal.signal(sig, old)
 
 
-def _load_state(state_path: str) -> BatchState:
+def _open_db(obj: CliContext, operator: str | None = None) -> Any:
+    """The inventory database's store when --db / $PIVTOOL_DB is given (the batch state
+    then lives there, shared by every desk), else None."""
+    if not obj.db:
+        return None
+    from .inventory import open_store
+
+    store = open_store(obj)
+    if operator:
+        store.operator = operator
+    return store
+
+
+def _load_state(obj: CliContext, state_path: str | None) -> BatchState:
     from ..core.errors import UsageError
     from ..workflows.batch import BatchState
 
+    store = _open_db(obj)
+    if store is not None:
+        from ..workflows.batch.dbstate import DbBatchState
+
+        return DbBatchState(store)
+    if state_path is None:
+        raise UsageError("give --state FILE, or --db URL for a batch in the inventory "
+                         "database")
     if not os.path.exists(state_path):
         raise UsageError(f"no batch state at {state_path}")
     return BatchState.load(Path(state_path))
 
 
-STATE_HELP = "The batch's state file (see 'batch enroll --state')."
+STATE_HELP = ("The batch's state file (see 'batch enroll --state'); not with --db, where "
+              "the whole roster of every desk is in the database.")
 
 
 @batch.command("status")
-@click.option("--state", "state_path", required=True, metavar="FILE", help=STATE_HELP)
+@click.option("--state", "state_path", metavar="FILE", help=STATE_HELP)
 @json_option
 @pass_ctx
-def batch_status(obj: CliContext, state_path: str) -> None:
-    """Show each user's progress from the state file (safe while a batch runs)."""
-    state = _load_state(state_path)
+def batch_status(obj: CliContext, state_path: str | None) -> None:
+    """Show each user's progress from the state file or the database (safe while a batch
+    runs)."""
+    state = _load_state(obj, state_path)
     users = [{"upn": u.upn, "status": u.status, "serial": u.serial,
               "reader": u.reader, "attempts": u.attempts, "last_step": u.last_step,
               "error": u.error, "graph": (u.graph or {}).get("status")}
              for u in state.users.values()]
-    data = {"schema": STATUS_SCHEMA, "state": state_path, "counts": state.counts(),
+    data = {"schema": STATUS_SCHEMA, "state": str(state.path), "counts": state.counts(),
             "users": users, "invalid_rows": state.doc["invalid_rows"]}
     lines = [", ".join(f"{k}: {v}" for k, v in state.counts().items())]
     for u in state.users.values():
@@ -457,7 +490,7 @@ def batch_status(obj: CliContext, state_path: str) -> None:
 
 
 @batch.command("report")
-@click.option("--state", "state_path", required=True, metavar="FILE", help=STATE_HELP)
+@click.option("--state", "state_path", metavar="FILE", help=STATE_HELP)
 @click.option("--report", "report_path", metavar="FILE",
               help="Report base name: writes FILE.json and FILE.csv (default: "
                    "<state>.report.*).")
@@ -466,35 +499,53 @@ def batch_status(obj: CliContext, state_path: str) -> None:
                    "<state>.graph-NNN.json).")
 @json_option
 @pass_ctx
-def batch_report(obj: CliContext, state_path: str, report_path: str | None,
+def batch_report(obj: CliContext, state_path: str | None, report_path: str | None,
                  graph_path: str | None) -> None:
     """(Re)write the report and the Graph $batch files from the state file — e.g. after a
-    batch was killed."""
+    batch was killed — or, with --db, for the whole roster of every desk."""
     from ..workflows.batch import BatchPaths, write_reports
 
-    state = _load_state(state_path)
-    paths = BatchPaths.derive(state_path, report=report_path, graph=graph_path)
+    state = _load_state(obj, state_path)
+    paths = BatchPaths.derive(state_path or "batch", report=report_path, graph=graph_path)
     written = write_reports(state, paths)
-    obj.emit({"schema": REPORT_SCHEMA, "state": state_path,
+    obj.emit({"schema": REPORT_SCHEMA, "state": str(state.path),
               "outputs": [str(p) for p in written]}, "\n".join(str(p) for p in written))
 
 
 @batch.command("release")
-@click.option("--state", "state_path", required=True, metavar="FILE", help=STATE_HELP)
+@click.option("--state", "state_path", metavar="FILE", help=STATE_HELP)
 @click.argument("upn")
 @yes_option
 @json_option
 @pass_ctx
-def batch_release(obj: CliContext, state_path: str, upn: str) -> None:
+def batch_release(obj: CliContext, state_path: str | None, upn: str) -> None:
     """Unbind UPN from a key that holds part of their enrollment (lost, broken, or
     failed), so the next run enrolls them on another key. The old key stays as it is:
-    wipe it with 'pivtool reset', or let a batch with --reassign take it."""
+    wipe it with 'pivtool reset', or let a batch with --reassign take it. With --db any
+    desk may take the user next (a user another desk holds under a live lease is
+    refused)."""
     from ..core.errors import UsageError
     from ..workflows.batch import DONE, PENDING, AuditLog, BatchPaths, state_lock
 
+    if obj.db:
+        store = _open_db(obj)
+        try:
+            from ..workflows.batch.dbstate import DbBatchState
+
+            if not obj.prompter().confirm(f"Release {upn} for any desk?"):
+                raise click.exceptions.Exit(1)
+            was = DbBatchState(store).release(upn, os.environ.get("USER") or "unknown")
+        finally:
+            store.close()
+        obj.emit({"schema": RELEASE_SCHEMA, "upn": was.upn, "released_serial": was.serial,
+                  "status": PENDING}, f"{upn} released from serial {was.serial}; pending again.")
+        return
+    if state_path is None:
+        raise UsageError("give --state FILE, or --db URL for a batch in the inventory "
+                         "database")
     paths = BatchPaths.derive(state_path)
     with state_lock(paths):
-        state = _load_state(state_path)
+        state = _load_state(obj, state_path)
         user = state.find(upn)
         if user is None:
             raise UsageError(f"{upn} is not in {state_path}")

@@ -19,6 +19,7 @@ import datetime as dt
 import functools
 import os
 import socket
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -393,6 +394,32 @@ class Store:
             if events:
                 conn.execute(audit.insert(), self._audit_rows(list(events)))
 
+    @_db("recording a key")
+    def record_key_cert(self, key: KeyRecord, cert: CertRecord) -> None:
+        """Upsert an enrolled key and one certificate on it: two statements in autocommit,
+        key first (a batch records every key it enrolls; other certificates of the key
+        are left as they are)."""
+        from .schema import certificates, keys
+
+        now = utcnow()
+        ins = self._insert(keys).values(
+            serial=key.serial, model=key.model, firmware=key.firmware,
+            form_factor=key.form_factor, owner_upn=key.owner_upn, status="active",
+            first_seen=now, last_seen=now, last_desk=self.desk)
+        cins = self._insert(certificates).values(
+            key_serial=key.serial, slot=cert.slot, fingerprint=cert.fingerprint,
+            serial=cert.serial, subject=cert.subject, issuer=cert.issuer,
+            not_before=cert.not_before, not_after=cert.not_after,
+            certificate_user_ids=cert.certificate_user_ids, status="present", pem=cert.pem,
+            recorded=now, updated=now)
+        with self._auto() as conn:
+            conn.execute(ins.on_conflict_do_update(index_elements=["serial"], set_={
+                k: ins.excluded[k] for k in ("model", "firmware", "owner_upn", "status",
+                                             "last_seen", "last_desk")}))
+            conn.execute(cins.on_conflict_do_update(
+                index_elements=["key_serial", "slot", "fingerprint"],
+                set_={"status": "present", "updated": now}))
+
     @_db("reading the inventory")
     def key(self, serial: int) -> KeyRecord | None:
         """The key with *serial*, if the inventory has it."""
@@ -524,7 +551,8 @@ class Store:
         now = utcnow()
         with self._tx() as conn:
             existing = {r.upn_key: r for r in conn.execute(
-                sa.select(users.c.id, users.c.upn_key, users.c.status))}
+                sa.select(users.c.id, users.c.upn_key, users.c.status, users.c.row,
+                          users.c.options, users.c.in_roster, users.c.roster))}
             present = set()
             new: list[dict[str, Any]] = []
             for row in rows:
@@ -538,17 +566,20 @@ class Store:
                                 "status": PENDING, "pinned_serial": pinned, "attempts": 0,
                                 "certificate_user_ids": [], "history": [], "updated": now})
                 elif old.status == PENDING:
-                    conn.execute(users.update().where(users.c.id == old.id).values(
-                        row=row.row, options=row.options, pinned_serial=pinned,
-                        in_roster=True, roster=roster, updated=now))
-                else:
+                    # Only what changed: many desks load the same roster.
+                    if (old.row, old.options, old.in_roster, old.roster) != (
+                            row.row, row.options, True, roster):
+                        conn.execute(users.update().where(users.c.id == old.id).values(
+                            row=row.row, options=row.options, pinned_serial=pinned,
+                            in_roster=True, roster=roster, updated=now))
+                elif not old.in_roster:
                     conn.execute(users.update().where(users.c.id == old.id)
                                  .values(in_roster=True))
             if new:
                 # Another desk may insert the same users at the same moment: skip theirs.
                 conn.execute(self._insert(users).on_conflict_do_nothing(
                     index_elements=["upn_key"]), new)
-            gone = [r.id for k, r in existing.items() if k not in present]
+            gone = [r.id for k, r in existing.items() if k not in present and r.in_roster]
             if gone:
                 conn.execute(users.update().where(users.c.id.in_(gone))
                              .values(in_roster=False))
@@ -609,9 +640,21 @@ class Store:
                 .limit(1).with_for_update(skip_locked=True).scalar_subquery())
         stmt = (users.update().where(users.c.id == pick, users.c.status == PENDING)
                 .values(**self._claim_values(reader, serial, lease)).returning(*users.c))
+        left = (sa.select(users.c.id)
+                .where(users.c.status == PENDING, users.c.in_roster.is_(True),
+                       sa.or_(users.c.pinned_serial.is_(None),
+                              users.c.pinned_serial == serial)).limit(1))
         with self._auto() as conn:
-            row = conn.execute(stmt).first()
-        return None if row is None else UserRecord.from_row(row)
+            for _ in range(100):
+                row = conn.execute(stmt).first()
+                if row is not None:
+                    return UserRecord.from_row(row)
+                # Nothing claimable: none left, or the last ones are being claimed by other
+                # desks this instant (skipped, not waited for). Only the latter retries.
+                if conn.execute(left).first() is None:
+                    return None
+                time.sleep(0.05)
+        return None
 
     @_db("claiming a user")
     def claim_user(self, user_id: int, reader: str, serial: int, lease: float = 300.0,

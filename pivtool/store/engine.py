@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+#: PostgreSQL advisory lock key held while the schema is created or upgraded ("pivtool").
+SCHEMA_LOCK = 0x70697674
 
 
 class StoreError(PivToolError):
@@ -109,9 +111,9 @@ def create_engine(url: str, counter: RoundTrips | None = None) -> Engine:
             if not _autocommit(conn):
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
     else:
-        # pool_pre_ping: a database restarted between two keys is reconnected, not an
-        # error on the next key.
-        engine = sa.create_engine(real, pool_pre_ping=True, pool_size=8)
+        # No pool_pre_ping: it would cost a round trip per statement. A connection the
+        # server dropped fails its next statement (StoreError: the desk stops, resumable).
+        engine = sa.create_engine(real, pool_size=8)
     if counter is not None:
         _count(engine, counter)
     return engine
@@ -121,7 +123,13 @@ def _autocommit(conn: Connection) -> bool:
     return conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
 
 
-def _count(engine: Engine, counter: RoundTrips) -> None:
+def count_round_trips(target: Any, counter: RoundTrips) -> None:
+    """Count *target*'s round trips into *counter*: an engine, or the ``Engine`` class for
+    every engine of the process (bench/fleet.py counts a desk's that way)."""
+    _count(target, counter)
+
+
+def _count(engine: Any, counter: RoundTrips) -> None:
     import sqlalchemy as sa
 
     @sa.event.listens_for(engine, "before_cursor_execute")
@@ -181,6 +189,12 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
 
     try:
         with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Desks started together on a fresh database: one creates the schema, the
+                # others wait here and then find it current (SQLite: BEGIN IMMEDIATE).
+                import sqlalchemy as sa
+
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK})
             before = current_revision(conn)
             command.upgrade(_alembic_config(conn), revision)
             after = current_revision(conn)

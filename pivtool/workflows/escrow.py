@@ -409,6 +409,10 @@ class StoreEscrow(EscrowFile):
     def __init__(self, store: Store, passphrase: bytes) -> None:
         super().__init__("the inventory database", passphrase)
         self.store = store
+        self._checked: dict[str, Any] | None = None
+        # (serial, kind) -> (upn, value) this object last wrote (kept in memory only, like
+        # the passphrase; never written anywhere).
+        self._written: dict[tuple[int, str], tuple[str | None, str | None]] = {}
 
     def __repr__(self) -> str:
         return f"StoreEscrow({self.store.display!r})"
@@ -418,6 +422,8 @@ class StoreEscrow(EscrowFile):
         return self.store.meta(KEYRING) is not None
 
     def _keyring(self, create: bool) -> dict[str, Any] | None:
+        if self._checked is not None:  # the keyring never changes once created
+            return self._checked
         header = self.store.meta(KEYRING)
         if header is None:
             if not create:
@@ -439,7 +445,8 @@ class StoreEscrow(EscrowFile):
             raise EscrowCorruptError("the database's escrow keyring is corrupt") from None
         if not hmac.compare_digest(given, expected):
             raise EscrowPassphraseError(self.path)
-        return dict(header)
+        self._checked = dict(header)
+        return self._checked
 
     def verify(self) -> None:
         """Check the passphrase against the database's keyring (when there is one)."""
@@ -499,8 +506,13 @@ class StoreEscrow(EscrowFile):
             docs["mgmt_key"] = self._encrypt(
                 [EscrowEntry(serial, upn, now, now, mgmt_key=mgmt_key.hex(),
                              mgmt_key_algorithm=mgmt_key_algorithm)], header).decode()
-        if docs:
-            self.store.escrow_put(serial, upn, docs)
+        # enroll escrows what batch escrowed a moment before: write only what is new.
+        fresh = {kind: doc for kind, doc in docs.items()
+                 if self._written.get((serial, kind)) != (upn, getattr(entry, kind))}
+        if fresh:
+            self.store.escrow_put(serial, upn, fresh)
+            for kind in fresh:
+                self._written[(serial, kind)] = (upn, getattr(entry, kind))
         return entry
 
     def update(self, change: Callable[[list[EscrowEntry]], EscrowEntry]) -> EscrowEntry:

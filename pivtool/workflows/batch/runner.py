@@ -50,7 +50,8 @@ class BatchRunner(CardWork, GraphBinding):
 
     def __init__(self, state: BatchState, paths: BatchPaths, options: BatchOptions,
                  source: CardSource,
-                 on_event: Callable[[BatchEvent], None] | None = None) -> None:
+                 on_event: Callable[[BatchEvent], None] | None = None,
+                 audit: AuditLog | None = None) -> None:
         from ..enroll import LabCAIssuer
 
         self.source = source
@@ -59,7 +60,7 @@ class BatchRunner(CardWork, GraphBinding):
         self.o = options
         self.issuer: Issuer = (_LockedIssuer(options.issuer)
                                if isinstance(options.issuer, LabCAIssuer) else options.issuer)
-        self.audit = AuditLog(paths.audit, options.operator)
+        self.audit = audit or AuditLog(paths.audit, options.operator)
         self.graph = options.graph
         self._on_event = on_event or (lambda e: None)
         self._emit_lock = threading.Lock()
@@ -115,8 +116,9 @@ class BatchRunner(CardWork, GraphBinding):
                 w.join()  # cards in progress finish (a second Ctrl-C aborts the join)
             monitor.close()
             self.state.save()
-        if self._fatal is not None:
-            raise self._fatal
+        fatal = self._fatal or self.state.fatal
+        if fatal is not None:
+            raise fatal
         summary = BatchSummary(reason, self.state.counts(), self._enrolled,
                                dict(self.per_reader),
                                graph_counts(self.state) if self.graph is not None else None)
@@ -125,7 +127,7 @@ class BatchRunner(CardWork, GraphBinding):
         return summary
 
     def _stop_reason(self) -> str | None:
-        if self._fatal is not None:
+        if self._fatal is not None or self.state.fatal is not None:
             return "error"
         if self._stop_requested.is_set():
             return "interrupted"

@@ -18,7 +18,8 @@ from ...core.fileio import atomic_write
 from ..roster import RosterRow
 
 if TYPE_CHECKING:
-    pass
+    from ..enroll import EnrollResult
+    from ..state import CardSnapshot
 
 
 STATE_SCHEMA = "pivtool.batch-state/1"
@@ -226,7 +227,12 @@ class BatchState:
     """The JSON state file: one record per roster user, saved atomically after every change.
 
     Thread-safe: every change happens under :attr:`lock` and is followed by :meth:`save`.
+    ``batch.dbstate.DbBatchState`` is the same interface on the inventory database.
     """
+
+    #: A failure of the state's storage that must stop the batch (the database's; a state
+    #: file's write errors are raised where they happen).
+    fatal: BaseException | None = None
 
     def __init__(self, path: Path, doc: dict[str, Any]) -> None:
         self.path = path
@@ -301,9 +307,14 @@ class BatchState:
         return next((u for u in self.users.values()
                      if u.serial == serial and u.status != REASSIGNED), None)
 
-    def next_pending(self, serial: int) -> UserRecord | None:
+    def record_enrolled(self, card: CardSnapshot, user: UserRecord,
+                        result: EnrollResult) -> None:
+        """The key is enrolled: nothing more for a state file (the inventory database
+        records the key and its certificate)."""
+
+    def next_pending(self, serial: int, reader: str = "") -> UserRecord | None:
         """The user for a free key: one pinned to *serial* first, else the first pending user
-        pinned to no key (roster order)."""
+        pinned to no key (roster order). (*reader* matters only to the database state.)"""
         pending = [u for u in self.users.values()
                    if u.status == PENDING and u.in_roster]
         pinned = next((u for u in pending if u.options.serial == serial), None)

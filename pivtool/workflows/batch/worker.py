@@ -213,14 +213,15 @@ class CardWork:
                                    "outside this batch; --reassign wipes the key")
                 wipe = True
             if user is None:
-                user = self.state.next_pending(serial)
-                if user is None:
-                    raise _Refusal("no-user", f"no pending user for serial {serial}"
-                                   + (" (the key was not wiped)" if wipe else ""))
+                # Checked before a user is taken: with a database, taking is claiming.
                 if not wipe and not card.pin.is_default and self.o.secrets.pin is None:
                     raise _Refusal("pin-unknown", f"the PIN of serial {serial} is not the "
                                    "factory default and this batch does not know it: set "
                                    "PIVTOOL_PIN, or --reassign to wipe the key")
+                user = self.state.next_pending(serial, reader)
+                if user is None:
+                    raise _Refusal("no-user", f"no pending user for serial {serial}"
+                                   + (" (the key was not wiped)" if wipe else ""))
             if wipe and bound is not None:
                 if bound.status == DONE:
                     bound.status = REASSIGNED
@@ -345,6 +346,7 @@ class CardWork:
         result = Enroller(session, StaticPrompter(values), eo, self.issuer, on_step,
                           escrow=self.o.escrow).run()
         self._done(reader, serial, user, result)
+        self.state.record_enrolled(card, user, result)
 
     def _done(self, reader: str, serial: int, user: UserRecord,
               result: EnrollResult) -> None:
