@@ -9,6 +9,7 @@ an upgrade is the database owner's decision, not a side effect of an enrollment)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from dataclasses import dataclass, field
@@ -92,6 +93,10 @@ def create_engine(url: str, counter: RoundTrips | None = None) -> Engine:
             if not os.path.isdir(folder):
                 raise UsageError(f"cannot create the database {path}: folder {folder} "
                                  "does not exist")
+            # 0600 from the start: it names who holds which key (SQLite gives its -wal and
+            # -shm files the database file's mode).
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         # The stdlib driver's own transaction handling is off (isolation_level=None): the
         # BEGIN below is ours, so reads and writes of one transaction are really atomic.
         engine = sa.create_engine(real, connect_args={"isolation_level": None,

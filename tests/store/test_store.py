@@ -4,6 +4,7 @@ claims that hand every roster user to exactly one desk."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
 
 import pytest
@@ -42,6 +43,9 @@ def test_fresh_database_gets_the_newest_schema(db_url: str) -> None:
         assert current_revision(conn) == head_revision()
         assert {"users", "keys", "certificates", "escrow", "audit", "meta"} <= set(
             sa.inspect(conn).get_table_names())
+    if db_url.startswith("sqlite:///"):
+        path = db_url[len("sqlite:///"):]
+        assert os.stat(path).st_mode & 0o777 == 0o600  # who holds which key: private
 
 
 def test_stale_schema_is_refused_until_upgraded(db_url: str) -> None:
