@@ -17,11 +17,11 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from pivtool.sim.state import load_state, new_card_state, save_state
+from pivtool.sim.state import load_state
 from pivtool.store.api import Store
 from pivtool.store.engine import create_engine, upgrade
 from tests.batch.batchhelp import BatchProc, cert_upns, gated_issuer_cmd, make_ca, write_roster
-from tests.batch.test_batch_sim import read_state
+from tests.batch.test_batch_sim import make_pile, read_state
 from tests.pg_stack import PgServer
 
 PASS = "fleet-escrow-pass"
@@ -31,16 +31,6 @@ PIN = "24681357"
 def desk_env(url: str, desk: str) -> dict[str, str]:
     return {"PIVTOOL_DB": url, "PIVTOOL_DESK": desk, "PIVTOOL_ESCROW_PASSPHRASE": PASS,
             "PIVTOOL_NEW_PIN": PIN}
-
-
-def make_pile(directory: Path, n: int, first: int) -> list[Path]:
-    directory.mkdir()
-    out = []
-    for i in range(n):
-        path = directory / f"key-{i:02d}.json"
-        save_state(new_card_state(serial=first + i), path)
-        out.append(path)
-    return out
 
 
 def setup(tmp_path: Path, users: int) -> tuple[Path, list[str]]:
@@ -178,3 +168,13 @@ def test_database_gone_mid_batch_stops_the_desk_and_the_rerun_completes(
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM keys")).scalar() == 2
     engine.dispose()
+
+
+def test_graph_bind_is_refused_with_a_database(tmp_path: Path) -> None:
+    from tests.cli.clihelp import run
+
+    work, _ = setup(tmp_path, 1)
+    r = run(None, "--db", f"sqlite:///{work / 'inv.db'}", "batch", "enroll",
+            str(work / "roster.csv"), "--ca", str(work / "ca"), "--graph-bind", "--yes",
+            env={"PIVTOOL_NEW_PIN": PIN, "PIVTOOL_NEW_PUK": "86427531"})
+    assert r.exit_code == 2 and "--graph-bind does not work with --db" in r.stderr
