@@ -12,6 +12,7 @@ processes, each with its own pile of virtual YubiKeys (``--sim-pile``).
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -82,6 +83,15 @@ def test_four_desks_forty_users_exactly_once(tmp_path: Path, pg_url: str) -> Non
     for card in [c for pile in piles for c in pile]:
         st = load_state(card)
         assert cert_upns(read_state(card, tmp_path)) == [users_by_serial(users)[st.serial]]
+    # Reports and Graph files for the whole roster, from the database.
+    from tests.cli.clihelp import run_json
+
+    out = run_json(None, "--db", pg_url, "batch", "report", "--report", str(work / "all"),
+                   "--graph-out", str(work / "graph"))
+    report = json.loads((work / "all.json").read_text())
+    assert report["counts"]["done"] == 40 and len(report["users"]) == 40
+    graph = [p for p in out["outputs"] if "graph-" in p]
+    assert len(graph) == 2  # 20 PATCH requests per $batch body
     print(f"4 desks x 2 readers, 40 users: {elapsed:.1f} s")
 
 
