@@ -3,7 +3,8 @@
 Checked: Markdown prose (README.md, docs/, udev/; fenced examples are skipped: they name the
 files they create) and the comments and docstrings of pivtool/, tests/, tools/ and bench/.
 A path like ``pivtool/sim/card.py`` or ``sim/card.py`` must exist from the repository, from
-``pivtool/``, ``tests/`` or ``docs/``, or beside the file that names it; a bare ``name.md``
+``pivtool/``, ``tests/`` or ``docs/``, beside the file that names it, or as the end of a
+path in the code; a bare ``name.md``
 in docs/ or the root; a dotted ``pivtool.x.y`` must import, or name something its module
 defines.
 """
@@ -72,7 +73,21 @@ def _path_exists(ref: str, where: Path) -> bool:
     if top in INSTALLED:
         spec = importlib.util.find_spec(top)
         return bool(spec and spec.origin and (Path(spec.origin).parent.parent / ref).exists())
-    return any((base / ref).exists() for base in [*BASES, where.parent])
+    if any((base / ref).exists() for base in [*BASES, where.parent]):
+        return True
+    # A path written relative to the package the prose is about ("`workflows` uses
+    # `batch/dbstate.py`") resolves when some file in the code ends with it.
+    return any(str(f).endswith("/" + ref) for f in _code_files())
+
+
+def _code_files() -> list[Path]:
+    if not _CODE_FILES:
+        for top in ("pivtool", "tests", "tools", "bench"):
+            _CODE_FILES.extend((ROOT / top).rglob("*"))
+    return _CODE_FILES
+
+
+_CODE_FILES: list[Path] = []
 
 
 def _module_exists(dotted: str) -> bool:
