@@ -11,6 +11,19 @@ from pivtool.piv.session import PivSession
 from tests.simcards import MakeSession, new_session
 
 
+@pytest.fixture(autouse=True)
+def journal_dir(tmp_path_factory: pytest.TempPathFactory,
+                monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test has its own enrollment journal directory: the suite reuses serials and
+    PINs, and a journal left by one test must never decide anything in another (also for
+    subprocesses, which inherit the variable)."""
+    from pivtool.workflows.journal import JOURNAL_ENV
+
+    where = str(tmp_path_factory.mktemp("journal"))
+    monkeypatch.setenv(JOURNAL_ENV, where)
+    return where
+
+
 @pytest.fixture
 def make_session() -> Iterator[MakeSession]:
     """Factory: ``make_session(firmware=None, generic=False, profile=None)`` -> a PivSession

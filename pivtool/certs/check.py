@@ -3,8 +3,10 @@
 Only the certificate (and optionally the CA bundle you will upload to Entra) is examined;
 card-level checks (default PIN, touch policy, ...) live with the PIV code.
 
-Every check yields a :class:`Finding` with a stable ``id``. A check that does not apply
-(``upn.match`` without an expected UPN, ``chain`` without a bundle) yields nothing.
+Every check yields a :class:`Finding` with a stable ``id``. A check that could not be made
+(``upn.match`` without an expected UPN, ``chain`` without a CA bundle, ``revocation``
+without a CRL) yields a ``skip`` finding saying what it needs: nothing unchecked looks
+checked.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ __all__ = [
     "check_entra_certificate",
 ]
 
-Status = Literal["pass", "warn", "fail"]
+Status = Literal["pass", "warn", "fail", "skip"]
 
 #: Key types iOS (CryptoTokenKit via Yubico Authenticator) can use for signing.
 IOS_KEY_ALGORITHMS = frozenset({"rsa1024", "rsa2048", "eccp256", "eccp384"})
@@ -131,7 +133,11 @@ def _check_upn(cert: x509.Certificate, expected_upn: str | None) -> list[Finding
             )
         ]
     findings = [_pass("upn.present", f"SAN UPN: {', '.join(upns)}")]
-    if expected_upn is not None:
+    if expected_upn is None:
+        findings.append(Finding("upn.match", "skip",
+                                "not checked: no expected UPN given",
+                                "give the user's UPN (--upn USER@DOMAIN)"))
+    else:
         wanted = expected_upn.strip().casefold()
         if any(u.casefold() == wanted for u in upns):
             findings.append(_pass("upn.match", f"UPN matches {expected_upn.strip()}"))
@@ -300,37 +306,84 @@ def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
-def _check_chain(cert: x509.Certificate, bundle: list[x509.Certificate]) -> Finding:
+def _check_chain(cert: x509.Certificate, bundle: list[x509.Certificate],
+                 moment: _dt.datetime) -> Finding:
+    """Path validation with cryptography's verifier (RFC 5280: signatures, validity of
+    every certificate at *moment*, CA basicConstraints, keyCertSign, pathLen, name
+    chaining), up to a self-signed root in *bundle*; the leaf's own extensions are
+    checked by the Entra findings, so the verifier takes them as they are. Each CA on the
+    path found is then described (and re-checked) in the message."""
+    from cryptography.x509.verification import (
+        ExtensionPolicy,
+        PolicyBuilder,
+        Store,
+        VerificationError,
+    )
+
     fix = "upload every CA certificate up to the root to Entra and include them in the bundle"
-    current, path = cert, []
-    for _ in range(_MAX_CHAIN_DEPTH):
-        candidates = [c for c in bundle if c.subject == current.issuer]
-        if not candidates:
-            return Finding(
-                "chain",
-                "fail",
-                f"issuer {current.issuer.rfc4514_string()} is not in the CA bundle",
-                fix,
-            )
-        issuer = next((c for c in candidates if _signed_by(current, c)), None)
-        if issuer is None:
-            return Finding(
-                "chain",
-                "fail",
-                f"signature of {current.subject.rfc4514_string()} does not verify with "
-                f"{current.issuer.rfc4514_string()} from the bundle",
-                "the bundle holds a different CA with the same name; get the right CA certificate",
-            )
-        basic = get_extension(issuer, x509.BasicConstraints)
-        if basic is None or not basic.ca:
-            return Finding(
-                "chain", "fail", f"{issuer.subject.rfc4514_string()} is not a CA certificate", fix
-            )
-        path.append(issuer.subject.rfc4514_string())
-        if issuer.subject == issuer.issuer:
-            return _pass("chain", "chains to " + " -> ".join(path))
-        current = issuer
-    return Finding("chain", "fail", "certificate chain is too long or loops", fix)
+    roots = [c for c in bundle if c.subject == c.issuer]
+    intermediates = [c for c in bundle if c.subject != c.issuer]
+    if not roots:
+        return Finding("chain", "fail", "the CA bundle holds no root (self-signed) "
+                       "certificate to end the chain at", fix)
+    try:
+        verifier = (PolicyBuilder().store(Store(roots)).time(moment)
+                    .max_chain_depth(_MAX_CHAIN_DEPTH)
+                    .extension_policies(ca_policy=_ca_policy(),
+                                        ee_policy=ExtensionPolicy.permit_all())
+                    .build_client_verifier())
+        chain = verifier.verify(cert, intermediates).chain
+    except VerificationError as e:
+        return Finding("chain", "fail", f"the chain does not verify: {_why(e, cert, bundle)}",
+                       fix)
+    problems = [p for ca_index, ca in enumerate(chain[1:])
+                for p in _ca_problems(ca, ca_index, moment)]
+    if problems:  # the verifier should have refused: belt and braces, and a clearer reason
+        return Finding("chain", "fail", problems[0], fix)
+    path = " -> ".join(c.subject.rfc4514_string() for c in chain[1:])
+    return _pass("chain", f"chains to {path} (validity, keyCertSign and pathLen of each CA "
+                          "checked)")
+
+
+def _ca_policy() -> Any:
+    """The Web PKI CA profile, relaxed where enterprise and lab CAs commonly differ from it
+    without harm: key usage and authority key identifier may be absent (keyCertSign, when a
+    key usage is there, is checked by :func:`_ca_problems`)."""
+    from cryptography.x509.verification import Criticality, ExtensionPolicy
+
+    return (ExtensionPolicy.webpki_defaults_ca()
+            .may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, None)
+            .may_be_present(x509.AuthorityKeyIdentifier, Criticality.AGNOSTIC, None))
+
+
+def _ca_problems(ca: x509.Certificate, below: int, moment: _dt.datetime) -> list[str]:
+    """What makes *ca* unfit to issue a chain with *below* CAs under it."""
+    name = ca.subject.rfc4514_string()
+    out = []
+    if not ca.not_valid_before_utc <= moment <= ca.not_valid_after_utc:
+        out.append(f"CA {name} is not valid now ({ca.not_valid_before_utc:%Y-%m-%d} to "
+                   f"{ca.not_valid_after_utc:%Y-%m-%d})")
+    basic = get_extension(ca, x509.BasicConstraints)
+    if basic is None or not basic.ca:
+        out.append(f"{name} is not a CA certificate")
+    elif basic.path_length is not None and below > basic.path_length:
+        out.append(f"CA {name} allows {basic.path_length} CA(s) below it (pathLen), the "
+                   f"chain has {below}")
+    usage = get_extension(ca, x509.KeyUsage)
+    if usage is not None and not usage.key_cert_sign:
+        out.append(f"CA {name} lacks keyCertSign in its key usage")
+    return out
+
+
+def _why(error: Exception, cert: x509.Certificate, bundle: list[x509.Certificate]) -> str:
+    """The verifier's reason, made concrete where pivtool can say more."""
+    if not any(c.subject == cert.issuer for c in bundle):
+        return f"issuer {cert.issuer.rfc4514_string()} is not in the CA bundle"
+    for ca in bundle:
+        if ca.subject == cert.issuer and not _signed_by(cert, ca):
+            return (f"signature of {cert.subject.rfc4514_string()} does not verify with "
+                    f"{cert.issuer.rfc4514_string()} from the bundle")
+    return str(error)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -341,12 +394,14 @@ def check_entra_certificate(
     expected_upn: str | None = None,
     ca_bundle: Iterable[x509.Certificate] | bytes | None = None,
     now: _dt.datetime | None = None,
+    crl: x509.CertificateRevocationList | None = None,
 ) -> list[Finding]:
     """Check ``cert`` for use with Entra CBA; return one :class:`Finding` per check.
 
-    ``expected_upn`` adds ``upn.match`` (case-insensitive). ``ca_bundle`` (certificates or
-    PEM bytes) adds ``chain``: each signature up to a self-signed root in the bundle is
-    verified. ``now`` defaults to the current UTC time.
+    ``expected_upn`` makes ``upn.match`` (case-insensitive). ``ca_bundle`` (certificates or
+    PEM bytes) makes ``chain``: path validation up to a self-signed root in the bundle.
+    ``crl`` makes ``revocation``. Each of the three is a ``skip`` finding without its
+    input. ``now`` defaults to the current UTC time.
     """
     moment = now or _dt.datetime.now(_dt.timezone.utc)
     if moment.tzinfo is None:
@@ -360,7 +415,52 @@ def check_entra_certificate(
     findings += _check_key(cert)
     findings.append(_check_basic_constraints(cert))
     findings.append(_check_signature_hash(cert))
+    bundle: list[x509.Certificate] | None = None
     if ca_bundle is not None:
         bundle = load_certificates(ca_bundle) if isinstance(ca_bundle, bytes) else list(ca_bundle)
-        findings.append(_check_chain(cert, bundle))
+        findings.append(_check_chain(cert, bundle, moment))
+    else:
+        findings.append(Finding("chain", "skip", "not checked: no CA bundle given",
+                                "give the CA certificates uploaded to Entra (--ca-bundle FILE)"))
+    findings.append(_check_revocation(cert, crl, bundle, moment))
     return findings
+
+
+def _check_revocation(cert: x509.Certificate, crl: x509.CertificateRevocationList | None,
+                      bundle: list[x509.Certificate] | None, moment: _dt.datetime) -> Finding:
+    """Is *cert* on *crl*? The CRL must come from the certificate's issuer (name, and
+    signature when the issuer is in *bundle*); a CRL past its nextUpdate is a warning."""
+    if crl is None:
+        return Finding("revocation", "skip", "not checked: no CRL given",
+                       "give the issuing CA's current CRL (--crl FILE; a lab CA keeps it "
+                       "in DIR/crl.pem)")
+    if crl.issuer != cert.issuer:
+        return Finding("revocation", "fail",
+                       f"the CRL is from {crl.issuer.rfc4514_string()}, not from the "
+                       f"certificate's issuer {cert.issuer.rfc4514_string()}",
+                       "give the CRL of the CA that issued the certificate")
+    issuers = [c for c in bundle or [] if c.subject == crl.issuer]
+    if issuers and not any(_crl_signed_by(crl, c) for c in issuers):
+        return Finding("revocation", "fail", "the CRL's signature does not verify with the "
+                       "issuing CA from the bundle", "get the CRL from the CA itself")
+    entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+    if entry is not None:
+        return Finding("revocation", "fail",
+                       f"the certificate (serial {cert.serial_number:x}) is revoked "
+                       f"since {entry.revocation_date_utc:%Y-%m-%d %H:%M} UTC",
+                       "enroll again: pivtool enroll --upn USER@DOMAIN --force")
+    signed = " (signature checked)" if issuers else ""
+    nxt = crl.next_update_utc
+    if nxt is not None and nxt < moment:
+        return Finding("revocation", "warn",
+                       f"not on the CRL{signed}, but the CRL expired on {nxt:%Y-%m-%d}",
+                       "get the CA's current CRL")
+    return _pass("revocation", f"not revoked: not on the CRL of {crl.issuer.rfc4514_string()}"
+                               f"{signed}")
+
+
+def _crl_signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
+    try:
+        return bool(crl.is_signature_valid(issuer.public_key()))  # type: ignore[arg-type]
+    except (TypeError, UnsupportedAlgorithm):
+        return False

@@ -45,17 +45,21 @@ def pin_change(obj: CliContext, allow_last_try: bool) -> None:
     """Change the PIN (6-8 characters; macOS wants digits only)."""
     from ..piv.session import pin_bytes
     from ..workflows.auth import change_pin
+    from ..workflows.journal import change_reference
 
     p = obj.prompter()
     old, new = p.secret("pin"), p.secret("new_pin")
     pin_bytes(old, "PIN")  # both lengths are checked before the card is opened
     pin_bytes(new, "new PIN")
     with obj.session() as s:
-        derived = change_pin(s, old, new, allow_last_try)
+        how, derived = change_reference(
+            s, "pin", old, new, allow_last_try,
+            change=lambda o, n: change_pin(s, o, n, allow_last_try))
     obj.emit({"schema": "pivtool.pin-change/1", "changed": "pin",
-              "derived_mgmt_key_updated": derived},
-             "PIN changed" + (" (and the management key derived from it)." if derived
-                              else "."))
+              "derived_mgmt_key_updated": bool(derived)},
+             ("PIN changed" if how == "changed" else
+              "PIN changed (by the interrupted run; confirmed now)")
+             + (" (and the management key derived from it)." if derived else "."))
 
 
 @pin.command("unblock")
@@ -117,16 +121,17 @@ def puk() -> None:
 def puk_change(obj: CliContext, allow_last_try: bool) -> None:
     """Change the PUK (6-8 characters)."""
     from ..piv.session import pin_bytes
-    from ..workflows.auth import check_puk
+    from ..workflows.journal import change_reference
 
     p = obj.prompter()
     old, new = p.secret("puk"), p.secret("new_puk")
     pin_bytes(old, "PUK")
     pin_bytes(new, "new PUK")
     with obj.session() as s:
-        check_puk(s, allow_last_try)
-        s.change_puk(old, new)
-    obj.emit({"schema": "pivtool.puk-change/1", "changed": "puk"}, "PUK changed.")
+        how, _ = change_reference(s, "puk", old, new, allow_last_try)
+    obj.emit({"schema": "pivtool.puk-change/1", "changed": "puk"},
+             "PUK changed." if how == "changed" else
+             "PUK changed (by the interrupted run; confirmed now).")
 
 
 @click.group("mgmt-key", short_help="Change the management key (needed for key changes).")

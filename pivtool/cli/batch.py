@@ -294,6 +294,7 @@ def batch_enroll(obj: CliContext, roster: str, ca_dir: str | None, issuer_cmd: s
     rows = load_roster(roster, defaults)
     issuer = build_issuer(ca_dir, issuer_cmd, issuer_timeout, ca_bundle, days)
     assert issuer is not None
+    issuer.preflight()  # the CA opens (passphrase), the command exists: before any key
     paths = BatchPaths.derive(state_path or _default_state(roster), audit_path, report_path,
                               graph_path, pin_letters)
     escrow = None

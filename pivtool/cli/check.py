@@ -14,7 +14,7 @@ from .options import json_option, secret_options
 if TYPE_CHECKING:
     from cryptography import x509
 
-_MARK = {"pass": "PASS", "warn": "WARN", "fail": "FAIL"}
+_MARK = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "skip": "SKIP"}
 
 #: ``check`` without ``--platform``: what a plain ``pivtool enroll`` makes ready. macOS
 #: pairing needs more (``enroll --macos``), so it is checked only when asked for — a
@@ -28,6 +28,9 @@ DEFAULT_PLATFORMS = ("ios", "windows")
 @click.option("--ca-bundle", metavar="FILE",
               help="PEM file of the CA certificates uploaded to Entra: the 9a certificate "
                    "must chain to them.")
+@click.option("--crl", "crl_file", metavar="FILE",
+              help="The issuing CA's CRL (PEM or DER; a lab CA keeps it in DIR/crl.pem): "
+                   "a revoked 9a certificate fails. Without it revocation is SKIPped.")
 @click.option("--platform", "platforms", multiple=True,
               type=click.Choice(["ios", "macos", "windows", "all"]),
               help="Check for this platform (repeatable). Default: ios and windows, what "
@@ -42,12 +45,13 @@ DEFAULT_PLATFORMS = ("ios", "windows")
 @secret_options("pin")
 @json_option
 @pass_ctx
-def check(obj: CliContext, upn: str | None, ca_bundle: str | None,
+def check(obj: CliContext, upn: str | None, ca_bundle: str | None, crl_file: str | None,
           platforms: tuple[str, ...], tenant: str | None, client_id: str | None,
           client_secret_file: str | None, client_cert: str | None) -> None:
     """Check that the card is ready for Microsoft Entra certificate-based authentication.
 
-    One line per item — PASS, WARN or FAIL, with the fix for anything not passing: PIV
+    One line per item — PASS, WARN or FAIL, with the fix for anything not passing, or
+    SKIP for what could not be checked without --upn, --ca-bundle or --crl: PIV
     enabled on the key's interfaces (USB; NFC for iOS), certificate and matching key in
     slot 9a, the certificate's Entra profile (EKU, UPN, key usage, validity, one HTTP CRL
     distribution point, chain to --ca-bundle, an algorithm iOS can use), PIN/PUK/management
@@ -68,6 +72,7 @@ def check(obj: CliContext, upn: str | None, ca_bundle: str | None,
         platforms = DEFAULT_PLATFORMS
     chosen = PLATFORMS if "all" in platforms else tuple(dict.fromkeys(platforms))
     bundle = _load_bundle(ca_bundle) if ca_bundle else None
+    crl = _load_crl(crl_file) if crl_file else None
     p = obj.prompter()
     pin_numeric: bool | None = None
     if "macos" in chosen and p.given("pin"):
@@ -75,7 +80,7 @@ def check(obj: CliContext, upn: str | None, ca_bundle: str | None,
         pin_numeric = p.secret("pin").isdigit()
     with obj.session() as s:
         report = check_card(s, expected_upn=upn, ca_bundle=bundle, platforms=chosen,
-                            pin_numeric=pin_numeric)
+                            pin_numeric=pin_numeric, crl=crl)
         cert_9a = _cert_9a(s) if tenant is not None else None
     if tenant is not None:
         report.items += _tenant_items(obj, cert_9a, bundle, tenant or None, client_id,
@@ -120,8 +125,8 @@ def _load_bundle(path: str) -> list[x509.Certificate]:
 
 
 def item_lines(items: list[dict[str, Any]]) -> list[str]:
-    """One ``PASS|WARN|FAIL  id  message`` line per item, the fix indented below anything
-    not passing (``check`` and ``entra policy``)."""
+    """One ``PASS|WARN|FAIL|SKIP  id  message`` line per item, the fix indented below
+    anything not passing (``check`` and ``entra policy``)."""
     lines = []
     width = max((len(i["id"]) for i in items), default=0)
     for item in items:
@@ -129,6 +134,21 @@ def item_lines(items: list[dict[str, Any]]) -> list[str]:
         if item["status"] != "pass" and item["fix"]:
             lines.append(f"      {'':{width}}  fix: {item['fix']}")
     return lines
+
+
+def _load_crl(path: str) -> x509.CertificateRevocationList:
+    from cryptography import x509
+
+    from ..core.errors import UsageError
+    from .files import read_input
+
+    raw = read_input(path)
+    try:
+        if b"-----BEGIN" in raw:
+            return x509.load_pem_x509_crl(raw)
+        return x509.load_der_x509_crl(raw)
+    except ValueError:
+        raise UsageError(f"{path} is not a CRL (PEM or DER)") from None
 
 
 def check_text(data: dict[str, Any]) -> str:
@@ -141,7 +161,9 @@ def check_text(data: dict[str, Any]) -> str:
     lines += item_lines(data["items"])
     n = data["summary"]
     verdict = "READY" if data["ok"] else "NOT READY"
-    lines.append(f"{verdict}: {n['fail']} failed, {n['warn']} warning(s), {n['pass']} passed.")
+    skipped = f", {n['skip']} not checked (SKIP)" if n.get("skip") else ""
+    lines.append(f"{verdict}: {n['fail']} failed, {n['warn']} warning(s), {n['pass']} "
+                 f"passed{skipped}.")
     return "\n".join(lines)
 
 

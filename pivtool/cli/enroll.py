@@ -123,6 +123,11 @@ def enroll(obj: CliContext, upn: str, emails: tuple[str, ...], subject: str | No
         click.echo(f"CSR for {upn} written to {csr_out}. When the CA has issued it: "
                    "pivtool certs import 9a CERT")
         return
+    if result.status == "already-enrolled":
+        click.echo(f"{upn} is already enrolled on "
+                   f"{'serial ' + str(result.serial) if result.serial else 'this card'}: "
+                   "nothing changed (use --force to enroll again).")
+        return
     lines = [f"Enrolled {upn} on {'serial ' + str(result.serial) if result.serial else 'card'}"
              " for Entra CBA."]
     lines.append("certificateUserIds (bind one high-affinity value to the user):")

@@ -52,7 +52,9 @@ def exit_code_for(exc: BaseException) -> Exit:
     from ..core.errors import StepFailedError
 
     if isinstance(exc, StepFailedError) and exc.__cause__ is not None:
-        return exit_code_for(exc.__cause__)
+        code = exit_code_for(exc.__cause__)
+        # 2 promises "nothing was sent to the card": not true once a step changed it.
+        return Exit.FAILED if code == Exit.USAGE and exc.changed else code
 
     if isinstance(exc, InvalidPinError) and exc.tries_left == 0:
         return Exit.BLOCKED

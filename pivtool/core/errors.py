@@ -160,9 +160,20 @@ class RetryGuardError(PivToolError):
 
 class StepFailedError(PivToolError):
     """A step of a multi-step workflow failed; the cause (``__cause__``) decides the exit
-    code, the message names the step."""
+    code, the message names the step.
 
-    def __init__(self, step: str, cause: BaseException) -> None:
+    *changed* lists what the workflow had already changed on the card (or may have: a
+    command whose answer was lost). With anything there the message says so and what to run
+    next, and the exit code is never 2 ("nothing changed on the card")."""
+
+    def __init__(self, step: str, cause: BaseException,
+                 changed: list[str] | tuple[str, ...] = (),
+                 next_step: str = "run the same command again to finish") -> None:
         self.step = step
-        super().__init__(f"{step}: {cause}")
+        self.changed = tuple(changed)
+        message = f"{step}: {cause}"
+        if self.changed:
+            message += (f" (already changed on the card: {', '.join(self.changed)}; "
+                        f"{next_step})")
+        super().__init__(message)
         self.__cause__ = cause

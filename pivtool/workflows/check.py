@@ -1,11 +1,12 @@
 """The Entra CBA readiness checklist for a card: is this key ready for certificate-based
 sign-in on iOS, macOS and Windows?
 
-Each item is pass, warn or fail with a one-line fix. Nothing here spends a PIN try, needs a
-secret, or writes to the card: the checklist reads what the card gives away for free
-(metadata, certificate objects, CHUID, device configuration). Where a card cannot tell
-(no GET METADATA, no management application) the item says "not checked" at warn level
-rather than guessing.
+Each item is pass, warn or fail with a one-line fix, or skip (with what it needs) when it
+could not be evaluated — no CA bundle, no UPN, no CRL given: nothing unchecked looks
+checked. Nothing here spends a PIN try, needs a secret, or writes to the card: the
+checklist reads what the card gives away for free (metadata, certificate objects, CHUID,
+device configuration). Where a card cannot tell (no GET METADATA, no management
+application) the item says "not checked" at warn level rather than guessing.
 
 :func:`evaluate` is pure (state in, report out); :func:`check_card` reads the card first.
 """
@@ -43,7 +44,7 @@ CHECK_SCHEMA = "pivtool.check/1"
 #: Platforms with specific requirements.
 PLATFORMS: tuple[str, ...] = ("ios", "macos", "windows")
 
-Status = Literal["pass", "warn", "fail"]
+Status = Literal["pass", "warn", "fail", "skip"]
 
 # Fix texts that name pivtool commands, in one place so they stay in step with the CLI.
 FIX_ENROLL = "enroll the key: pivtool enroll --upn USER@DOMAIN (or import the issued " \
@@ -69,7 +70,7 @@ class CheckItem:
     platform: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """JSON form: ``id``, ``status`` (pass|warn|fail), ``message``, ``fix`` (empty on a
+        """JSON form: ``id``, ``status`` (pass|warn|fail|skip), ``message``, ``fix`` (empty on a
         pass), ``platform`` (ios|macos|windows or null for all)."""
         return {"id": self.id, "status": self.status, "message": self.message,
                 "fix": self.fix, "platform": self.platform}
@@ -93,8 +94,8 @@ class CheckReport:
         return not any(i.status == "fail" for i in self.items)
 
     def counts(self) -> dict[str, int]:
-        """How many items passed, warned and failed."""
-        out = {"pass": 0, "warn": 0, "fail": 0}
+        """How many items passed, warned, failed and were skipped (not evaluated)."""
+        out = {"pass": 0, "warn": 0, "fail": 0, "skip": 0}
         for i in self.items:
             out[i.status] += 1
         return out
@@ -123,7 +124,8 @@ class CheckReport:
 def check_card(session: PivSession, *, expected_upn: str | None = None,
                ca_bundle: Sequence[x509.Certificate] | None = None,
                platforms: Collection[str] = PLATFORMS, pin_numeric: bool | None = None,
-               now: _dt.datetime | None = None) -> CheckReport:
+               now: _dt.datetime | None = None,
+               crl: x509.CertificateRevocationList | None = None) -> CheckReport:
     """Read the card (device information, PIV state) and run the checklist.
 
     *pin_numeric* is the caller's local verdict on a PIN it holds (never sent to the card);
@@ -135,7 +137,7 @@ def check_card(session: PivSession, *, expected_upn: str | None = None,
     if state.is_yubikey and state.mgmt_key_default is None:
         state.mgmt_key_default = probe_default_mgmt_key(session)
     return evaluate(state, device, expected_upn=expected_upn, ca_bundle=ca_bundle,
-                    platforms=platforms, pin_numeric=pin_numeric, now=now)
+                    platforms=platforms, pin_numeric=pin_numeric, now=now, crl=crl)
 
 
 def probe_default_mgmt_key(session: PivSession) -> bool | None:
@@ -158,7 +160,8 @@ def probe_default_mgmt_key(session: PivSession) -> bool | None:
 def evaluate(state: CardSnapshot, device: DeviceReport, *, expected_upn: str | None = None,
              ca_bundle: Sequence[x509.Certificate] | None = None,
              platforms: Collection[str] = PLATFORMS, pin_numeric: bool | None = None,
-             now: _dt.datetime | None = None) -> CheckReport:
+             now: _dt.datetime | None = None,
+             crl: x509.CertificateRevocationList | None = None) -> CheckReport:
     """Run the checklist over already-read card *state* and *device* information."""
     wanted = [p for p in PLATFORMS if p in platforms]
     unknown = set(platforms) - set(PLATFORMS)
@@ -174,7 +177,7 @@ def evaluate(state: CardSnapshot, device: DeviceReport, *, expected_upn: str | N
     items += _key_9a(slot9a, metadata)
     cert = slot9a.certificate if slot9a is not None else None
     if cert is not None:
-        items += _cert_findings(cert, expected_upn, ca_bundle, now, wanted)
+        items += _cert_findings(cert, expected_upn, ca_bundle, now, wanted, crl)
     items += _secrets(state)
     items += _fips(device)
     items.append(_pin_tries(state))
@@ -300,9 +303,10 @@ def _key_9a(slot: SlotState | None, metadata: bool) -> list[CheckItem]:
 
 def _cert_findings(cert: x509.Certificate, expected_upn: str | None,
                    ca_bundle: Sequence[x509.Certificate] | None, now: _dt.datetime | None,
-                   platforms: Sequence[str]) -> list[CheckItem]:
+                   platforms: Sequence[str],
+                   crl: x509.CertificateRevocationList | None = None) -> list[CheckItem]:
     try:
-        findings = check_entra_certificate(cert, expected_upn, ca_bundle, now)
+        findings = check_entra_certificate(cert, expected_upn, ca_bundle, now, crl)
     except CertInputError as e:
         return [CheckItem("cert.parse", "fail", f"the 9a certificate cannot be checked: {e}",
                           "issue a new certificate")]

@@ -27,6 +27,7 @@ from ..core.errors import (
 )
 from ..core.fileio import create_new
 from ..piv.constants import (
+    DEFAULT_MGMT_KEY,
     DEFAULT_PIN,
     DEFAULT_PUK,
     KeyType,
@@ -40,6 +41,7 @@ from ..piv.objects import Chuid, build_ccc, encode_certificate_object
 from ..piv.session import PivSession, pin_bytes
 from ..piv.version import check_key_support, supported_mgmt_key_types
 from .auth import OverridePrompter, Prompter, authenticate, change_mgmt_key, verify_pin
+from .journal import Journal
 from .state import CardSnapshot, read_card_state
 
 if TYPE_CHECKING:  # --- escrow (enroll --escrow) ---
@@ -69,6 +71,11 @@ class Issuer(Protocol):
 
     def ca_certificates(self) -> list[Any]:
         """CA certificates to check the chain against (may be empty)."""
+        ...
+
+    def preflight(self) -> None:
+        """Check everything that can be checked before the card changes (the CA opens with
+        its passphrase, the command exists); raise :class:`UsageError` otherwise."""
         ...
 
 
@@ -102,6 +109,17 @@ class LabCAIssuer:
         from ..certs.ca import LabCA
 
         return [LabCA.open(self.directory, self.passphrase).certificate]
+
+    def preflight(self) -> None:
+        """Open the CA and decrypt its key now: a missing CA or a wrong passphrase must stop
+        enroll before the card changes, not after the key was generated."""
+        from ..certs.ca import LabCA
+        from ..certs.errors import CertError
+
+        try:
+            LabCA.open(self.directory, self.passphrase)
+        except CertError as e:
+            raise UsageError(f"--ca {self.directory}: {e}") from None
 
 
 def run_hook(command: str, stdin: bytes, timeout: float, what: str,
@@ -161,6 +179,22 @@ class CommandIssuer:
         """The CA bundle given with the command, if any."""
         return self.bundle
 
+    def preflight(self) -> None:
+        """The command exists and is executable (it is run only after the CSR)."""
+        import shutil
+
+        argv = shlex.split(self.command)
+        if not argv:
+            raise UsageError("empty --issuer-cmd")
+        exe = argv[0]
+        if os.sep in exe:
+            if not os.path.isfile(exe):
+                raise UsageError(f"issuer command not found: {exe}")
+            if not os.access(exe, os.X_OK):
+                raise UsageError(f"issuer command is not executable: {exe}")
+        elif shutil.which(exe) is None:
+            raise UsageError(f"issuer command not found on PATH: {exe}")
+
 
 @dataclass
 class EnrollOptions:
@@ -204,7 +238,7 @@ class EnrollResult:
     serial: int | None
     upn: str
     steps: list[Step] = field(default_factory=list)
-    status: str = "enrolled"  # or "pending-certificate"
+    status: str = "enrolled"  # or "pending-certificate", "already-enrolled"
     certificate: Any = None
     certificate_user_ids: list[dict[str, str]] = field(default_factory=list)
     csr_file: str | None = None
@@ -253,6 +287,8 @@ def validate_options(opts: EnrollOptions, session: PivSession | None = None) -> 
     for out in (opts.secrets_out, opts.csr_out):
         if out:
             _check_writable(out)
+    if opts.backup_dir:
+        _check_dir_creatable(opts.backup_dir)
     if session is not None:
         check_key_support(session.version, opts.algorithm, opts.pin_policy, opts.touch_policy)
 
@@ -271,6 +307,30 @@ def _check_writable(path: str) -> None:
         raise UsageError(f"cannot write {path}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(f"cannot write {path}: directory {parent} is not writable")
+
+
+def _check_dir_creatable(path: str) -> None:
+    """A usage error unless *path* is (or can be created as) a writable directory."""
+    p = Path(path)
+    if p.exists():
+        if not p.is_dir():
+            raise UsageError(f"{path} is not a directory")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise UsageError(f"cannot write into {path}")
+        return
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot create {path}: {parent} is not writable")
+
+
+def _pem(public_key: Any) -> str:
+    """A public key as SubjectPublicKeyInfo PEM (how the journal records keys)."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    pem: bytes = public_key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    return pem.decode()
 
 
 def _write_secrets(path: str, data: dict[str, Any]) -> None:
@@ -299,6 +359,13 @@ class Enroller:
         self.escrow = escrow
         self._escrow_puk: bytes | None = None
         self._escrow_mgmt: tuple[bytes, str] | None = None
+        # --- resume: the journal of this card, and what an interrupted run left on it ---
+        self.journal: Journal | None = None
+        self._ours: dict[Slot, Any] = {}  # slot -> public key this enrollment generated
+        #: slot -> where its new key is until the certificate is checked (MOVE KEY staging)
+        self._where: dict[Slot, Slot] = {}
+        #: What this run changed on the card, in order (for the error after a failure).
+        self.changed: list[str] = []
 
     def _step(self, name: str, fn: Callable[[], str | tuple[str, str]]) -> None:
         try:
@@ -307,14 +374,14 @@ class Enroller:
             if isinstance(e, StepFailedError):
                 raise
             self.result.steps.append(Step(name, "failed", str(e)))
-            raise StepFailedError(name, e) from e
+            raise StepFailedError(name, e, self.changed) from e
         except Exception as e:
             from ..certs.errors import CertError
 
             if not isinstance(e, CertError):
                 raise
             self.result.steps.append(Step(name, "failed", str(e)))
-            raise StepFailedError(name, e) from e
+            raise StepFailedError(name, e, self.changed) from e
         status, detail = out if isinstance(out, tuple) else ("done", out)
         step = Step(name, status, detail)
         self.result.steps.append(step)
@@ -325,15 +392,22 @@ class Enroller:
     def run(self) -> EnrollResult:
         """Run every step; raises :class:`StepFailedError` naming the failing step."""
         validate_options(self.o, self.s)
+        if self.issuer is not None:
+            self.issuer.preflight()  # before the first APDU that changes the card
         state: list[CardSnapshot] = []
         self._step("read card", lambda: self._read(state))
+        self.journal = Journal.open(state[0].serial)
         self._step("check slots", lambda: self._guard(state[0]))
+        if self.result.status == "already-enrolled":
+            return self.result
+        if self.journal is not None and state[0].serial is not None:
+            self.journal.begin(state[0].serial, "enroll", self.o.upn)
         self._step("PIN and PUK", lambda: self._pin_puk(state[0]))
         self._step("management key", lambda: self._mgmt(state[0]))
         if self.escrow is not None:
             self._step("escrow", lambda: self._escrow(state[0]))
         keys: dict[Slot, Any] = {}
-        self._step("generate key", lambda: self._generate(keys))
+        self._step("generate key", lambda: self._generate(keys, state[0]))
         csrs: dict[Slot, bytes] = {}
         self._step("certificate request", lambda: self._csr(keys, csrs))
         if self.issuer is None:
@@ -341,7 +415,7 @@ class Enroller:
             self.result.csr_file = self.o.csr_out
             return self.result
         certs: dict[Slot, Any] = {}
-        self._step("issue certificate", lambda: self._issue(csrs, certs))
+        self._step("issue certificate", lambda: self._issue(csrs, certs, keys))
         self._step("check certificate", lambda: self._check(keys, certs))
         self._step("import certificate", lambda: self._import(certs))
         self._step("CHUID and CCC", lambda: self._chuid_ccc(state[0]))
@@ -351,6 +425,8 @@ class Enroller:
         cert = certs[Slot.AUTHENTICATION]
         self.result.certificate = cert
         self.result.certificate_user_ids = [i.to_json() for i in certificate_user_ids(cert)]
+        if self.journal is not None:
+            self.journal.finish()
         return self.result
 
     def _read(self, out: list[CardSnapshot]) -> str:
@@ -361,15 +437,86 @@ class Enroller:
         serial = f" serial {st.serial}" if st.serial is not None else ""
         return f"{kind}{serial}; PIN {st.pin.tries_left} tries left"
 
-    def _guard(self, st: CardSnapshot) -> str:
+    def _find_ours(self, st: CardSnapshot) -> dict[Slot, Any]:
+        """The keys an interrupted run of this enrollment generated and left on the card:
+        recorded by the journal (before GENERATE: the slot's key then; after: the new key),
+        recognised by the card's own metadata. Such a key is finished, never replaced."""
+        j = self.journal
+        if j is None or not j.active or str(j.get("upn")).casefold() != self.o.upn.casefold():
+            return {}
+        generating = j.get("generating") or {}
+        generated = j.get("generated") or {}
+        staged = j.get("staged") or {}
+        ours: dict[Slot, Any] = {}
+        for slot in self.slots:
+            ss = st.slot(slot)
+            tag = f"{slot.value:02x}"
+            temp = staged.get(tag)
+            if temp is not None:
+                # Staged in a retired slot (transactional replace): the key is ours where it
+                # is now — still in the retired slot (recorded, or there since the GENERATE
+                # whose answer was lost: the slot was free), or already moved into place.
+                known = generated.get(temp)
+                for where in (Slot(int(temp, 16)), slot):
+                    ws = st.slot(where)
+                    if ws is None or ws.public_key is None:
+                        continue
+                    pem = _pem(ws.public_key)
+                    if pem == known or (known is None and where != slot
+                                        and ws.origin != "imported"):
+                        ours[slot] = ws.public_key
+                        self._where[slot] = where
+                        break
+                continue
+            if ss is None or ss.public_key is None or tag not in generating:
+                continue
+            pem = _pem(ss.public_key)
+            if generated.get(tag) == pem or (tag not in generated and ss.origin != "imported"
+                                              and pem != generating[tag]):
+                ours[slot] = ss.public_key
+        return ours
+
+    def _already_enrolled(self, st: CardSnapshot) -> bool:
+        """Every slot holds a certificate for this UPN over the key in the slot, and the PIN
+        is no longer the default: a completed enrollment (of this user)."""
+        from ..certs.inspect import get_upns
+
+        if st.pin.is_default:
+            return False
+        for slot in self.slots:
+            ss = st.slot(slot)
+            if ss is None or ss.certificate is None or ss.cert_matches_key() is False:
+                return False
+            if self.o.upn.casefold() not in {u.casefold() for u in get_upns(ss.certificate)}:
+                return False
+        return True
+
+    def _guard(self, st: CardSnapshot) -> str | tuple[str, str]:
+        self._ours = self._find_ours(st)
         occupied = []
         for slot in self.slots:
             ss = st.slot(slot)
+            if slot in self._ours:
+                continue
             if ss is not None and (ss.key_algorithm or ss.certificate is not None):
                 occupied.append(ss)
+        resumed = ", ".join(s.label for s in self._ours)
+        note = (f"resuming the interrupted enrollment: the key it generated in {resumed} "
+                "is kept" if self._ours else "")
         if not occupied:
-            return ", ".join(s.label for s in self.slots) + " empty"
+            return note or ", ".join(s.label for s in self.slots) + " empty"
         names = ", ".join(s.slot.label for s in occupied)
+        if not self.o.force and self._already_enrolled(st):
+            from ..certs.entra import certificate_user_ids
+
+            self.result.status = "already-enrolled"
+            ss9a = st.slot(Slot.AUTHENTICATION)
+            assert ss9a is not None
+            self.result.certificate = ss9a.certificate
+            self.result.certificate_user_ids = [
+                i.to_json() for i in certificate_user_ids(ss9a.certificate)]
+            return ("skipped", f"already enrolled: {names} holds a certificate for "
+                               f"{self.o.upn} (use --force to enroll again)")
         if not self.o.force:
             if all(ss.certificate is None for ss in occupied):
                 # What a pulled card leaves after "generate key": say so, the fix is the same.
@@ -384,8 +531,15 @@ class Enroller:
         sub = CardSnapshot(**{**st.__dict__, "slots": occupied})
         saved = backup_certificates(sub, directory)
         self.result.backup = [str(p) for p in saved]
-        return f"replacing {names}" + (f"; old certificates saved in {directory}"
-                                       if saved else "")
+        warn = ""
+        if any(ss.key_algorithm for ss in occupied) and not (
+                self.issuer is not None and self._can_stage(st)):
+            # Said before anything is destroyed: the old key goes when the new one is made.
+            warn = ("; the old key is replaced before the new certificate is issued: if "
+                    "issuance then fails, the old credential is gone")
+        return (f"replacing {names}" + (f"; old certificates saved in {directory}"
+                                        if saved else "") + warn
+                + (f"; {note}" if note else ""))
 
     def _pin_puk(self, st: CardSnapshot) -> str:
         pin_default = st.pin.is_default
@@ -420,19 +574,25 @@ class Enroller:
                                                 **new_values})
             self.result.secrets_file = self.o.secrets_out
             notes.append(f"random values written to {self.o.secrets_out} (0600)")
-        resumed = False
         if new_pin is not None:
+            if self.journal is not None:  # before the command: its answer may be lost
+                self.journal.remember_secret("pin", new_pin)
             self.s.change_pin(DEFAULT_PIN, new_pin)
+            self.changed.append("PIN set to the new PIN")
             self.pin = new_pin
             notes.insert(0, "PIN set")
         else:
             self.pin, resumed = self._current_pin(st)
-            notes.insert(0, "PIN kept (the new PIN given was already set by an interrupted "
+            notes.insert(0, "PIN kept (the new PIN given was already set by the interrupted "
                             "enroll)" if resumed else "PIN kept")
-        if not resumed:  # the resumed PIN has just been verified
-            verify_pin(self.s, self.pin, self.o.retry_force)
+        verify_pin(self.s, self.pin, self.o.retry_force)
+        if new_puk is None and not puk_default:
+            self._escrow_puk = self._current_puk()
         if new_puk is not None:
+            if self.journal is not None:
+                self.journal.remember_secret("puk", new_puk)
             self.s.change_puk(DEFAULT_PUK, new_puk)
+            self.changed.append("PUK set to the new PUK")
             self._escrow_puk = new_puk  # escrow
             notes.insert(1, "PUK set")
         elif puk_default is None:
@@ -442,38 +602,49 @@ class Enroller:
         return "; ".join(notes)
 
     def _current_pin(self, st: CardSnapshot) -> tuple[bytes, bool]:
-        """``(PIN, resumed)``: the PIN the user gave; or, when enroll is re-run after it set
-        the new PIN and the card was pulled before it finished (the PIN is no longer the
-        default, only the new PIN was given), the new PIN, verified here (*resumed*). It is
-        tried only while the counter is full, so a wrong guess costs one try and can never
-        block the PIN."""
-        from ..core.errors import InvalidPinError
-
+        """``(PIN, resumed)``. Never a guess: when this card's journal records that an
+        interrupted run of this enrollment set the PIN (the card says it is no longer the
+        default) and the new PIN given now is the value it set (salted hash), the new PIN is
+        the current one (*resumed*); otherwise the PIN the user gave as the current one."""
+        j = self.journal
+        if j is not None and j.active and j.get("pin") is not None and not st.pin.is_default:
+            try:
+                candidate = self.p.secret("new_pin") if self.p.given("new_pin") else None
+            except UsageError:
+                candidate = None
+            if candidate is not None and j.secret_is("pin", candidate):
+                return candidate, True
         try:
             return self.p.secret("pin"), False
         except UsageError as missing:
-            try:
-                candidate = self.p.secret("new_pin")
-            except UsageError:
-                raise missing from None
-            left = st.pin.tries_left
-            full = left is not None and left > 1 and left == st.pin.tries_total
-            if not full or candidate == DEFAULT_PIN:
-                raise missing from None
-            pin_bytes(candidate, "new PIN")
-            try:
-                self.s.verify_pin(candidate)
-            except InvalidPinError as e:
-                raise InvalidPinError(e.sw, e.tries_left, "PIN (the card's PIN is neither the "
-                                      "default nor the new PIN given: set PIVTOOL_PIN to it)"
-                                      ) from None
-            return candidate, True
+            if self.p.given("new_pin"):
+                # Only a new PIN: trying it as the current one would be a guess (a wrong one
+                # costs a try), so say what is needed instead.
+                raise UsageError("the PIN is not the factory default: give the current PIN "
+                                 "(PIVTOOL_PIN or --pin-file); the new PIN given was not set "
+                                 "by an interrupted enroll of this key") from None
+            raise missing from None
+
+    def _current_puk(self) -> bytes | None:
+        """The PUK an interrupted run of this enrollment set, when the new PUK given now is
+        that value (journal); else ``None``."""
+        j = self.journal
+        if j is None or not j.active or j.get("puk") is None or not self.p.given("new_puk"):
+            return None
+        try:
+            candidate = self.p.secret("new_puk")
+        except UsageError:
+            return None
+        return candidate if j.secret_is("puk", candidate) else None
 
     def _mgmt(self, st: CardSnapshot) -> str:
         pin = self.pin
         auth = authenticate(self.s, OverridePrompter(self.p, {"pin": pin}),
                             self.o.retry_force)
-        if auth.source != "default":
+        if auth.source != "default" and not (auth.source == "protected"
+                                             and auth.key == DEFAULT_MGMT_KEY):
+            # (A "protected" default key is what a change interrupted between storing the new
+            # key and setting it leaves: the change is then made again.)
             if auth.source == "given":  # escrow: a key not stored on the card
                 self._escrow_mgmt = (auth.key, self.s.mgmt_key_type.label)
             return f"kept ({auth.source})"
@@ -482,6 +653,7 @@ class Enroller:
         if not self.s.is_yubikey:
             return "factory default kept: a generic PIV card's key can only be changed by " \
                    "its issuer"
+        self.changed.append("management key replaced (stored PIN-protected)")
         change_mgmt_key(self.s, auth, secrets.token_bytes(kt.key_len), kt, protect=True,
                         touch=False, pin=lambda: pin, force=self.o.retry_force)
         return f"random {kt.label} key stored PIN-protected (ykman-compatible)"
@@ -508,14 +680,89 @@ class Enroller:
         what = "PUK and management key" if key is not None else "PUK"
         return f"{what} for serial {st.serial} written to {self.escrow.path} (encrypted)"
 
-    def _generate(self, keys: dict[Slot, Any]) -> str:
+    def _can_stage(self, st: CardSnapshot) -> bool:
+        """MOVE KEY (5.7+) and a free retired slot per slot to fill: the new key can be
+        made beside the old one, which then stays until the new certificate is checked."""
+        from ..piv.version import has_move_delete
+
+        if not self.s.is_yubikey or self.s.version is None or \
+                not has_move_delete(self.s.version):
+            return False
+        return len(self._free_retired(st)) >= len(self.slots)
+
+    @staticmethod
+    def _free_retired(st: CardSnapshot) -> list[Slot]:
+        used = {ss.slot for ss in st.slots}
+        return [s for s in Slot if 0x82 <= s.value <= 0x95 and s not in used]
+
+    def _generate(self, keys: dict[Slot, Any], st: CardSnapshot) -> str | tuple[str, str]:
         out = []
+        kept = []
+        # Staging needs the certificate in this run (two-step --csr-out imports it into the
+        # slot the CSR names, later).
+        free = self._free_retired(st) if self.issuer is not None and self._can_stage(st) \
+            else []
         for slot in self.slots:
+            if slot in self._ours:  # generated by the interrupted run: never a second key
+                keys[slot] = self._ours[slot]
+                kept.append(slot.label)
+                continue
+            ss = st.slot(slot)
+            if free and ss is not None and ss.key_algorithm:
+                # Transactional replace: the working key stays in place until the new
+                # certificate is issued and checked.
+                keys[slot] = self._stage(slot, free.pop(0))
+                out.append(f"{self.o.algorithm.label} in {self._where[slot].label}, moved "
+                           f"into {slot.label} once its certificate is checked")
+                continue
+            tag = f"{slot.value:02x}"
+            if self.journal is not None:
+                # Before GENERATE: if its answer is lost, the key now in the slot is known to
+                # be ours because it differs from the one recorded here.
+                ss = st.slot(slot)
+                before = _pem(ss.public_key) if ss is not None and ss.public_key else None
+                self.journal.set(generating={**(self.journal.get("generating") or {}),
+                                             tag: before})
+            self.changed.append(f"new key generated in {slot.label}")
             pub = self.s.generate_key(slot, self.o.algorithm, self.o.pin_policy,
                                       self.o.touch_policy)
             keys[slot] = pub
+            if self.journal is not None:
+                self.journal.set(generated={**(self.journal.get("generated") or {}),
+                                            tag: _pem(pub)})
             out.append(f"{self.o.algorithm.label} in {slot.label}")
-        return ", ".join(out)
+        if kept and not out:
+            return ("skipped", f"the key the interrupted enroll generated in "
+                               f"{', '.join(kept)} is used")
+        return ", ".join(out + [f"kept the key in {k}" for k in kept])
+
+    def _stage(self, slot: Slot, temp: Slot) -> Any:
+        """Generate *slot*'s new key in the free retired slot *temp* (journalled first)."""
+        t = f"{temp.value:02x}"
+        if self.journal is not None:
+            staged = {**(self.journal.get("staged") or {}), f"{slot.value:02x}": t}
+            self.journal.set(staged=staged,
+                             generating={**(self.journal.get("generating") or {}), t: None})
+        self.changed.append(f"new key generated in {temp.label}")
+        pub = self.s.generate_key(temp, self.o.algorithm, self.o.pin_policy,
+                                  self.o.touch_policy)
+        if self.journal is not None:
+            self.journal.set(generated={**(self.journal.get("generated") or {}),
+                                        t: _pem(pub)})
+        self._where[slot] = temp
+        return pub
+
+    def _move_into_place(self, slot: Slot) -> None:
+        """The new key, certificate checked, replaces the old one in *slot*."""
+        temp = self._where.get(slot, slot)
+        if temp == slot:
+            return
+        if self.s.slot_key_present(slot):
+            self.changed.append(f"old key in {slot.label} deleted")
+            self.s.delete_key(slot)
+        self.changed.append(f"new key moved from {temp.label} into {slot.label}")
+        self.s.move_key(temp, slot)
+        self._where[slot] = slot
 
     def _csr(self, keys: dict[Slot, Any], csrs: dict[Slot, bytes]) -> str | tuple[str, str]:
         from cryptography.hazmat.primitives.serialization import Encoding
@@ -529,7 +776,7 @@ class Enroller:
             # PIN policy "always" consumes the verification: verify right before each use.
             if self.o.pin_policy in (PinPolicy.ALWAYS,):
                 verify_pin(self.s, self.pin, self.o.retry_force)
-            key = self.s.private_key(slot, keys[slot])
+            key = self.s.private_key(self._where.get(slot, slot), keys[slot])
             csrs[slot] = build_csr(key, req).public_bytes(Encoding.PEM)  # type: ignore[arg-type]
         if self.issuer is None:
             assert self.o.csr_out is not None
@@ -544,14 +791,34 @@ class Enroller:
                                "'pivtool certs import 9a CERT'")
         return f"signed on the card for {self.o.upn}"
 
-    def _issue(self, csrs: dict[Slot, bytes], certs: dict[Slot, Any]) -> str:
-        from ..certs.inspect import load_certificate
+    def _issue(self, csrs: dict[Slot, bytes], certs: dict[Slot, Any],
+               keys: dict[Slot, Any]) -> str | tuple[str, str]:
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        from ..certs.inspect import load_certificate, public_key_matches
 
         assert self.issuer is not None
+        reused = []
+        issued = dict(self.journal.get("issued") or {}) if self.journal is not None else {}
         for slot in self.slots:
+            tag = f"{slot.value:02x}"
+            if tag in issued:
+                # Issued by the interrupted run for this very key: no second certificate.
+                cert = load_certificate(issued[tag].encode())
+                if public_key_matches(cert, keys[slot]):
+                    certs[slot] = cert
+                    reused.append(slot.label)
+                    continue
             certs[slot] = load_certificate(self.issuer.issue(csrs[slot],
-                                                             self._attestation(slot)))
+                                                             self._attestation(
+                                                                 self._where.get(slot, slot))))
+            if self.journal is not None:
+                issued[tag] = certs[slot].public_bytes(Encoding.PEM).decode()
+                self.journal.set(issued=issued)
         cert = certs[Slot.AUTHENTICATION]
+        if reused and len(reused) == len(self.slots):
+            return ("skipped", f"the certificate issued to the interrupted enroll is used "
+                               f"(serial {cert.serial_number:x})")
         return f"by {self.issuer.description}: serial {cert.serial_number:x}"
 
     def _attestation(self, slot: Slot) -> Attestation | None:
@@ -600,14 +867,23 @@ class Enroller:
 
         out = []
         for slot in self.slots:
+            self._move_into_place(slot)
             der = certs[slot].public_bytes(Encoding.DER)
+            try:
+                if self.s.get_certificate_der(slot)[0] == der:
+                    out.append(slot.label + " (already there)")
+                    continue
+            except NotFoundError:
+                pass
             compress = len(encode_certificate_object(der)) + 8 > MAX_OBJECT
+            self.changed.append(f"certificate stored in {slot.label}")
             self.s.put_certificate(slot, der, compress=compress)
             out.append(slot.label + (" (compressed)" if compress else ""))
         return "stored in " + ", ".join(out)
 
     def _chuid_ccc(self, st: CardSnapshot) -> str:
         chuid = Chuid.generate()
+        self.changed.append("new CHUID")
         self.s.put_data(ObjectId.CHUID, chuid.encode())
         wrote_ccc = False
         try:

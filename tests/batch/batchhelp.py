@@ -44,7 +44,8 @@ class BatchProc:
     collected by a thread so the test can wait for one."""
 
     def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("PIVTOOL_")}
+        full_env = {k: v for k, v in os.environ.items()
+                    if not k.startswith("PIVTOOL_") or k == "PIVTOOL_JOURNAL_DIR"}
         full_env.update(env)
         self.stderr_path = cwd / f"batch-stderr-{time.monotonic_ns()}.txt"
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in finish()

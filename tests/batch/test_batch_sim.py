@@ -181,3 +181,36 @@ def test_global_sim_is_never_ignored(tmp_path: Path) -> None:
     assert rc == 2 and "--sim-pile" in err
     rc, _, err = invoke(work, *batch_args()[:5], "empty", *batch_args()[6:])
     assert rc == 2 and "empty" in err
+
+
+def test_answer_lost_on_every_key_then_the_same_command_finishes(tmp_path: Path) -> None:
+    """In process, the fault hook on every key of the pile: each key executes its N-th
+    command and the answer is lost. The same command again finishes every user on their
+    own key: no second key, no second certificate, no PIN or PUK try spent."""
+    from pivtool.certs.ca import LabCA
+
+    work, cards = setup_desk(tmp_path, cards=3)
+    write_roster(work / "roster.csv", ["upn", *USERS[:3]])
+    # A batch key answers ~99 commands (its state is read, then enrolled): N spread over
+    # PIN/PUK, the management key, key generation and the certificate import.
+    for n, sub in zip((74, 80, 90, 94), ("a", "b", "c", "d"), strict=True):
+        desk = tmp_path / sub
+        desk.mkdir()
+        import shutil
+
+        shutil.copytree(work, desk / "work")
+        w = desk / "work"
+        rc, events, err = invoke(w, *batch_args(), env={"PIVTOOL_SIM_FAULTS":
+                                                        f"{n}:answer-lost"})
+        assert rc == 1, err
+        assert events[-1]["counts"]["done"] == 0, (n, events[-1])
+        assert len([e for e in events if e["event"] == "failed"]) == 3, n
+        rc, events, err = invoke(w, *batch_args())
+        assert rc == 0, (n, err)
+        assert events[-1]["counts"]["done"] == 3
+        assert len(LabCA.open(w / "ca").issued()) == 3, n  # one certificate per user
+        for path in sorted((w / "pile").glob("*.json")):
+            st = load_state(path)
+            assert st.pin_retries_left == 3 and st.puk_retries_left == 3, (n, path)
+            assert [s for s in st.keys if s != 0xF9] == [0x9A], n  # no stray second key
+    assert cards

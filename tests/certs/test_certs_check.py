@@ -82,7 +82,12 @@ def status(cert: x509.Certificate, id_: str, **kwargs: Any) -> str:
 
 def test_good_certificate_passes_everything(good: x509.Certificate) -> None:
     findings = check_entra_certificate(good, expected_upn=UPN, now=NOW)
-    assert {f.status for f in findings} == {"pass"}, findings
+    # What needs an input not given is a SKIP, never a silent pass.
+    assert {f.id for f in findings if f.status == "skip"} == {"chain", "revocation"}
+    assert {f.status for f in findings if f.id not in ("chain", "revocation")} == {"pass"}
+    skipped = check_entra_certificate(good, now=NOW)
+    assert {f.id for f in skipped if f.status == "skip"} == {"chain", "revocation",
+                                                               "upn.match"}
     assert {f.id for f in findings} == {
         "eku.present",
         "eku.client-auth",
@@ -96,8 +101,10 @@ def test_good_certificate_passes_everything(good: x509.Certificate) -> None:
         "key-strength",
         "basic-constraints",
         "signature-algorithm",
+        "chain",
+        "revocation",
     }
-    assert all(f.fix == "" for f in findings)
+    assert all(f.fix == "" for f in findings if f.status == "pass")
     assert findings[0].to_json() == {
         "id": "eku.present",
         "status": "pass",
@@ -147,7 +154,7 @@ def test_upn_present(issuer_key: Any, p256: Any, good: x509.Certificate) -> None
 def test_upn_match_is_case_insensitive(good: x509.Certificate) -> None:
     assert status(good, "upn.match", expected_upn="bob@contoso.com") == "fail"
     assert status(good, "upn.match", expected_upn="Alice@CONTOSO.com") == "pass"
-    assert not [f for f in check_entra_certificate(good, now=NOW) if f.id == "upn.match"]
+    assert status(good, "upn.match") == "skip"
 
 
 def test_key_usage(issuer_key: Any, p256: Any, good: x509.Certificate) -> None:
@@ -279,3 +286,67 @@ def test_signature_algorithm(tmp_path: Path, good: x509.Certificate) -> None:
     legacy = load_certificate(out.read_bytes())
     assert find(check_entra_certificate(legacy), "signature-algorithm").status == "warn"
     assert status(good, "signature-algorithm") == "pass"
+
+
+def _ca(key: Any, subject: x509.Name, signer: Any, issuer: x509.Name, *,
+        path_len: int | None = None, key_usage: bool | None = True,
+        not_after: dt.datetime | None = None) -> x509.Certificate:
+    ext: list[tuple[x509.ExtensionType, bool]] = [(x509.BasicConstraints(True, path_len), True)]
+    if key_usage is not None:
+        ext.append((x509.KeyUsage(digital_signature=False, content_commitment=False,
+                                  key_encipherment=False, data_encipherment=False,
+                                  key_agreement=False, key_cert_sign=key_usage, crl_sign=True,
+                                  encipher_only=False, decipher_only=False), True))
+    kw = {"not_after": not_after, "not_before": not_after - dt.timedelta(days=30)} \
+        if not_after else {}
+    return build_cert(signer, key.public_key(), subject=subject, issuer=issuer, extensions=ext,
+                      **kw)
+
+
+def test_chain_checks_every_ca(issuer_key: ec.EllipticCurvePrivateKey, p256: Any) -> None:
+    """Validity, keyCertSign and pathLen of each CA on the path (cryptography's verifier)."""
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    root_name = name((NameOID.COMMON_NAME, "Contoso Root"))
+    leaf = make(issuer_key, p256)
+
+    def chain(root: x509.Certificate, inter: x509.Certificate) -> Finding:
+        return find(check_entra_certificate(leaf, ca_bundle=[root, inter], now=NOW), "chain")
+
+    good_root = _ca(root_key, root_name, root_key, root_name)
+    good_inter = _ca(issuer_key, ISSUER, root_key, root_name)
+    ok = chain(good_root, good_inter)
+    assert ok.status == "pass" and "pathLen" in ok.message
+    # The root allows no CA below it.
+    assert chain(_ca(root_key, root_name, root_key, root_name, path_len=0),
+                 good_inter).status == "fail"
+    # The intermediate may not sign certificates.
+    assert chain(good_root, _ca(issuer_key, ISSUER, root_key, root_name,
+                                key_usage=False)).status == "fail"
+    # The intermediate expired before NOW.
+    expired = _ca(issuer_key, ISSUER, root_key, root_name,
+                  not_after=NOW - dt.timedelta(days=2))
+    assert chain(good_root, expired).status == "fail"
+
+
+def test_revocation_from_a_crl(tmp_path: Path) -> None:
+    from pivtool.certs.ca import LabCA
+
+    ca = LabCA.init(tmp_path / "ca", "CN=CRL CA")
+    key = ec.generate_private_key(ec.SECP256R1())
+    from pivtool.certs.csr import build_csr
+    from pivtool.certs.profile import CertRequest
+
+    csr = build_csr(key, CertRequest.create(upns=[UPN]))  # type: ignore[arg-type]
+    cert = ca.issue(csr.public_bytes(serialization.Encoding.PEM))
+    other = LabCA.init(tmp_path / "other", "CN=Other CA")
+
+    def revocation(crl: Any, bundle: Any = None) -> Finding:
+        return find(check_entra_certificate(cert, ca_bundle=bundle, crl=crl), "revocation")
+
+    clean = ca.crl()
+    assert revocation(clean).status == "pass"
+    assert "signature checked" in revocation(clean, [ca.certificate]).message
+    assert revocation(other.crl()).status == "fail"  # another CA's CRL proves nothing
+    ca.revoke(cert.serial_number)
+    revoked = revocation(ca.crl())
+    assert revoked.status == "fail" and "revoked" in revoked.message

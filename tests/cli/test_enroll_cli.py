@@ -98,7 +98,11 @@ def test_refuses_used_slot_then_force_backs_up(tmp_path: Path, ca: Path) -> None
                env=NEW).exit_code == 0
     first = run_json(card, "info")["slots"][0]["certificate"]["sha256"]
     env = {"PIVTOOL_PIN": "24681357"}
-    r = run(card, "enroll", "--upn", "dave@contoso.com", "--ca", str(ca), env=env)
+    # The same command again: the job is done, nothing changes.
+    r = run(card, "enroll", "--upn", "dave@contoso.com", "--ca", str(ca), env=NEW)
+    assert r.exit_code == 0 and "already enrolled" in r.stdout, r.output
+    # Another user's enrollment over it needs --force.
+    r = run(card, "enroll", "--upn", "eve@contoso.com", "--ca", str(ca), env=env)
     assert r.exit_code == 2 and "check slots" in r.stderr and "--force" in r.stderr
     assert run_json(card, "info")["slots"][0]["certificate"]["sha256"] == first
     bk = tmp_path / "bk"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from itertools import groupby
 from typing import Any
 
-KINDS = ["card-removed", "reset", "transmission-error", "garbage"]
+KINDS = ["card-removed", "answer-lost", "reset", "transmission-error", "garbage"]
 
 
 def _ranges(ns: list[int]) -> str:
@@ -36,16 +36,24 @@ def render(rows: list[dict[str, Any]]) -> str:
         "its APDUs on a virtual YubiKey, then runs it again once per APDU *N* with a fault at "
         "APDU *N* (`PIVTOOL_SIM_FAULTS=N:KIND`; `pivtool sim serve --fail-at N --fail-kind "
         "KIND` does the same behind pcscd). A pulled APDU is not executed; everything before "
-        "it is on the card. After every fault the test checks that the error is one line, "
+        "it is on the card; with **answer-lost** the card executes APDU *N* and its answer "
+        "never arrives. After every fault the test checks that the error is one line, "
         "that the card's PIN and PUK are values the user knows, that pivtool still gets "
         "management-key access with the PIN and the keys the user knows (*mgmt key* column: "
         "how; `-` while reset/recover has spent PIN tries on purpose), that every "
         "certificate the card held is on it or in a backup file, and that re-running the "
-        "same command completes.",
+        "same command — exactly as given, never with `--force` added — completes (*re-run* "
+        "column: its exit code; `already enrolled` when the interrupted run had finished) "
+        "with the card's PIN and PUK retry counters full: no try spent. What makes that "
+        "possible is the journal (see [troubleshooting.md](troubleshooting.md#an-interrupted-"
+        "command-run-it-again)): a record per card serial of what the interrupted run did, "
+        "with hashes instead of secrets.",
         "",
-        "Kinds: **card-removed** (pulled; exit 5), **reset** (another program reset the "
+        "Kinds: **card-removed** (pulled; exit 5), **answer-lost** (executed, then pulled "
+        "before the answer; exit 5), **reset** (another program reset the "
         "card; exit 5), **transmission-error** (exit 5), **garbage** (a 9000 answer that is "
-        "not the card's; the command is not executed). card-removed runs at every APDU; the "
+        "not the card's; the command is not executed). card-removed and answer-lost run at "
+        "every APDU; the "
         "other kinds at every third APDU and the last (garbage: at every APDU of the commands "
         "that replace or destroy certificates). Exit 0 after garbage: a certificate read pivtool "
         "repeated (an unreadable answer is read twice before it counts as a corrupt "

@@ -7,11 +7,13 @@ N (the pulled APDU is not executed; everything before it is on the card's flash)
 * nothing the user had is lost: the card's PIN/PUK are ones the user knows, pivtool still
   gets management-key access with the PIN and the keys the user knows, and every
   certificate the card held is still on it or in a backup file;
-* re-running the same command completes (enroll may ask for ``--force`` for a slot the
-  interrupted run left holding a key: the re-run then adds it, as the message says).
+* re-running the same command (no ``--force`` added) completes, and neither the fault nor
+  the re-run spent a PIN or PUK try (the card's retry counters are full again).
 
-A subset runs with RESET (another program resets the card) and GARBAGE (a 9000 response
-that is not what the card sent; the command is not executed) faults. Rows go to the
+ANSWER-LOST (the card executes the command, its answer never arrives) runs at every APDU of
+the commands; a subset runs with RESET (another program resets the card), GARBAGE (a 9000
+response that is not what the card sent; the command is not executed) and
+TRANSMISSION-ERROR faults. Rows go to the
 generated table in docs/fault-tolerance.md.
 """
 
@@ -30,6 +32,7 @@ from pivtool.certs.ca import LabCA
 from pivtool.core.errors import NotFoundError
 from pivtool.piv.constants import Slot
 from pivtool.sim.state import load_state
+from pivtool.workflows.journal import JOURNAL_ENV
 from tests.cli.clihelp import make_card, run, session
 from tests.faults.faulthelp import (
     count_apdus,
@@ -44,6 +47,7 @@ UPN = "alice@contoso.com"
 PIN0, PUK0 = "123456", "12345678"
 PIN, PUK = "24681357", "86427531"
 PIN2 = "11223344"
+PUK2 = "55667788"
 GIVEN_KEY = bytes(range(1, 25))  # an AES-192 key the user typed (and so knows)
 
 #: The steps enroll names in its errors (StepFailedError "step: ...").
@@ -181,6 +185,12 @@ def scenarios(lab: dict[str, Path]) -> dict[str, tuple[Path, Scenario]]:
             "mgmt-key change (protected -> typed)", ("mgmt-key", "change", "-a", "aes192"),
             {"PIVTOOL_PIN": PIN, "PIVTOOL_NEW_MGMT_KEY": GIVEN_KEY.hex()}, {PIN}, {PUK},
             {GIVEN_KEY}, done=given)),
+        "pin change": (lab["enrolled"], Scenario(
+            "pin change", ("pin", "change"), {"PIVTOOL_PIN": PIN, "PIVTOOL_NEW_PIN": PIN2},
+            {PIN, PIN2}, {PUK}, set(), done=lambda c: _pin_is(c, PIN2))),
+        "puk change": (lab["enrolled"], Scenario(
+            "puk change", ("puk", "change"), {"PIVTOOL_PUK": PUK, "PIVTOOL_NEW_PUK": PUK2},
+            {PIN}, {PUK, PUK2}, set(), done=lambda c: _puk_is(c, PUK2))),
         "reset": (lab["enrolled"], Scenario(
             "reset", ("reset", "--yes", "--backup-dir", "bk"), {}, {PIN, PIN0}, {PUK, PUK0},
             blocks_on_purpose=True, done=factory)),
@@ -194,7 +204,16 @@ def scenarios(lab: dict[str, Path]) -> dict[str, tuple[Path, Scenario]]:
     }
 
 
-OPS = ["enroll", "enroll --force", "certs import", "mgmt-key --protect",
+def _pin_is(card: Path, pin: str) -> None:
+    assert load_state(card).pin == pin.encode()
+
+
+def _puk_is(card: Path, puk: str) -> None:
+    assert load_state(card).puk == puk.encode()
+
+
+OPS = ["enroll", "enroll --force", "certs import", "pin change", "puk change",
+       "mgmt-key --protect",
        "mgmt-key --protect rotate", "mgmt-key unprotect", "reset", "recover (unblock)",
        "recover (reset)"]
 
@@ -218,16 +237,15 @@ def check_after_fault(work: Path, card: Path, sc: Scenario, certs_before: set[by
 
 
 def rerun(work: Path, card: Path, sc: Scenario) -> tuple[int, str]:
-    """Re-run the same command; returns (exit code, extra option the message asked for)."""
+    """Re-run the same command, exactly as given; it must complete without spending a PIN
+    or PUK try (the counters are read from the card). Returns (exit code, note)."""
     r = run_faulted(card, sc.args, sc.env)
-    if r.exit_code == 2 and "use --force" in r.stderr and "--force" not in sc.args:
-        line = error_line(r)
-        assert line.startswith("Error: check slots: slot 9a"), line
-        r = run_faulted(card, (*sc.args, "--force", "--backup-dir", "bk2"), sc.env)
-        assert r.exit_code == 0, r.output
-        return 0, "--force"
     assert r.exit_code == 0, r.output
-    return 0, ""
+    st = load_state(card)
+    if not sc.blocks_on_purpose:
+        assert st.pin_retries_left == st.pin_retries_total, "the re-run spent a PIN try"
+        assert st.puk_retries_left == st.puk_retries_total, "the re-run spent a PUK try"
+    return 0, "already enrolled" if "already enrolled" in r.stdout else ""
 
 
 def pull_case(tmp_path: Path, template: Path, sc: Scenario, n: int, kind: str,
@@ -235,6 +253,8 @@ def pull_case(tmp_path: Path, template: Path, sc: Scenario, n: int, kind: str,
     work = tmp_path / f"{kind}-{n}"
     work.mkdir()
     monkeypatch.chdir(work)  # relative --backup-dir, and default backup dirs, land here
+    # Every case is its own world: the fresh copy of the card has its own (empty) journal.
+    monkeypatch.setenv(JOURNAL_ENV, str(work / "journal"))
     card = work / "card.json"
     shutil.copy(template, card)
     certs_before = {d for d in (cert_der(card, s) for s in (Slot.AUTHENTICATION,
@@ -246,7 +266,7 @@ def pull_case(tmp_path: Path, template: Path, sc: Scenario, n: int, kind: str,
         line = "(exit 0: completed; the garbled answer was re-read or not needed)"
     else:
         line = error_line(r)
-        if kind in ("card-removed", "reset"):
+        if kind in ("card-removed", "reset", "answer-lost"):
             assert r.exit_code == 5, line
             assert "the card was removed" in line or "reset by another program" in line
         elif kind == "garbage":
@@ -268,7 +288,7 @@ def pull_case(tmp_path: Path, template: Path, sc: Scenario, n: int, kind: str,
     assert not (certs_before - {cert_der(card)} - saved_certs(work)), "old cert lost"
     return {"op": sc.name, "kind": kind, "n": n, "exit": r.exit_code, "step": step,
             "error": line.removeprefix("Error: "), "mgmt": how,
-            "rerun": f"{code}" + (f" (with {extra})" if extra else "")}
+            "rerun": f"{code}" + (f" ({extra})" if extra else "")}
 
 
 @pytest.fixture(scope="module")
@@ -286,21 +306,29 @@ def counts(lab: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
         import os
 
         os.chdir(work)
+        old_journal = os.environ.get(JOURNAL_ENV)
+        os.environ[JOURNAL_ENV] = str(work / "journal")  # as in pull_case: a fresh world
         try:
             out[op] = count_apdus(card, sc.args, sc.env)
         finally:
             os.chdir(cwd)
+            if old_journal is None:
+                os.environ.pop(JOURNAL_ENV, None)
+            else:
+                os.environ[JOURNAL_ENV] = old_journal
     return out
 
 
+@pytest.mark.parametrize("kind", ["card-removed", "answer-lost"])
 @pytest.mark.parametrize("op", OPS)
-def test_card_pulled_at_every_apdu(op: str, lab: dict[str, Path], counts: dict[str, int],
-                                   tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_card_pulled_at_every_apdu(op: str, kind: str, lab: dict[str, Path],
+                                   counts: dict[str, int], tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
     template, sc = scenarios(lab)[op]
     total = counts[op]
     assert total >= 3
     for n in range(1, total + 1):
-        row = pull_case(tmp_path, template, sc, n, "card-removed", monkeypatch)
+        row = pull_case(tmp_path, template, sc, n, kind, monkeypatch)
         record("cardpull", {**row, "total": total})
 
 
@@ -329,7 +357,8 @@ def test_fault_tolerance_doc_is_current(lab: dict[str, Path]) -> None:
 
     rows = read_rows("cardpull")
     expected = {(sc.name, kind) for _, sc in scenarios(lab).values()
-                for kind in ("card-removed", "reset", "garbage", "transmission-error")}
+                for kind in ("card-removed", "answer-lost", "reset", "garbage",
+                             "transmission-error")}
     if {(r["op"], r["kind"]) for r in rows} != expected:
         pytest.skip("only part of the matrix ran")
     doc = Path(__file__).resolve().parents[2] / "docs" / "fault-tolerance.md"

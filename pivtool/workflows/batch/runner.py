@@ -39,6 +39,11 @@ class _LockedIssuer:
         with self._lock:
             return self.inner.ca_certificates()
 
+    def preflight(self) -> None:
+        """The inner issuer's pre-flight check."""
+        with self._lock:
+            self.inner.preflight()
+
 
 # --------------------------------------------------------------------------------------------
 # The runner

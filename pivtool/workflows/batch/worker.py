@@ -382,8 +382,11 @@ class CardWork:
         step = error.step if isinstance(error, StepFailedError) else None
         message = str(error)
         with self.state.lock:
+            # A failed step may itself have changed the key (a lost answer): the Enroller
+            # says so in the error.
             changed = claim.resume or claim.wipe or any(
-                s["step"] not in READ_ONLY_STEPS for s in user.steps)
+                s["step"] not in READ_ONLY_STEPS for s in user.steps) or bool(
+                isinstance(error, StepFailedError) and error.changed)
             user.error = message
             user.finished = now_iso()
             if step is not None:
