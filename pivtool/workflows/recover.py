@@ -412,6 +412,8 @@ class Recoverer:
         if self.issuer is None and not self.o.csr_out:
             raise UsageError("--reenroll needs an issuer: --ca DIR, --issuer-cmd CMD or "
                              "--csr-out FILE")
+        if self.issuer is not None:
+            self.issuer.preflight()  # the CA opens, the command exists: before the reset
         old = st.slot(Slot.AUTHENTICATION)
         algorithm = KeyType.ECCP256
         emails: list[str] = []

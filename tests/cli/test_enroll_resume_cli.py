@@ -152,3 +152,16 @@ def test_answer_lost_then_same_command(tmp_path: Path, ca: Path, n: int) -> None
     assert st.pin == b"24681357" and st.pin_retries_left == 3 and st.puk_retries_left == 3
     ca_index = LabCA.open(ca).issued()
     assert len(ca_index) == 1  # one certificate issued, never a second
+
+
+def test_recover_reenroll_with_a_bad_issuer_resets_nothing(tmp_path: Path, ca: Path) -> None:
+    """recover --puk-unknown --reenroll: the issuer is checked before the reset destroys
+    the keys (exit 2, the card exactly as before)."""
+    card = enrolled(tmp_path, ca)
+    for _ in range(3):
+        run(card, "pin", "verify", "--allow-last-try", env={"PIVTOOL_PIN": "00000000"})
+    before = snapshot(card)
+    r = run(card, "recover", "--puk-unknown", "--reenroll", "--ca", str(tmp_path / "nope"),
+            "--yes", "--backup-dir", str(tmp_path / "bk"), env=NEW)
+    assert r.exit_code == 2, r.output
+    assert snapshot(card) == before
