@@ -54,7 +54,7 @@ def pin_change(obj: CliContext, allow_last_try: bool) -> None:
     with obj.session() as s:
         how, derived = change_reference(
             s, "pin", old, new, allow_last_try,
-            change=lambda o, n: change_pin(s, o, n, allow_last_try))
+            change=lambda o, n: change_pin(s, o, n, allow_last_try, p.ask))
     obj.emit({"schema": "pivtool.pin-change/1", "changed": "pin",
               "derived_mgmt_key_updated": bool(derived)},
              ("PIN changed" if how == "changed" else
@@ -77,7 +77,7 @@ def pin_unblock(obj: CliContext, allow_last_try: bool) -> None:
     pin_bytes(puk, "PUK")
     pin_bytes(new, "new PIN")
     with obj.session() as s:
-        check_puk(s, allow_last_try)
+        check_puk(s, allow_last_try, p.ask)
         s.unblock_pin(puk, new)
     obj.emit({"schema": "pivtool.pin-unblock/1", "unblocked": True}, "PIN unblocked and set.")
 
@@ -128,7 +128,7 @@ def puk_change(obj: CliContext, allow_last_try: bool) -> None:
     pin_bytes(old, "PUK")
     pin_bytes(new, "new PUK")
     with obj.session() as s:
-        how, _ = change_reference(s, "puk", old, new, allow_last_try)
+        how, _ = change_reference(s, "puk", old, new, allow_last_try, ask=p.ask)
     obj.emit({"schema": "pivtool.puk-change/1", "changed": "puk"},
              "PUK changed." if how == "changed" else
              "PUK changed (by the interrupted run; confirmed now).")
@@ -188,6 +188,15 @@ def mgmt_key_change(obj: CliContext, algorithm: str | None, generate: bool, prot
     if key_out and os.path.exists(key_out):
         raise UsageError(f"{key_out} exists; refusing to overwrite a key file")
     with obj.session() as s:
+        if not s.is_yubikey:
+            # SET MANAGEMENT KEY and the PIN-protected store (ykman's 5FFF00/5FC109) are
+            # YubiKey extensions; on other cards 5FC109 is the standard Printed Information.
+            why = f" ({s.version_note})" if s.version_note else ""
+            raise UsageError(
+                "this card cannot change its management key: SET MANAGEMENT KEY is a "
+                f"YubiKey extension and the card has not shown it is a YubiKey{why}"
+                + ("; nor can it store one PIN-protected (--protect)" if protect else "")
+                + ". Its management key is changed by the card's issuer")
         kt = choose_mgmt_key_type(s, algorithm)
         if generate:
             import secrets as _secrets

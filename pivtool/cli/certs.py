@@ -53,6 +53,25 @@ def request_options(f: F) -> F:
     return f
 
 
+def public_key_option(f: F) -> F:
+    """``--public-key FILE`` for cards that cannot report a slot's key."""
+    return click.option(
+        "--public-key", "public_key_file", metavar="FILE",
+        help="The slot's public key (PEM or DER, e.g. from 'keys generate -o'), for cards "
+             "that cannot report their keys (generic PIV cards, YubiKeys before 5.3). "
+             "Checked with a test signature on the card first.")(f)
+
+
+def _public_key(path: str | None) -> Any:
+    """The public key in *path* (read before the card is touched), or ``None``."""
+    if path is None:
+        return None
+    from ..workflows.keys import load_public_key_file
+    from .files import read_input
+
+    return load_public_key_file(read_input(path))
+
+
 def _request(subject: str | None, upns: tuple[str, ...], emails: tuple[str, ...],
              ekus: tuple[str, ...], policies: tuple[str, ...]) -> Any:
     """Parse the content options into a CertRequest (bad input: exit 2, card untouched)."""
@@ -71,6 +90,7 @@ def certs() -> None:
 @click.argument("slot", type=SLOT)
 @request_options
 @output_option("CSR (PEM)")
+@public_key_option
 @force_option("Overwrite FILE if it exists.")
 @allow_last_try_option
 @secret_options("pin")
@@ -78,7 +98,8 @@ def certs() -> None:
 @pass_ctx
 def certs_request(obj: CliContext, slot: Slot, subject: str | None, upns: tuple[str, ...],
                   emails: tuple[str, ...], ekus: tuple[str, ...], policies: tuple[str, ...],
-                  output: str | None, force: bool, allow_last_try: bool) -> None:
+                  output: str | None, public_key_file: str | None, force: bool,
+                  allow_last_try: bool) -> None:
     """Create a CSR for SLOT's key, signed on the card.
 
     A PKCS#10 request for your CA. It asks for the SAN (UPN and/or e-mail), key usage
@@ -95,8 +116,10 @@ def certs_request(obj: CliContext, slot: Slot, subject: str | None, upns: tuple[
 
     request = _request(subject, upns, emails, ekus, policies)
     check_output(output, force)
+    public_key = _public_key(public_key_file)
     with obj.session() as s:
-        r = request_csr(s, obj.prompter(), slot, request, allow_last_try, notifier())
+        r = request_csr(s, obj.prompter(), slot, request, allow_last_try, notifier(),
+                        public_key)
     data = r.to_json()
     where = f" written to {output}" if output not in (None, "-") else ""
     deliver(obj, output, r.csr.public_bytes(Encoding.PEM), data,
@@ -109,6 +132,7 @@ def certs_request(obj: CliContext, slot: Slot, subject: str | None, upns: tuple[
 @click.option("--days", type=click.IntRange(1, 36500), default=365, show_default=True,
               help="Validity in days.")
 @output_option("certificate (PEM) as well")
+@public_key_option
 @click.option("--compress", is_flag=True, help="Store the certificate compressed.")
 @force_option("Replace a certificate already in the slot (saved first); overwrite FILE.")
 @backup_dir_option()
@@ -119,8 +143,9 @@ def certs_request(obj: CliContext, slot: Slot, subject: str | None, upns: tuple[
 @pass_ctx
 def certs_selfsign(obj: CliContext, slot: Slot, subject: str | None, upns: tuple[str, ...],
                    emails: tuple[str, ...], ekus: tuple[str, ...], policies: tuple[str, ...],
-                   days: int, output: str | None, compress: bool, force: bool,
-                   backup_dir: str | None, keep_chuid: bool, allow_last_try: bool) -> None:
+                   days: int, output: str | None, public_key_file: str | None,
+                   compress: bool, force: bool, backup_dir: str | None, keep_chuid: bool,
+                   allow_last_try: bool) -> None:
     """Self-sign a certificate for SLOT's key and store it in SLOT.
 
     Signed on the card. For labs and for tools that need some certificate in the slot; Entra
@@ -132,10 +157,11 @@ def certs_selfsign(obj: CliContext, slot: Slot, subject: str | None, upns: tuple
     request = _request(subject, upns, emails, ekus, policies)
     if output not in (None, "-"):
         check_output(output, force)
+    public_key = _public_key(public_key_file)
     with obj.session() as s:
         r = self_sign(s, obj.prompter(), slot, request, days, compress, force,
                       Path(backup_dir) if backup_dir else None, keep_chuid, allow_last_try,
-                      notifier())
+                      notifier(), public_key)
     data = r.to_json()
     text = f"Self-signed certificate for slot {slot.label}: " + install_text(data["install"])
     if output is None:

@@ -45,6 +45,10 @@ if TYPE_CHECKING:
 @issuer_options()
 @click.option("--random-pin", is_flag=True, help="Set a random 8-digit PIN (see --secrets-out).")
 @click.option("--random-puk", is_flag=True, help="Set a random 8-digit PUK (see --secrets-out).")
+@click.option("--keep-puk", is_flag=True,
+              help="On a card that cannot tell whether its PUK is the factory default "
+                   "(no GET METADATA: YubiKey before 5.3, other PIV cards): leave the PUK, "
+                   "it is not the default. Without it enroll replaces the PUK there.")
 @click.option("--secrets-out", metavar="FILE",
               help="Write random PIN/PUK to FILE (created 0600; never printed).")
 @click.option("--force", is_flag=True,
@@ -68,7 +72,8 @@ def enroll(obj: CliContext, upn: str, emails: tuple[str, ...], subject: str | No
            algorithm: KeyType, pin_policy: PinPolicy, touch_policy: TouchPolicy, macos: bool,
            policies: tuple[str, ...], ca_dir: str | None, issuer_cmd: str | None,
            issuer_timeout: float, ca_bundle: str | None, csr_out: str | None, days: int,
-           random_pin: bool, random_puk: bool, secrets_out: str | None, force: bool,
+           random_pin: bool, random_puk: bool, keep_puk: bool, secrets_out: str | None,
+           force: bool,
            backup_dir: str | None, allow_non_ios: bool, allow_last_try: bool,
            escrow_path: str | None, escrow_passphrase_file: str | None) -> None:
     """Make the key ready for Microsoft Entra certificate-based authentication.
@@ -103,7 +108,8 @@ def enroll(obj: CliContext, upn: str, emails: tuple[str, ...], subject: str | No
         pin_policy=pin_policy, touch_policy=touch_policy,
         macos=macos, policies=list(policies), force=force, random_pin=random_pin,
         random_puk=random_puk, secrets_out=secrets_out, backup_dir=backup_dir,
-        allow_non_ios=allow_non_ios, csr_out=csr_out, retry_force=allow_last_try)
+        allow_non_ios=allow_non_ios, csr_out=csr_out, retry_force=allow_last_try,
+        keep_puk=keep_puk)
     validate_options(opts)  # before the card is touched
     issuer = build_issuer(ca_dir, issuer_cmd, issuer_timeout, ca_bundle, days)
 

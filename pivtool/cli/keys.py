@@ -82,13 +82,16 @@ def keys_generate(obj: CliContext, slot: Slot, algorithm: KeyType, pin_policy: P
 
     check_output(output, force)
     if algorithm.label.startswith("rsa") and not obj.json:
-        click.echo("RSA key generation takes a while on a YubiKey (up to a minute for "
-                   "rsa4096)...", err=True)
+        click.echo("RSA key generation can take a while (up to a minute for rsa4096)...",
+                   err=True)
     with obj.session() as s:
         r = generate_key(s, obj.prompter(), slot, algorithm, pin_policy, touch_policy, force,
                          allow_last_try)
-    text = (f"Generated an {r.key_type.label} key in slot {slot.label}: PIN policy "
-            f"{r.pin_policy}, touch policy {r.touch_policy}.")
+        yubikey = s.is_yubikey
+    text = f"Generated an {r.key_type.label} key in slot {slot.label}"
+    # PIN and touch policies are YubiKey settings: another card applies its own rules.
+    text += (f": PIN policy {r.pin_policy}, touch policy {r.touch_policy}." if yubikey
+             else ".")
     if r.stale_certificate:
         text += (" The slot's certificate belongs to the old key: request a new one "
                  "(pivtool certs request).")
@@ -171,7 +174,7 @@ def keys_info(obj: CliContext, slot: Slot) -> None:
                      f"touch {key['touch_policy']}")
     else:
         lines.append("  key:  none" if info.metadata_available else
-                     "  key:  unknown (this card does not report its keys)")
+                     f"  key:  unknown ({info.state.key_unknown})")
     if data["certificate"]:
         match = {True: "matches the key", False: "DOES NOT match the key",
                  None: "not checked against the key"}[data["certificate_matches_key"]]

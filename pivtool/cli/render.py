@@ -78,15 +78,23 @@ def info_text(data: dict[str, Any]) -> str:
         f"CHUID:     {data['chuid']['guid'] if data.get('chuid') else 'none'}",
         f"CCC:       {data['ccc']['card_id'] if data.get('ccc') else 'none'}",
     ]
-    if not data["slots"]:
+    unknown = data.get("unknown_slots") or []
+    if not data.get("slot_keys_reported", True):
+        lines.append("Slots:     the card does not report slot keys: only slots with a "
+                     "certificate are listed" + ("" if data["slots"] else " (none)"))
+    elif unknown:
+        lines.append(f"Slots:     unknown whether {', '.join(unknown)} hold a key (the card's "
+                     "answer was not understood)")
+    elif not data["slots"]:
         lines.append("Slots:     all empty")
     for s in data["slots"]:
         key = s.get("key")
         if key:
-            key_text = (f"{key['algorithm']}, {key['origin']}, PIN {key['pin_policy']}, "
-                        f"touch {key['touch_policy']}")
+            key_text = f"{key['algorithm']}, {key['origin']}"
+            if data["card"] == "yubikey":
+                key_text += f", PIN {key['pin_policy']}, touch {key['touch_policy']}"
         else:
-            key_text = "no key" if data["card"] == "yubikey" else "key unknown"
+            key_text = "key unknown" if s.get("key_status") == "unknown" else "no key"
         lines.append(f"Slot {s['slot']} ({s['name']}): {key_text}")
         cert = s.get("certificate")
         if cert:

@@ -132,6 +132,13 @@ class CliPrompter:
         it is available without prompting."""
         return bool(self.files.get(name)) or SPECS[name].env in os.environ
 
+    def ask(self, question: str) -> bool:
+        """Ask on a terminal only: ``--yes`` does not answer this (a try that may be the
+        last one); without a terminal the answer is no (``--allow-last-try`` is the way)."""
+        if not self.interactive:
+            return False
+        return click.confirm(question, default=False, err=True)
+
     def confirm(self, message: str) -> bool:
         """``--yes`` answers yes; otherwise ask on a terminal; never assume yes."""
         if self.yes:

@@ -7,7 +7,7 @@ each family to one exit code in one place. Messages are one line and never conta
 
 from __future__ import annotations
 
-from .sw import SW, sw_name
+from .sw import SW, sw_meaning
 
 
 class PivToolError(Exception):
@@ -39,7 +39,10 @@ class ApduError(PivToolError):
                  from_card: bool = True) -> None:
         self.sw = sw
         self.data = data
-        text = f"SW={sw:04X} ({sw_name(sw)})"
+        meaning = sw_meaning(sw)
+        # Never the bare status word as the whole message: say what it means.
+        text = (f"the card refused: {meaning} (SW={sw:04X})" if meaning
+                else f"the card refused (SW={sw:04X})")
         if message and not from_card:
             # pivtool decided this itself (e.g. the retry guard read the counters): the card
             # never answered with this status word, so do not show one.

@@ -53,3 +53,48 @@ def sw_name(sw: int) -> str:
         return SW(sw).name
     except ValueError:
         return "UNKNOWN"
+
+
+#: What a status word means, in words (ISO 7816-4 §5.6, SP 800-73-4 Part 2 Table 6). A
+#: command-specific meaning (e.g. 6A80 on GENERATE) is chosen by the session, which knows
+#: the command.
+_MEANINGS: dict[int, str] = {
+    SW.VERIFY_FAIL_NO_INFO: "verification failed",
+    SW.WARNING_NVM_CHANGED: "the card warns that its memory changed",
+    SW.EXECUTION_ERROR: "the card failed to carry out the command",
+    SW.MEMORY_ERROR: "the card's memory failed",
+    SW.WRONG_LENGTH: "the card refused the command's length",
+    SW.CLA_FUNCTION_NOT_SUPPORTED: "the card does not support this command class function",
+    SW.LOGICAL_CHANNEL_NOT_SUPPORTED: "the card does not support logical channels",
+    SW.SECURE_MESSAGING_NOT_SUPPORTED: "the card does not support secure messaging",
+    SW.LAST_COMMAND_EXPECTED: "the card expected the last part of a chained command",
+    SW.COMMAND_CHAINING_NOT_SUPPORTED: "the card does not support command chaining",
+    SW.COMMAND_NOT_ALLOWED: "the card does not allow this command",
+    SW.INCOMPATIBLE_FILE_STRUCTURE: "the command does not fit the object",
+    SW.SECURITY_STATUS_NOT_SATISFIED: "not allowed yet: the PIN or management key must be "
+                                      "presented first",
+    SW.AUTH_METHOD_BLOCKED: "blocked",
+    SW.REFERENCE_DATA_NOT_USABLE: "the reference data is not usable",
+    SW.CONDITIONS_NOT_SATISFIED: "the card refuses this in its current state",
+    SW.COMMAND_NOT_ALLOWED_NO_EF: "the card does not allow this command here",
+    SW.INCORRECT_PARAMETERS: "the card refused the data sent",
+    SW.FUNCTION_NOT_SUPPORTED: "the card does not support this function",
+    SW.FILE_NOT_FOUND: "not found on the card",
+    SW.RECORD_NOT_FOUND: "not found on the card",
+    SW.NO_SPACE: "not enough memory on the card",
+    SW.INCORRECT_P1P2: "the card refused the parameters (no such slot, key or object)",
+    SW.REFERENCE_NOT_FOUND: "not found on the card (no such key or reference)",
+    SW.WRONG_P1P2: "the card refused the parameters",
+    SW.INS_NOT_SUPPORTED: "the card does not know this command",
+    SW.CLA_NOT_SUPPORTED: "the card does not support this command class",
+    SW.NO_PRECISE_DIAGNOSIS: "the card reported an internal error",
+}
+
+
+def sw_meaning(sw: int) -> str | None:
+    """What *sw* means in words; ``None`` for a status word ISO 7816-4 does not define
+    (the message then says "the card refused" with the SW)."""
+    if 0x63C0 <= sw <= 0x63CF:
+        left = sw & 0x0F
+        return f"verification failed, {left} {'try' if left == 1 else 'tries'} left"
+    return _MEANINGS.get(sw)

@@ -319,6 +319,9 @@ class Origin(str, Enum):
 
     GENERATED = "generated"
     IMPORTED = "imported"
+    #: Any other value (third-party applets answer 0 for keys they generated): only the
+    #: card can judge, e.g. by attesting the key or refusing to.
+    UNKNOWN = "unknown"
 
 
 def effective_pin_policy(slot: Slot, policy: PinPolicy) -> PinPolicy:

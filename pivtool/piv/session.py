@@ -6,7 +6,9 @@ opens or closes one.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -16,8 +18,10 @@ from ..core.connection import ApduProtocol, Connection
 from ..core.errors import (
     ApduError,
     BadResponseError,
+    BlockedError,
     ConditionsNotSatisfiedError,
     InsNotSupportedError,
+    InvalidPinError,
     NoCardError,
     NotFoundError,
     NotSupportedError,
@@ -25,7 +29,7 @@ from ..core.errors import (
     UsageError,
     error_for_sw,
 )
-from ..core.sw import SW
+from ..core.sw import SW, sw_meaning
 from ..core.tlv import TlvError, parse_dict, tlv, unwrap
 from .constants import (
     DEFAULT_MGMT_KEY,
@@ -64,6 +68,9 @@ if TYPE_CHECKING:
 MAX_APDU_YK4 = 2038
 MAX_APDU_YK4_3 = 3062
 
+#: Why a card cannot report slot keys at all (the reason of an unknown :class:`SlotProbe`).
+NO_METADATA = "no GET METADATA on this card"
+
 #: Objects whose contents are secret: traces redact them.
 SENSITIVE_OBJECTS = frozenset({ObjectId.PRINTED})
 
@@ -95,7 +102,7 @@ class ApplicationProperties:
 class PinMetadata:
     """GET METADATA for the PIN (80) or PUK (81)."""
 
-    is_default: bool
+    is_default: bool | None  # None: the card's answer did not say
     total: int
     remaining: int
 
@@ -105,7 +112,7 @@ class MgmtKeyMetadata:
     """GET METADATA for the management key (9B)."""
 
     key_type: MgmtKeyType
-    is_default: bool
+    is_default: bool | None  # None: the card's answer did not say
     touch_policy: TouchPolicy
 
 
@@ -122,6 +129,21 @@ class SlotMetadata:
     def public_key(self) -> PublicKeyTypes:
         """The slot's public key as a cryptography object."""
         return parse_public_key(self.key_type, self.public_key_encoded)
+
+
+@dataclass(frozen=True)
+class SlotProbe:
+    """What GET METADATA told about a slot: a key (``metadata``), ``empty``, or neither —
+    unknown, with ``reason``."""
+
+    metadata: SlotMetadata | None
+    empty: bool
+    reason: str | None = None
+
+    @property
+    def unknown(self) -> bool:
+        """True when the card could not say whether the slot holds a key."""
+        return self.metadata is None and not self.empty
 
 
 def parse_public_key(key_type: KeyType, encoded: bytes) -> PublicKeyTypes:
@@ -202,6 +224,91 @@ def parse_certificate(der: bytes, message: str = "the card returned data that is
     return cert
 
 
+def _slot_text(ref: int) -> str:
+    try:
+        return f"slot {Slot(ref).label}"
+    except ValueError:
+        return f"key reference {ref:02X}"
+
+
+def _ref_text(ref: int) -> str:
+    names: dict[int, str] = {KeyRef.PIN: "the PIN", KeyRef.PUK: "the PUK",
+                             KeyRef.MGMT: "the management key"}
+    return names.get(ref, _slot_text(ref))
+
+
+def command_step(ins: int, p1: int, p2: int, what: str = "PIN") -> str:
+    """The step a command APDU carries out, in words (for error messages)."""
+    if ins == Ins.VERIFY:
+        return "verify the PIN"
+    if ins == Ins.CHANGE_REFERENCE:
+        return f"change the {what}"
+    if ins == Ins.RESET_RETRY:
+        return "unblock the PIN with the PUK"
+    if ins == Ins.GENERATE_ASYMMETRIC:
+        return f"generate a key in {_slot_text(p2)}"
+    if ins == Ins.GENERAL_AUTHENTICATE:
+        if p2 == KeyRef.MGMT:
+            return "authenticate with the management key"
+        return f"use the key in {_slot_text(p2)}"
+    if ins == Ins.GET_METADATA:
+        return f"read the metadata of {_ref_text(p2)} (GET METADATA)"
+    if ins == Ins.ATTEST:
+        return f"attest {_slot_text(p1)}"
+    if ins == Ins.IMPORT_KEY:
+        return f"import a key into {_slot_text(p2)}"
+    if ins == Ins.MOVE_KEY:
+        return f"delete the key in {_slot_text(p2)}" if p1 == 0xFF else \
+            f"move the key from {_slot_text(p2)} to {_slot_text(p1)}"
+    names: dict[int, str] = {
+        Ins.GET_DATA: "read a data object", Ins.PUT_DATA: "write a data object",
+        Ins.SELECT: "select the PIV application", Ins.GET_SERIAL: "read the serial number",
+        Ins.GET_VERSION: "read the firmware version",
+        Ins.SET_PIN_RETRIES: "set the PIN and PUK retry counts",
+        Ins.RESET: "reset the PIV application", Ins.SET_MGMT_KEY: "set the management key"}
+    return names.get(ins, f"command {ins:02X}")
+
+
+#: What a status word means for one command, where that is more precise than its general
+#: meaning (core.sw.sw_meaning).
+_COMMAND_MEANINGS: dict[tuple[int, int], str] = {
+    (Ins.GENERATE_ASYMMETRIC, SW.INCORRECT_PARAMETERS):
+        "the card refuses this algorithm (or policy) in this slot",
+    (Ins.GENERATE_ASYMMETRIC, SW.INCORRECT_P1P2): "the card has no such key slot",
+    (Ins.IMPORT_KEY, SW.INCORRECT_PARAMETERS):
+        "the card refuses this key (algorithm, size or policy) in this slot",
+    (Ins.PUT_DATA, SW.NO_SPACE): "the object does not fit in the card's memory",
+    (Ins.PUT_DATA, SW.INCORRECT_PARAMETERS): "the card refused the object",
+    (Ins.GET_DATA, SW.FILE_NOT_FOUND): "the object is not on the card",
+    (Ins.ATTEST, SW.INCORRECT_PARAMETERS):
+        "the card will not attest this key (it attests only keys generated on the card)",
+    (Ins.ATTEST, SW.REFERENCE_NOT_FOUND): "the card holds no key in this slot to attest",
+    (Ins.SET_MGMT_KEY, SW.INCORRECT_PARAMETERS):
+        "the card refuses this management key algorithm",
+    (Ins.RESET, SW.CONDITIONS_NOT_SATISFIED):
+        "the card resets only when the PIN and the PUK are both blocked",
+    (Ins.GET_METADATA, SW.REFERENCE_NOT_FOUND): "the slot is empty",
+}
+
+
+def _worded(e: ApduError, ins: int, p1: int, p2: int, what: str) -> ApduError:
+    """*e* again, its message naming the step and saying what the SW means."""
+    step = command_step(ins, p1, p2, what)
+    if e.sw == SW.AUTH_METHOD_BLOCKED:
+        blocked = "the management key" if (ins == Ins.GENERAL_AUTHENTICATE
+                                           and p2 == KeyRef.MGMT) else f"the {what}"
+        if ins in (Ins.GENERAL_AUTHENTICATE, Ins.GENERATE_ASYMMETRIC) and p2 != KeyRef.MGMT:
+            blocked = "the PIN"
+        meaning: str | None = f"{blocked} is blocked"
+    elif ins == Ins.GENERAL_AUTHENTICATE and p2 == KeyRef.MGMT and e.sw in (
+            SW.INCORRECT_PARAMETERS, SW.INCORRECT_P1P2):
+        meaning = "the card's management key is not of this algorithm"
+    else:
+        meaning = _COMMAND_MEANINGS.get((ins, e.sw)) or sw_meaning(e.sw)
+    text = f"{step}: {meaning}" if meaning else f"{step}: the card refused"
+    return type(e)(e.sw, e.data, text)
+
+
 class PivSession:
     """A session with the PIV application on one card.
 
@@ -211,6 +318,11 @@ class PivSession:
 
     def __init__(self, connection: Connection, extended: bool | None = None) -> None:
         self.connection = connection
+        #: Why the card counts as generic although it answered GET VERSION (else ``None``).
+        self.version_note: str | None = None
+        #: PIN/PUK tries the card reported in its own 63Cx (or 6983) answers in this session:
+        #: the only count there is on cards that cannot report the PUK's.
+        self.learned_tries: dict[int, int] = {}
         self.protocol = ApduProtocol(connection, extended=False)
         self.properties = self.select()
         self.version: Version | None = self._read_version()
@@ -222,6 +334,7 @@ class PivSession:
                         and not is_contactless(connection.atr))
         self.protocol.extended = extended
         self._mgmt_key_type: MgmtKeyType | None = None
+        self._mgmt_key_guess = False
 
     # --- helpers ----------------------------------------------------------------------
 
@@ -242,6 +355,15 @@ class PivSession:
     def _send(self, ins: int, p1: int = 0, p2: int = 0, data: bytes = b"",
               sensitive: bool = False, what: str = "PIN") -> bytes:
         apdu = Apdu(0x00, ins, p1, p2, data)
+        try:
+            return self._transmit(apdu, sensitive, what)
+        except InvalidPinError:
+            raise  # "wrong PIN, 2 tries left" says it all
+        except ApduError as e:
+            raise _worded(e, ins, p1, p2, what) from e
+
+    def _transmit(self, apdu: Apdu, sensitive: bool, what: str) -> bytes:
+        data = apdu.data
         # 4 header + 3 Lc + data + 2 Le (extended APDUs always carry Le=0000 here).
         if self.protocol.extended and len(data) + 9 > self.max_extended_apdu:
             # Too long for one extended APDU (a 3063-byte object needs 3079): chain short
@@ -265,6 +387,9 @@ class PivSession:
 
     def _require_yubikey(self, feature: str) -> Version:
         if self.version is None:
+            if self.version_note:
+                raise NotSupportedError(f"{feature} is a YubiKey extension, and this card has "
+                                        f"not shown it is a YubiKey ({self.version_note})")
             raise NotSupportedError(f"{feature} is a YubiKey extension; this is a generic "
                                     "PIV card")
         return self.version
@@ -305,13 +430,22 @@ class PivSession:
         except ApduError:
             # 6D00 (or any refusal) means the YubiKey extensions are absent.
             return None
-        try:
-            return Version.from_bytes(data)
-        except ValueError:
-            # A 9000 with the wrong data is a garbled answer, not a generic card: treating
-            # it as one would hide every YubiKey function (and send recover to the issuer).
-            raise BadResponseError(f"GET VERSION returned {len(data)} bytes, expected 3"
-                                   ) from None
+        for attempt in range(2):
+            try:
+                return Version.from_bytes(data)
+            except ValueError:
+                if attempt == 0:
+                    # Asked once more: a garbled answer on the link must not turn a YubiKey
+                    # into a generic card (enroll would then keep its default management key).
+                    try:
+                        data = self._send(Ins.GET_VERSION)
+                    except ApduError:
+                        break
+        # A 9000 whose answer is not a version, twice: the card has not shown it is a
+        # YubiKey, so it gets the generic path (no YubiKey-only command is sent); the reason
+        # is kept for the messages that would otherwise say "generic card".
+        self.version_note = f"its answer to GET VERSION ({len(data)} bytes) is not a version"
+        return None
 
     def get_serial(self) -> int:
         """GET SERIAL (YubiKey F8, firmware 5+)."""
@@ -378,7 +512,22 @@ class PivSession:
     def verify_pin(self, pin: bytes | str) -> None:
         """VERIFY the PIN (SP 800-73-4 Part 2 §3.2.1). Raises :class:`InvalidPinError` with the
         tries left, or :class:`BlockedError`."""
-        self._send_no_data(Ins.VERIFY, 0, KeyRef.PIN, pin_bytes(pin), sensitive=True)
+        with self._counting(KeyRef.PIN):
+            self._send_no_data(Ins.VERIFY, 0, KeyRef.PIN, pin_bytes(pin), sensitive=True)
+
+    @contextlib.contextmanager
+    def _counting(self, ref: KeyRef) -> Iterator[None]:
+        """Remember the tries the card reports for *ref* in a 63Cx or 6983 answer."""
+        try:
+            yield
+        except InvalidPinError as e:
+            self.learned_tries[ref] = e.tries_left
+            raise
+        except BlockedError:
+            self.learned_tries[ref] = 0
+            raise
+        else:
+            self.learned_tries.pop(ref, None)  # a right value resets the counter
 
     def pin_tries_by_verify(self) -> int | None:
         """Empty VERIFY: the PIN tries left without spending one; ``None`` when the PIN is
@@ -387,8 +536,10 @@ class PivSession:
         if sw == SW.OK:
             return None
         if 0x63C0 <= sw <= 0x63CF:
+            self.learned_tries[KeyRef.PIN] = sw & 0x0F
             return sw & 0x0F
         if sw == SW.AUTH_METHOD_BLOCKED:
+            self.learned_tries[KeyRef.PIN] = 0
             return 0
         raise error_for_sw(sw, data)
 
@@ -399,12 +550,14 @@ class PivSession:
     def _change_reference(self, ins: int, ref: KeyRef, old: bytes | str, new: bytes | str,
                           what_old: str, what_new: str) -> None:
         data = pin_bytes(old, what_old) + pin_bytes(new, what_new)
-        try:
-            self._send_no_data(ins, 0, ref, data, sensitive=True, what=what_old)
-        except ConditionsNotSatisfiedError as e:
-            # Here 6985 means only one thing: PIN complexity (YubiKey 5.7+; Yubico's SDK
-            # reports it as a PIN complexity violation) refused the new value.
-            raise PinComplexityError(e.sw, what_new, what_old) from None
+        # The try spent is the old value's: the PIN's, or the PUK's (also for RESET RETRY).
+        with self._counting(KeyRef.PUK if what_old == "PUK" else KeyRef.PIN):
+            try:
+                self._send_no_data(ins, 0, ref, data, sensitive=True, what=what_old)
+            except ConditionsNotSatisfiedError as e:
+                # Here 6985 means only one thing: PIN complexity (YubiKey 5.7+; Yubico's SDK
+                # reports it as a PIN complexity violation) refused the new value.
+                raise PinComplexityError(e.sw, what_new, what_old) from None
 
     def change_pin(self, old: bytes | str, new: bytes | str) -> None:
         """CHANGE REFERENCE DATA for the PIN (§3.2.2). Spends a PIN try when *old* is wrong."""
@@ -421,11 +574,11 @@ class PivSession:
 
     def _pin_puk_metadata(self, ref: KeyRef) -> PinMetadata:
         items = self._metadata(ref)
-        try:
-            retries = items[0x06]
-            return PinMetadata(items[0x05] != b"\x00", retries[0], retries[1])
-        except (KeyError, IndexError) as e:
-            raise BadResponseError(f"malformed metadata for {ref.name}") from e
+        retries = items.get(0x06, b"")
+        if len(retries) != 2:
+            raise BadResponseError(f"the metadata of the {ref.name} holds no retry counts")
+        default = items.get(0x05)
+        return PinMetadata(default != b"\x00" if default else None, retries[0], retries[1])
 
     def get_pin_metadata(self) -> PinMetadata:
         """GET METADATA for the PIN (YubiKey 5.3+): default flag and tries, without spending
@@ -451,36 +604,88 @@ class PivSession:
         """GET METADATA for the management key (YubiKey 5.3+)."""
         items = self._metadata(KeyRef.MGMT)
         try:
+            # Firmware that omits the algorithm has a 3DES key (yubikit's default too); it
+            # is still confirmed by the card's witness when authenticating.
+            self._mgmt_key_guess = 0x01 not in items
             key_type = MgmtKeyType(items.get(0x01, b"\x03")[0])
             policy = items.get(0x02, b"\x00\x01")
-            md = MgmtKeyMetadata(key_type, items.get(0x05, b"\x00") != b"\x00",
+            default = items.get(0x05)
+            md = MgmtKeyMetadata(key_type, default != b"\x00" if default else None,
                                  TouchPolicy(policy[1]))
         except (ValueError, IndexError) as e:
             raise BadResponseError("malformed management key metadata") from e
         # Fill mgmt_key_type's cache: callers that read the metadata and then authenticate
         # (workflows.auth.authenticate) would otherwise send the same GET METADATA twice.
-        self._mgmt_key_type = key_type
+        self._mgmt_key_type = None if self._mgmt_key_guess else key_type
         return md
 
     @property
     def mgmt_key_type(self) -> MgmtKeyType:
-        """The management key's algorithm: from metadata when the card has it, else the
-        firmware's factory default (cached per session)."""
-        if self._mgmt_key_type is None:
-            if self.version is not None and has_metadata(self.version):
-                self._mgmt_key_type = self.get_mgmt_key_metadata().key_type
+        """The management key's algorithm: from metadata when the card has it (and answers
+        it in a way that can be understood), else the firmware's factory default (cached per
+        session; :meth:`authenticate` tries the other algorithms of the key's length when the
+        card refuses this one)."""
+        if self._mgmt_key_type is not None:
+            return self._mgmt_key_type
+        if self.version is not None and has_metadata(self.version):
+            try:
+                md = self.get_mgmt_key_metadata()
+            except (ApduError, BadResponseError):
+                pass
             else:
-                self._mgmt_key_type = default_mgmt_key_type(self.version)
-        return self._mgmt_key_type
+                if not self._mgmt_key_guess:
+                    return md.key_type
+        self._mgmt_key_guess = True
+        return default_mgmt_key_type(self.version)
+
+    def probe_mgmt_key_type(self) -> MgmtKeyType | None:
+        """The management key's algorithm on a card that does not report it: the first
+        algorithm the card gives a witness for (the factory default's first). A witness
+        request spends no try and changes nothing; ``None`` when the card answers none."""
+        if not self._mgmt_key_guess and self._mgmt_key_type is not None:
+            return self._mgmt_key_type
+        first = default_mgmt_key_type(self.version)
+        for kt in [first, *(t for t in MgmtKeyType if t is not first)]:
+            try:
+                resp = self._send(Ins.GENERAL_AUTHENTICATE, kt, KeyRef.MGMT,
+                                  tlv(0x7C, tlv(0x80)))
+                witness = unwrap(unwrap(resp, 0x7C), 0x80)
+            except (ApduError, TlvError):
+                continue
+            if len(witness) == kt.block_len:
+                self._mgmt_key_type, self._mgmt_key_guess = kt, False
+                return kt
+        return None
 
     def authenticate(self, key: bytes, key_type: MgmtKeyType | None = None) -> None:
         """GENERAL AUTHENTICATE with the management key, mutual (SP 800-73-4 Part 2 Appendix
         A.1, "mutual authentication"): the card proves it knows the key too.
 
+        Without *key_type*, and where the card has not said which algorithm its key has (no
+        GET METADATA, or an answer that was not understood), the card's refusal of the
+        witness request (6A80/6A86) is taken as "not this algorithm" and the other
+        algorithms of the key's length are asked: a witness request spends no try.
+
         Raises :class:`~pivtool.core.errors.SecurityStatusError` for a wrong key."""
-        kt = key_type or self.mgmt_key_type
-        check_mgmt_key(kt, key)
-        resp = self._send(Ins.GENERAL_AUTHENTICATE, kt, KeyRef.MGMT, tlv(0x7C, tlv(0x80)))
+        candidates = [key_type or self.mgmt_key_type]
+        if key_type is None and self._mgmt_key_guess:
+            candidates += [t for t in MgmtKeyType
+                           if t.key_len == len(key) and t not in candidates]
+            candidates = [t for t in candidates if t.key_len == len(key)] or candidates[:1]
+        for n, kt in enumerate(candidates):
+            check_mgmt_key(kt, key)
+            try:
+                resp = self._send(Ins.GENERAL_AUTHENTICATE, kt, KeyRef.MGMT,
+                                  tlv(0x7C, tlv(0x80)))
+            except ApduError as e:
+                if n + 1 < len(candidates) and e.sw in (SW.INCORRECT_PARAMETERS,
+                                                        SW.INCORRECT_P1P2):
+                    continue
+                raise
+            if key_type is None and self._mgmt_key_guess:
+                # The card gave a witness for this algorithm: that is its key's.
+                self._mgmt_key_type, self._mgmt_key_guess = kt, False
+            break
         try:
             witness = unwrap(unwrap(resp, 0x7C), 0x80)
         except TlvError as e:
@@ -517,16 +722,49 @@ class PivSession:
     # --- keys -------------------------------------------------------------------------
 
     def get_slot_metadata(self, slot: Slot) -> SlotMetadata:
-        """GET METADATA for a key slot (YubiKey 5.3+). :class:`NotFoundError` when empty."""
+        """GET METADATA for a key slot (YubiKey 5.3+). :class:`NotFoundError` when empty;
+        :class:`BadResponseError` when the answer lacks the algorithm or the public key (a
+        missing policy counts as the default, an origin other than 1/2 as unknown)."""
         items = self._metadata(slot)
         try:
-            policy = items[0x02]
-            return SlotMetadata(KeyType(items[0x01][0]), PinPolicy(policy[0]),
-                                TouchPolicy(policy[1]),
-                                Origin.GENERATED if items[0x03][0] == 1 else Origin.IMPORTED,
-                                items[0x04])
+            key_type = KeyType(items[0x01][0])
+            public_key = items[0x04]
         except (KeyError, IndexError, ValueError) as e:
-            raise BadResponseError(f"malformed metadata for slot {slot.label}") from e
+            raise BadResponseError(f"the metadata of slot {slot.label} names no key "
+                                   "algorithm or public key") from e
+        policy = items.get(0x02, b"")
+        origin = items.get(0x03, b"")
+        try:
+            pin_policy = PinPolicy(policy[0]) if policy else PinPolicy.DEFAULT
+            touch_policy = TouchPolicy(policy[1]) if len(policy) > 1 else TouchPolicy.DEFAULT
+        except ValueError:
+            pin_policy, touch_policy = PinPolicy.DEFAULT, TouchPolicy.DEFAULT
+        origin_value = {1: Origin.GENERATED, 2: Origin.IMPORTED}.get(
+            origin[0] if origin else -1, Origin.UNKNOWN)
+        return SlotMetadata(key_type, pin_policy, touch_policy, origin_value, public_key)
+
+    def probe_slot(self, slot: Slot) -> SlotProbe:
+        """What the card can say about *slot*'s key, never failing on an answer it cannot
+        understand: metadata (key known), empty (the documented 6A88), or unknown with the
+        reason (no GET METADATA, an undocumented SW, a template without algorithm or key, a
+        public key that does not parse). Transport errors still raise."""
+        if self.version is None or not has_metadata(self.version):
+            return SlotProbe(None, False, NO_METADATA)
+        reason = ""
+        for _attempt in range(2):
+            # An answer that is not understood is asked for once more: a garbled answer on
+            # the link must not pass for the card's own odd way of answering (a key whose
+            # slot looks "unknown" is replaced on certificate evidence alone).
+            try:
+                md = self.get_slot_metadata(slot)
+                md.public_key()  # parsed now, so "key known" means a usable key
+            except NotFoundError:
+                return SlotProbe(None, True)
+            except (ApduError, BadResponseError) as e:
+                reason = str(e)
+                continue
+            return SlotProbe(md, False)
+        return SlotProbe(None, False, reason)
 
     def generate_key(self, slot: Slot, key_type: KeyType,
                      pin_policy: PinPolicy = PinPolicy.DEFAULT,
@@ -669,6 +907,7 @@ __all__ = [
     "PinMetadata",
     "PivSession",
     "SlotMetadata",
+    "SlotProbe",
     "check_mgmt_key",
     "key_type_of",
     "parse_public_key",

@@ -12,21 +12,23 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..core.errors import (
     ApduError,
+    BadResponseError,
     BlockedError,
     NotFoundError,
     NotSupportedError,
+    PivToolError,
     RetryGuardError,
     SecurityStatusError,
     UsageError,
 )
-from ..piv.constants import DEFAULT_MGMT_KEY, ObjectId
+from ..piv.constants import DEFAULT_MGMT_KEY, KeyRef, ObjectId
 from ..piv.objects import (
     PIVMAN_FLAG_MGMT_PROTECTED,
     PivmanData,
     PivmanProtectedData,
     derive_mgmt_key,
 )
-from ..piv.session import PivSession, pin_bytes
+from ..piv.session import PinMetadata, PivSession, pin_bytes
 from ..piv.version import has_metadata
 
 if TYPE_CHECKING:
@@ -48,6 +50,11 @@ class Prompter(Protocol):
     def given(self, name: str) -> bool:
         """True when the user supplied *name* explicitly (file or environment): such a
         secret is used before any fallback (an explicit management key beats the default)."""
+        ...
+
+    def ask(self, question: str) -> bool:
+        """Ask a person a yes/no question that ``--yes`` does not answer (spending a try
+        that may be the last one); False when nobody can be asked (scripts)."""
         ...
 
 
@@ -72,6 +79,10 @@ class StaticPrompter:
         """Whether the value is there."""
         return name in self.secrets
 
+    def ask(self, question: str) -> bool:
+        """Nobody to ask: scripts say ``--allow-last-try`` instead."""
+        return False
+
 
 @dataclass
 class OverridePrompter:
@@ -93,64 +104,138 @@ class OverridePrompter:
         """An override counts as given."""
         return name in self.values or self.base.given(name)
 
+    def ask(self, question: str) -> bool:
+        """Ask the base prompter."""
+        return self.base.ask(question)
+
 
 @dataclass(frozen=True)
 class Tries:
-    """Tries left for the PIN or PUK; ``None`` = the card cannot tell without spending one,
-    or (PIN only) the PIN is already verified in this session."""
+    """Tries left for the PIN or PUK. ``left`` is ``None`` either because the PIN is already
+    verified in this session (nothing is at risk) or because the card cannot tell without
+    spending one: then ``unknown`` says why, and the retry guard treats the next try as
+    possibly the last."""
 
     left: int | None
     total: int | None = None
+    unknown: str | None = None
+
+
+#: Why a card without GET METADATA cannot report the PUK tries (SP 800-73-4 has no PUK
+#: status query; VERIFY is not defined for the PUK, so an empty VERIFY is no safe read).
+PUK_UNREADABLE = "it has no PUK status query"
+
+
+def _metadata_tries(session: PivSession, read: Callable[[], PinMetadata]) -> Tries | None:
+    """Tries from GET METADATA; ``None`` when the card lacks it or answered it in a way
+    that cannot be understood (the caller then falls back to what the card does show)."""
+    if session.version is None or not has_metadata(session.version):
+        return None
+    for _attempt in range(2):  # a garbled answer is asked for once more
+        try:
+            md = read()
+        except (ApduError, BadResponseError, NotSupportedError):
+            continue
+        if md.remaining <= md.total:  # else not a count the card could have
+            return Tries(md.remaining, md.total)
+    return None
 
 
 def pin_tries(session: PivSession) -> Tries:
-    """Tries left on the PIN, without spending one."""
-    if session.version is not None and has_metadata(session.version):
-        md = session.get_pin_metadata()
-        return Tries(md.remaining, md.total)
-    return Tries(session.pin_tries_by_verify())
+    """Tries left on the PIN, without spending one: GET METADATA, else an empty VERIFY
+    (SP 800-73-4 Part 2 §3.2.1), else what the card's last 63Cx answer said."""
+    tries = _metadata_tries(session, session.get_pin_metadata)
+    if tries is not None:
+        return tries
+    try:
+        left = session.pin_tries_by_verify()
+    except ApduError as e:
+        learned = session.learned_tries.get(KeyRef.PIN)
+        if learned is not None:
+            return Tries(learned)
+        return Tries(None, unknown=f"the card does not answer the PIN status query "
+                                   f"(SW={e.sw:04X})")
+    return Tries(left)
 
 
 def puk_tries(session: PivSession) -> Tries:
-    """Tries left on the PUK, without spending one (needs GET METADATA; ``None`` on cards
-    without it — SP 800-73-4 offers no PUK status query)."""
-    if session.version is not None and has_metadata(session.version):
-        md = session.get_puk_metadata()
-        return Tries(md.remaining, md.total)
-    return Tries(None)
+    """Tries left on the PUK, without spending one: GET METADATA (YubiKey 5.3+), else the
+    count from the card's last 63Cx answer about the PUK in this session, else unknown
+    (see :data:`PUK_UNREADABLE`)."""
+    tries = _metadata_tries(session, session.get_puk_metadata)
+    if tries is not None:
+        return tries
+    learned = session.learned_tries.get(KeyRef.PUK)
+    if learned is not None:
+        return Tries(learned)
+    return Tries(None, unknown=PUK_UNREADABLE)
 
 
-def guard(what: str, tries: Tries, force: bool) -> None:
-    """The retry guard: never spend a try on a blocked reference, and never the last one
-    without *force*."""
+Ask = Callable[[str], bool]
+
+
+def guard(what: str, tries: Tries, force: bool, ask: Ask | None = None) -> None:
+    """The retry guard: never spend a try on a blocked reference, and never one that is (or,
+    where the card cannot tell, may be) the last without *force* or a person's yes from
+    *ask*."""
     if tries.left == 0:
         raise BlockedError(0x6983, b"", f"the {what} is blocked", from_card=False)
-    if tries.left == 1 and not force:
+    if force:
+        return
+    if tries.left == 1:
+        if ask is not None and ask(f"Only 1 {what} try left: a wrong {what} now blocks "
+                                   "it. Use the last try?"):
+            return
         raise RetryGuardError(f"only 1 {what} try left; a wrong {what} now blocks it. "
                               "Re-run with --allow-last-try if you are sure of it")
+    if tries.left is None and tries.unknown is not None:
+        if ask is not None and ask(f"The card cannot tell how many {what} tries are left "
+                                   f"({tries.unknown}): this may be the last one, and a "
+                                   f"wrong {what} would block it. Try the {what} now?"):
+            return
+        raise RetryGuardError(f"the card cannot tell how many {what} tries are left "
+                              f"({tries.unknown}), so this try may be the last one and a "
+                              f"wrong {what} would block it. Re-run with --allow-last-try "
+                              f"if you are sure of the {what}")
 
 
-def verify_pin(session: PivSession, pin: bytes, force: bool = False) -> Tries:
+def verify_pin(session: PivSession, pin: bytes, force: bool = False,
+               ask: Ask | None = None) -> Tries:
     """VERIFY the PIN after checking its length and the retry guard. Returns the tries as
     they were before (after a right PIN the card is back at ``total``)."""
     pin_bytes(pin)  # length check before anything is spent
     tries = pin_tries(session)
-    guard("PIN", tries, force)
+    guard("PIN", tries, force, ask)
     session.verify_pin(pin)
     return tries
 
 
-def check_puk(session: PivSession, force: bool = False) -> None:
+def check_puk(session: PivSession, force: bool = False, ask: Ask | None = None) -> None:
     """Apply the retry guard to the PUK before spending a try."""
-    guard("PUK", puk_tries(session), force)
+    guard("PUK", puk_tries(session), force, ask)
 
 
-def read_pivman(session: PivSession) -> PivmanData:
-    """ykman's PIVMAN object, empty when absent or unreadable."""
-    try:
-        return PivmanData.decode(session.get_data(ObjectId.PIVMAN))
-    except (NotFoundError, NotSupportedError):
+def read_pivman(session: PivSession, strict: bool = False) -> PivmanData:
+    """ykman's PIVMAN object, empty when absent. Only a card that has shown it is a YubiKey
+    (it answered GET VERSION) is asked: ykman, which writes the object, needs GET VERSION
+    too, and on other cards 5FFF00 is nobody's.
+
+    An answer that cannot be understood counts as "no flags known" — unless *strict* (for
+    a caller about to rewrite the object, which must not replace what it could not read)."""
+    if not session.is_yubikey:
         return PivmanData()
+    error: PivToolError | None = None
+    for _attempt in range(2):  # an answer that is not understood is asked for once more
+        try:
+            return PivmanData.decode(session.get_data(ObjectId.PIVMAN))
+        except NotFoundError:
+            return PivmanData()
+        except (ApduError, BadResponseError, NotSupportedError) as e:
+            error = e
+    if strict:
+        raise BadResponseError(f"the YubiKey PIVMAN object (5FFF00) could not be read "
+                               f"({error}); not rewriting it") from error
+    return PivmanData()
 
 
 def read_protected_key(session: PivSession) -> list[bytes]:
@@ -224,7 +309,7 @@ def authenticate(session: PivSession, prompter: Prompter, force: bool = False,
         if _try_key(session, key):
             pin_verified = False
             if need_pin:
-                verify_pin(session, prompter.secret("pin"), force)
+                verify_pin(session, prompter.secret("pin"), force, prompter.ask)
                 pin_verified = True
             return AdminAuth("given", pin_verified, key)
         if not read_pivman(session).mgmt_key_protected:
@@ -237,13 +322,13 @@ def authenticate(session: PivSession, prompter: Prompter, force: bool = False,
         key = derive_mgmt_key(pin, pivman.salt)
         if _try_key(session, key):
             if need_pin:
-                verify_pin(session, pin, force)
+                verify_pin(session, pin, force, prompter.ask)
             return AdminAuth("pin-derived", need_pin, key)
         # A wrong PIN, or a key changed by a tool that left the salt: try the other ways.
         derived_refused = True
     pin_verified = False
     if pivman.mgmt_key_protected or need_pin:
-        verify_pin(session, prompter.secret("pin"), force)
+        verify_pin(session, prompter.secret("pin"), force, prompter.ask)
         pin_verified = True
     if pivman.mgmt_key_protected:
         candidates = read_protected_key(session)
@@ -264,11 +349,11 @@ def authenticate(session: PivSession, prompter: Prompter, force: bool = False,
                 return AdminAuth("given", pin_verified, typed)
             raise SecurityStatusError(0x6982, b"",
                                       "the PIN-protected management key was not accepted")
-    if session.version is not None and has_metadata(session.version):
-        if session.get_mgmt_key_metadata().is_default:
-            session.authenticate(DEFAULT_MGMT_KEY)
-            return AdminAuth("default", pin_verified, DEFAULT_MGMT_KEY)
-    elif _try_key(session, DEFAULT_MGMT_KEY):
+    default = _mgmt_key_default(session)
+    if default:
+        session.authenticate(DEFAULT_MGMT_KEY)
+        return AdminAuth("default", pin_verified, DEFAULT_MGMT_KEY)
+    if default is None and _try_key(session, DEFAULT_MGMT_KEY):
         # Without metadata the only way to know is to try; a wrong management key costs
         # nothing on a YubiKey.
         return AdminAuth("default", pin_verified, DEFAULT_MGMT_KEY)
@@ -284,6 +369,17 @@ def authenticate(session: PivSession, prompter: Prompter, force: bool = False,
     key = parse_hex_key(typed_key)
     session.authenticate(key)
     return AdminAuth("given", pin_verified, key)
+
+
+def _mgmt_key_default(session: PivSession) -> bool | None:
+    """Whether the management key is the factory default, from metadata; ``None`` when the
+    card has none or its answer was not understood (then only trying the key tells)."""
+    if session.version is None or not has_metadata(session.version):
+        return None
+    try:
+        return session.get_mgmt_key_metadata().is_default
+    except (ApduError, BadResponseError):
+        return None
 
 
 def _try_key(session: PivSession, key: bytes) -> bool:
@@ -317,7 +413,8 @@ def choose_mgmt_key_type(session: PivSession, algorithm: str | None) -> MgmtKeyT
         MgmtKeyType.AES192 if MgmtKeyType.AES192 in supported_mgmt_key_types(session.version)
         else default_mgmt_key_type(session.version))
     if kt not in supported_mgmt_key_types(session.version):
-        raise UsageError(f"this card does not support {kt.label} management keys")
+        raise UsageError(f"YubiKey firmware {session.version} does not support {kt.label} "
+                         "management keys")
     return kt
 
 
@@ -355,7 +452,7 @@ def change_mgmt_key(session: PivSession, auth: AdminAuth, new_key: bytes, key_ty
     if not isinstance(key_type, MgmtKeyType):
         raise UsageError("unknown management key algorithm")
     check_mgmt_key(key_type, new_key)
-    pivman = read_pivman(session)
+    pivman = read_pivman(session, strict=True)
     if (protect or pivman.mgmt_key_protected) and not auth.pin_verified:
         if pin is None:
             raise UsageError("the PIN is needed to store or remove the protected key")
@@ -385,7 +482,8 @@ def change_mgmt_key(session: PivSession, auth: AdminAuth, new_key: bytes, key_ty
     return MgmtKeyChange(key_type.label, protect, touch)
 
 
-def change_pin(session: PivSession, old: bytes, new: bytes, force: bool = False) -> bool:
+def change_pin(session: PivSession, old: bytes, new: bytes, force: bool = False,
+               ask: Ask | None = None) -> bool:
     """Change the PIN (retry guard first), keeping ykman's PIN-derived management key in
     step: when the card's key is the one derived from *old*, it becomes the one derived
     from *new* with the same salt — a single write, so no moment exists in which the salt
@@ -394,7 +492,7 @@ def change_pin(session: PivSession, old: bytes, new: bytes, force: bool = False)
 
     pin_bytes(old, "PIN")
     pin_bytes(new, "new PIN")
-    guard("PIN", pin_tries(session), force)
+    guard("PIN", pin_tries(session), force, ask)
     salt = read_pivman(session).salt
     old_key = derive_mgmt_key(old, salt) if salt is not None else None
     # Checked before the PIN changes: a derived key that no longer opens the card (another

@@ -34,8 +34,7 @@ from .keys import (
     card_serial,
     cert_has_key,
     der_first_element,
-    has_slot_metadata,
-    slot_metadata,
+    slot_probe,
 )
 from .objects import MAX_OBJECT_SIZE, check_object_size, refresh_chuid, utc_stamp
 from .state import read_slot
@@ -214,22 +213,21 @@ def plan_install(session: PivSession, slot: Slot, candidates: list[x509.Certific
         raise UsageError("no certificate to import")
     notes: list[str] = []
     key_checked = False
-    if public_key is None and has_slot_metadata(session):
-        md = slot_metadata(session, slot)
-        if md is not None:
-            public_key = md.public_key()
-        elif not force:
+    if public_key is None:
+        probe = slot_probe(session, slot)
+        if probe.metadata is not None:
+            public_key = probe.metadata.public_key()
+        elif probe.empty and not force:
             raise UsageError(f"slot {slot.label} holds no key, so the certificate would be of "
                              "no use; generate or import the key first (or use --force)")
-        else:
+        elif probe.empty:
             notes.append(f"slot {slot.label} holds no key")
-    elif public_key is None:
-        if not force:
-            raise UsageError(f"this card does not report its slot keys, so whether the "
-                             f"certificate matches the key in slot {slot.label} could not be "
-                             "checked; use --force to import it anyway")
-        notes.append("the match with the slot's key could not be checked (the card does not "
-                     "report slot keys)")
+        elif not force:
+            raise UsageError(f"the card cannot report the key in slot {slot.label} "
+                             f"({probe.reason}), so whether the certificate matches it could "
+                             "not be checked; use --force to import it anyway")
+        else:
+            notes.append(f"the match with the slot's key could not be checked ({probe.reason})")
     if public_key is not None:
         cert = next((c for c in candidates if cert_has_key(c, public_key)), None)
         if cert is None:
@@ -325,22 +323,64 @@ def import_certificate(session: PivSession, prompter: Prompter, slot: Slot,
 # --- signing on the card ------------------------------------------------------------
 
 
-def _signing_key(session: PivSession, slot: Slot
-                 ) -> tuple[PrivateKeyTypes, SlotMetadata | None]:
-    md = slot_metadata(session, slot)
-    if has_slot_metadata(session):
-        if md is None:
-            raise EmptySlotError(f"slot {slot.label} holds no key")
+@dataclass
+class SigningKey:
+    """The card key that signs, and whether its public key still has to be proven to be
+    the slot's (it came from a file or the slot's certificate, not from the card)."""
+
+    key: PrivateKeyTypes
+    metadata: SlotMetadata | None
+    unproven: str | None  # where the public key came from, when not from the card
+
+
+def _signing_key(session: PivSession, slot: Slot, public_key: PublicKeyTypes | None = None
+                 ) -> SigningKey:
+    """The slot's key as a card-backed private key. Its public key comes from the card
+    (metadata), else from *public_key* (``--public-key FILE``), else from the slot's
+    certificate; the last two are checked with a test signature before use."""
+    from ..certs.inspect import public_key_matches
+
+    probe = slot_probe(session, slot)
+    md = probe.metadata
+    if probe.empty:
+        raise EmptySlotError(f"slot {slot.label} holds no key")
+    if md is not None:
         if md.key_type is KeyType.X25519:
             raise UsageError(f"slot {slot.label} holds an x25519 key, which cannot sign")
-        public_key = md.public_key()
-    else:
-        st = read_slot(session, slot, None)
-        if st.certificate is None:
-            raise UsageError(f"this card does not report slot keys and slot {slot.label} has "
-                             "no certificate to take the public key from")
-        public_key = st.certificate.public_key()
-    return session.private_key(slot, public_key), md
+        if public_key is not None and not public_key_matches(
+                cast("CertificatePublicKeyTypes", md.public_key()),
+                cast("CertificatePublicKeyTypes", public_key)):
+            raise UsageError(f"the public key given is not the key in slot {slot.label} (the "
+                             "card reports another)")
+        return SigningKey(session.private_key(slot, md.public_key()), md, None)
+    if public_key is not None:
+        return SigningKey(session.private_key(slot, public_key), None, "the public key given")
+    st = read_slot(session, slot, None)
+    if st.certificate is None:
+        raise UsageError(f"the card cannot report the key in slot {slot.label} "
+                         f"({probe.reason}) and the slot has no certificate to take it from: "
+                         "give the public key with --public-key FILE (e.g. the file 'pivtool "
+                         "keys generate -o' wrote)")
+    return SigningKey(session.private_key(slot, st.certificate.public_key()), None,
+                      "the slot's certificate")
+
+
+def _prove(session: PivSession, prompter: Prompter, slot: Slot, sk: SigningKey,
+           allow_last_try: bool) -> None:
+    """Where the public key did not come from the card, a test signature shows it is the
+    slot's key before anything is built with it (a wrong file would give a CSR that does
+    not verify, or a certificate for another key). The PIN is presented again afterwards:
+    a key whose PIN policy the card does not tell may want it for every signature."""
+    from .keys import test_signature
+
+    if sk.unproven is None:
+        return
+    if not test_signature(sk.key, sk.key.public_key()):
+        raise UsageError(f"{sk.unproven} is not the key in slot {slot.label}: a test "
+                         "signature by the card does not verify with it")
+    if sk.metadata is None or sk.metadata.pin_policy in (PinPolicy.ALWAYS,
+                                                          PinPolicy.MATCH_ALWAYS):
+        verify_pin(session, prompter.secret("pin"), allow_last_try, prompter.ask)
 
 
 def _unlock(session: PivSession, prompter: Prompter, slot: Slot, md: SlotMetadata | None,
@@ -351,7 +391,7 @@ def _unlock(session: PivSession, prompter: Prompter, slot: Slot, md: SlotMetadat
     if policy is not PinPolicy.NEVER and (
             not pin_verified or policy in (PinPolicy.ALWAYS, PinPolicy.MATCH_ALWAYS)):
         # ALWAYS: the card wants a VERIFY right before each signature.
-        verify_pin(session, prompter.secret("pin"), allow_last_try)
+        verify_pin(session, prompter.secret("pin"), allow_last_try, prompter.ask)
     if md is not None and md.touch_policy in (TouchPolicy.ALWAYS, TouchPolicy.CACHED):
         notify(f"Touch the YubiKey to sign with slot {slot.label}...")
 
@@ -411,16 +451,19 @@ class CsrResult:
 
 
 def request_csr(session: PivSession, prompter: Prompter, slot: Slot, request: CertRequest,
-                allow_last_try: bool = False, notify: Notify = _quiet) -> CsrResult:
+                allow_last_try: bool = False, notify: Notify = _quiet,
+                public_key: PublicKeyTypes | None = None) -> CsrResult:
     """Build a CSR for *request* and sign it with the slot's key on the card (PIN as the key's
-    PIN policy needs, with the retry guard). The signature is checked before returning: a
-    card key that is not the key we think signs a CSR that does not verify."""
+    PIN policy needs, with the retry guard). *public_key* is for cards that cannot report
+    the slot's key (checked with a test signature first). The signature is checked before
+    returning: a card key that is not the key we think signs a CSR that does not verify."""
     from ..certs.csr import build_csr
 
-    key, md = _signing_key(session, slot)
-    _unlock(session, prompter, slot, md, False, allow_last_try, notify)
-    with _touch_hint(slot, md):
-        csr = build_csr(key, request)  # type: ignore[arg-type]
+    sk = _signing_key(session, slot, public_key)
+    _unlock(session, prompter, slot, sk.metadata, False, allow_last_try, notify)
+    _prove(session, prompter, slot, sk, allow_last_try)
+    with _touch_hint(slot, sk.metadata):
+        csr = build_csr(sk.key, request)  # type: ignore[arg-type]
     if not csr.is_signature_valid:
         raise PivToolError(f"the card's signature does not verify with the public key of slot "
                            f"{slot.label}; the slot's key is not the one expected")
@@ -446,15 +489,18 @@ class SelfSignResult:
 def self_sign(session: PivSession, prompter: Prompter, slot: Slot, request: CertRequest,
               days: int = 365, compress: bool = False, force: bool = False,
               backup_dir: Path | None = None, keep_chuid: bool = False,
-              allow_last_try: bool = False, notify: Notify = _quiet) -> SelfSignResult:
+              allow_last_try: bool = False, notify: Notify = _quiet,
+              public_key: PublicKeyTypes | None = None) -> SelfSignResult:
     """Self-sign a certificate for the slot's key on the card and store it in the slot.
     An existing certificate is replaced only with *force* (and saved to *backup_dir* first).
-    """
+    *public_key* is for cards that cannot report the slot's key (checked with a test
+    signature before anything is written)."""
     from cryptography.exceptions import InvalidSignature
 
     from ..certs.csr import build_self_signed
 
-    key, md = _signing_key(session, slot)
+    sk = _signing_key(session, slot, public_key)
+    key, md = sk.key, sk.metadata
     old, old_present = _read_slot_cert(session, slot)
     if old_present and not force:
         what = f"a certificate ({_describe(old)})" if old else "a certificate object"
@@ -462,6 +508,7 @@ def self_sign(session: PivSession, prompter: Prompter, slot: Slot, request: Cert
                          "(the old certificate is saved to a file first)")
     auth = authenticate(session, prompter, allow_last_try)
     _unlock(session, prompter, slot, md, auth.pin_verified, allow_last_try, notify)
+    _prove(session, prompter, slot, sk, allow_last_try)
     with _touch_hint(slot, md):
         cert = build_self_signed(key, request, days)  # type: ignore[arg-type]
     try:
@@ -503,7 +550,7 @@ class CertExport:
 
 def export_certificate(session: PivSession, slot: Slot) -> CertExport:
     """Read the slot's certificate (no PIN); :class:`EmptySlotError` when there is none."""
-    md = slot_metadata(session, slot) if slot is not Slot.ATTESTATION else None
+    md = slot_probe(session, slot).metadata if slot is not Slot.ATTESTATION else None
     st = read_slot(session, slot, md)
     if st.certificate is None:
         if st.certificate_error:

@@ -272,10 +272,11 @@ def _cert_9a(slot: SlotState | None) -> CheckItem:
 
 
 def _key_9a(slot: SlotState | None, metadata: bool) -> list[CheckItem]:
-    if not metadata:
+    if not metadata or (slot is not None and slot.key_unknown):
+        why = slot.key_unknown if slot is not None and slot.key_unknown else "no GET METADATA"
         return [CheckItem("key.9a", "warn",
-                          "private key in 9a not checked: this card does not report its keys "
-                          "(no GET METADATA)",
+                          f"private key in 9a not checked: the card does not report it "
+                          f"({why})",
                           "prove it by signing with the key (needs the PIN), e.g. in a "
                           "test sign-in")]
     if slot is None or slot.key_algorithm is None:
@@ -393,10 +394,10 @@ def _macos_9d(slot: SlotState | None, metadata: bool) -> CheckItem:
                          f"slot 9d (Key Management) has {what}: macOS smart-card pairing "
                          "needs 9a and 9d", FIX_ENROLL_MACOS, "macos")
     assert slot is not None
-    if not metadata:
+    if not metadata or slot.key_unknown:
         return CheckItem("macos.9d", "pass",
-                         "certificate in slot 9d (key not checked: no GET METADATA)",
-                         platform="macos")
+                         f"certificate in slot 9d (key not checked: "
+                         f"{slot.key_unknown or 'no GET METADATA'})", platform="macos")
     if not has_key:
         return CheckItem("macos.9d", "fail",
                          "slot 9d has a certificate but no private key: macOS pairing needs "

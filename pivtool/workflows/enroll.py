@@ -8,6 +8,7 @@ certificate, import it, refresh CHUID/CCC, and prove the credential by signing a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -20,8 +21,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core.childenv import child_env
 from ..core.errors import (
+    InvalidPinError,
     NotFoundError,
     PivToolError,
+    RetryGuardError,
     StepFailedError,
     UsageError,
 )
@@ -216,6 +219,9 @@ class EnrollOptions:
     allow_non_ios: bool = False
     csr_out: str | None = None
     retry_force: bool = False
+    #: On a card that cannot say whether its PUK is the factory default: leave it (the
+    #: user knows it is not). Without it enroll replaces the PUK there.
+    keep_puk: bool = False
 
 
 @dataclass
@@ -275,6 +281,8 @@ def validate_options(opts: EnrollOptions, session: PivSession | None = None) -> 
                          "enroll it anyway")
     if opts.algorithm is KeyType.X25519:
         raise UsageError("x25519 keys cannot sign: no certificate request is possible")
+    if opts.keep_puk and opts.random_puk:
+        raise UsageError("--keep-puk and --random-puk contradict each other")
     if (opts.random_pin or opts.random_puk) and not opts.secrets_out:
         raise UsageError("--random-pin/--random-puk need --secrets-out FILE (written 0600)")
     if opts.secrets_out and os.path.exists(opts.secrets_out):
@@ -358,6 +366,7 @@ class Enroller:
         # --- escrow: what enroll learns on the way, written by the "escrow" step ---
         self.escrow = escrow
         self._escrow_puk: bytes | None = None
+        self._refused_default: str | None = None  # the card refused 123456 as the PIN
         self._escrow_mgmt: tuple[bytes, str] | None = None
         # --- resume: the journal of this card, and what an interrupted run left on it ---
         self.journal: Journal | None = None
@@ -435,7 +444,10 @@ class Enroller:
         self.result.serial = st.serial
         kind = f"YubiKey {st.version}" if st.is_yubikey else "PIV card"
         serial = f" serial {st.serial}" if st.serial is not None else ""
-        return f"{kind}{serial}; PIN {st.pin.tries_left} tries left"
+        left = st.pin.tries_left
+        tries = "PIN tries unknown" if left is None else (
+            "1 PIN try left" if left == 1 else f"{left} PIN tries left")
+        return f"{kind}{serial}; {tries}"
 
     def _find_ours(self, st: CardSnapshot) -> dict[Slot, Any]:
         """The keys an interrupted run of this enrollment generated and left on the card:
@@ -542,30 +554,61 @@ class Enroller:
                 + (f"; {note}" if note else ""))
 
     def _pin_puk(self, st: CardSnapshot) -> str:
+        """Replace a factory PIN and PUK (and set random ones when asked, whatever they
+        were). Enroll never ends with a factory PIN or PUK it could not rule out: where the
+        card cannot tell (no GET METADATA), a PIN given as 123456 or accepted as 123456 is
+        the default, and the PUK is changed from 12345678 under the retry guard — a refusal
+        (63Cx) proves it is not the default; ``keep_puk`` is the documented opt-out."""
+        from .auth import check_puk, guard, pin_tries
+
+        ask = self.p.ask
         pin_default = st.pin.is_default
-        puk_default = st.puk.is_default
-        if pin_default is None:  # no metadata: find out without spending a try
-            pin_default = False
-        notes = []
+        if pin_default is None:
+            pin_default = self._pin_default_without_metadata(st)
+        new_pin = None
+        notes: list[str] = []
         new_values: dict[str, str] = {}
-        if pin_default:
+        if pin_default or self.o.random_pin:
             new_pin = _random_digits(8) if self.o.random_pin else self.p.secret("new_pin")
             pin_bytes(new_pin, "new PIN")
             if new_pin == DEFAULT_PIN:
                 raise UsageError("the new PIN must not be the factory default")
             if self.o.random_pin:
                 new_values["pin"] = new_pin.decode()
-        else:
-            new_pin = None
-        if puk_default:
-            new_puk = _random_digits(8) if self.o.random_puk else self.p.secret("new_puk")
+        puk_default = st.puk.is_default
+        j = self.journal
+        if puk_default is None and j is not None and j.active and j.get("puk") is not None:
+            puk_default = False  # an interrupted run of this enrollment set it
+        old_puk, new_puk = DEFAULT_PUK, None
+        if puk_default is None and self.o.keep_puk:
+            pass  # the user says it is not the factory default
+        elif puk_default is not False or self.o.random_puk:
+            if puk_default is False or self.p.given("puk"):
+                old_puk = self.p.secret("puk")  # --random-puk replaces any PUK
+                pin_bytes(old_puk, "PUK")
+            try:
+                new_puk = _random_digits(8) if self.o.random_puk else self.p.secret("new_puk")
+            except UsageError as e:
+                if puk_default is not None:
+                    raise
+                raise UsageError(f"{e}: the card cannot tell whether the PUK is the factory "
+                                 "default, so enroll replaces it (or use --keep-puk if it is "
+                                 "not the default)") from None
             pin_bytes(new_puk, "new PUK")
             if new_puk == DEFAULT_PUK:
                 raise UsageError("the new PUK must not be the factory default")
             if self.o.random_puk:
                 new_values["puk"] = new_puk.decode()
-        else:
-            new_puk = None
+        # Every retry guard before anything changes: a refusal leaves the card as it was.
+        if new_pin is not None and pin_default:
+            guard("PIN", pin_tries(self.s), self.o.retry_force, ask)
+        if new_puk is not None:
+            try:
+                check_puk(self.s, self.o.retry_force, ask)
+            except RetryGuardError as e:
+                hint = " (or --keep-puk if it is not the factory default)" \
+                    if puk_default is None else ""
+                raise RetryGuardError(f"{e}{hint}") from None
         if new_values:
             # Written before the card changes, so a pulled card never leaves a PIN nobody
             # knows.
@@ -574,32 +617,86 @@ class Enroller:
                                                 **new_values})
             self.result.secrets_file = self.o.secrets_out
             notes.append(f"random values written to {self.o.secrets_out} (0600)")
-        if new_pin is not None:
+        # The PUK first: when it turns out not to be the default, nothing else has changed.
+        puk_note = "PUK kept"
+        if new_puk is not None:
             if self.journal is not None:  # before the command: its answer may be lost
+                self.journal.remember_secret("puk", new_puk)
+            try:
+                self.s.change_puk(old_puk, new_puk)
+            except InvalidPinError as e:
+                if puk_default is not None or old_puk != DEFAULT_PUK or e.tries_left == 0:
+                    raise
+                if self.o.random_puk:
+                    self._drop_secrets_file()
+                    raise InvalidPinError(e.sw, e.tries_left, "PUK: it is not the factory "
+                                          "default; give the current PUK (PIVTOOL_PUK) for "
+                                          "--random-puk to replace it") from None
+                new_values.pop("puk", None)
+                new_puk = None
+                left = "1 try" if e.tries_left == 1 else f"{e.tries_left} tries"
+                puk_note = f"PUK kept (it is not the factory default: the card refused " \
+                           f"12345678; {left} left)"
+            else:
+                self.changed.append("PUK set to the new PUK")
+                self._escrow_puk = new_puk  # escrow
+                puk_note = "PUK set"
+        elif puk_default is None and self.o.keep_puk:
+            puk_note = "PUK kept (--keep-puk: not the factory default, as you said)"
+        if new_pin is not None:
+            if self.journal is not None:
                 self.journal.remember_secret("pin", new_pin)
-            self.s.change_pin(DEFAULT_PIN, new_pin)
+            if pin_default:
+                self.s.change_pin(DEFAULT_PIN, new_pin)
+            else:  # --random-pin replaces any PIN
+                current, _resumed = self._current_pin(st)
+                verify_pin(self.s, current, self.o.retry_force, ask)
+                self.s.change_pin(current, new_pin)
             self.changed.append("PIN set to the new PIN")
             self.pin = new_pin
             notes.insert(0, "PIN set")
         else:
-            self.pin, resumed = self._current_pin(st)
+            try:
+                self.pin, resumed = self._current_pin(st)
+            except UsageError as e:
+                if self._refused_default is None:
+                    raise
+                raise UsageError(f"the PIN is not the factory default (the card refused "
+                                 f"123456; {self._refused_default}): {e}") from None
             notes.insert(0, "PIN kept (the new PIN given was already set by the interrupted "
                             "enroll)" if resumed else "PIN kept")
-        verify_pin(self.s, self.pin, self.o.retry_force)
+        verify_pin(self.s, self.pin, self.o.retry_force, ask)
         if new_puk is None and not puk_default:
             self._escrow_puk = self._current_puk()
-        if new_puk is not None:
-            if self.journal is not None:
-                self.journal.remember_secret("puk", new_puk)
-            self.s.change_puk(DEFAULT_PUK, new_puk)
-            self.changed.append("PUK set to the new PUK")
-            self._escrow_puk = new_puk  # escrow
-            notes.insert(1, "PUK set")
-        elif puk_default is None:
-            notes.insert(1, "PUK unchanged (the card cannot tell whether it is the default)")
-        else:
-            notes.insert(1, "PUK kept")
+        notes.insert(1, puk_note)
         return "; ".join(notes)
+
+    def _pin_default_without_metadata(self, st: CardSnapshot) -> bool:
+        """Whether the PIN is the factory default on a card that cannot say. A PIN given as
+        123456 is taken at its word (changing the PIN from it proves it); with none given,
+        123456 is tried once, and only while the card shows 3 or more tries left (so a wrong
+        guess never comes near blocking the PIN, and a re-run does not guess again)."""
+        if self.p.given("pin"):
+            return self.p.secret("pin") == DEFAULT_PIN
+        j = self.journal
+        if j is not None and j.active and j.get("pin") is not None:
+            return False  # an interrupted run of this enrollment set it
+        left = st.pin.tries_left
+        if left is None or left < 3:
+            return False
+        try:
+            self.s.verify_pin(DEFAULT_PIN)
+        except InvalidPinError as e:
+            self._refused_default = f"{e.tries_left} tries left"
+            return False
+        return True
+
+    def _drop_secrets_file(self) -> None:
+        """Remove the secrets file written for values the card never got."""
+        if self.result.secrets_file:
+            with contextlib.suppress(OSError):
+                os.unlink(self.result.secrets_file)
+            self.result.secrets_file = None
 
     def _current_pin(self, st: CardSnapshot) -> tuple[bytes, bool]:
         """``(PIN, resumed)``. Never a guess: when this card's journal records that an
@@ -673,7 +770,7 @@ class Enroller:
         if puk is None:
             puk = self.p.secret("puk")
             pin_bytes(puk, "PUK")
-            check_puk(self.s, self.o.retry_force)
+            check_puk(self.s, self.o.retry_force, self.p.ask)
             self.s.change_puk(puk, puk)
         key, alg = self._escrow_mgmt or (None, None)
         self.escrow.put(st.serial, self.o.upn, puk=puk, mgmt_key=key, mgmt_key_algorithm=alg)

@@ -152,7 +152,8 @@ def card_serial(session: Any) -> int | None:
 
 def change_reference(session: Any, which: str, old: bytes, new: bytes,
                      force: bool = False,
-                     change: Callable[[bytes, bytes], Any] | None = None) -> tuple[str, Any]:
+                     change: Callable[[bytes, bytes], Any] | None = None,
+                     ask: Callable[[str], bool] | None = None) -> tuple[str, Any]:
     """CHANGE REFERENCE DATA for the PIN or PUK (*which*), so that the same command, run
     again after a pulled card or a lost answer, finishes the job.
 
@@ -177,6 +178,8 @@ def change_reference(session: Any, which: str, old: bytes, new: bytes,
     do_change = change or plain
     result: list[Any] = [None]
     if (j is not None and j.active and j.secret_is("old", old) and j.secret_is("new", new)):
+        if tries.left is None and tries.unknown is not None:
+            guard(what, tries, force, ask)  # the card cannot count: this may be the last
         if tries.left is not None and tries.left < 2:
             raise RetryGuardError(f"an interrupted {which} change left {tries.left} {what} "
                                   f"try: pivtool will not risk it; give the {what} the card "
@@ -206,7 +209,7 @@ def change_reference(session: Any, which: str, old: bytes, new: bytes,
                     raise
         raise AssertionError("unreachable")
     if change is None:
-        guard(what, tries, force)  # (a *change* of the caller's applies its own guard)
+        guard(what, tries, force, ask)  # (a *change* of the caller's applies its own guard)
     if j is not None:
         j.doc = {"schema": JOURNAL_SCHEMA, "serial": serial, "command": f"{which} change",
                  "state": "sent"}

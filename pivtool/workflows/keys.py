@@ -15,20 +15,20 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..core.errors import (
     ApduError,
-    NotFoundError,
     NotSupportedError,
     PivToolError,
     UsageError,
 )
 from ..piv.constants import (
     KeyType,
+    Origin,
     PinPolicy,
     Slot,
     TouchPolicy,
     effective_pin_policy,
     effective_touch_policy,
 )
-from ..piv.session import PivSession, SlotMetadata, key_type_of
+from ..piv.session import PivSession, SlotMetadata, SlotProbe, key_type_of
 from ..piv.version import check_key_support, has_metadata, has_move_delete
 from .auth import Prompter, authenticate
 from .state import SlotState, read_slot
@@ -56,25 +56,29 @@ class EmptySlotError(PivToolError):
 
 
 def has_slot_metadata(session: PivSession) -> bool:
-    """True when the card reports slot keys (YubiKey 5.3+); older YubiKeys and generic PIV
-    cards cannot say whether a slot holds a key, nor which."""
+    """True when the card has GET METADATA (YubiKey 5.3+); older YubiKeys and generic PIV
+    cards cannot say whether a slot holds a key, nor which. Even then a slot's answer may
+    not be understood: :func:`slot_probe` says per slot."""
     return session.version is not None and has_metadata(session.version)
+
+
+def slot_probe(session: PivSession, slot: Slot) -> SlotProbe:
+    """What the card says about *slot*'s key: known, empty or unknown (with the reason)."""
+    return session.probe_slot(slot)
 
 
 def slot_metadata(session: PivSession, slot: Slot) -> SlotMetadata | None:
     """The slot key's metadata; ``None`` when the slot is empty or the card cannot tell
-    (check :func:`has_slot_metadata`)."""
-    if not has_slot_metadata(session):
-        return None
-    try:
-        return session.get_slot_metadata(slot)
-    except NotFoundError:
-        return None
+    (:func:`slot_probe` says which)."""
+    return session.probe_slot(slot).metadata
 
 
 def read_slot_state(session: PivSession, slot: Slot) -> SlotState:
     """Key metadata and certificate of one slot (reads only)."""
-    return read_slot(session, slot, slot_metadata(session, slot))
+    probe = slot_probe(session, slot)
+    st = read_slot(session, slot, probe.metadata)
+    st.key_unknown = probe.reason if probe.unknown else None
+    return st
 
 
 def supported_or_usage(version: Any, key_type: KeyType, pin_policy: PinPolicy,
@@ -90,23 +94,26 @@ def supported_or_usage(version: Any, key_type: KeyType, pin_policy: PinPolicy,
 def _refuse_replacing(session: PivSession, slot: Slot, force: bool) -> tuple[bool, str | None]:
     """Refuse (without *force*) to overwrite a key. Returns ``(key_was_there, note)``.
 
-    Without metadata the card cannot say whether the slot holds a key; a certificate in the
-    slot is the best evidence there is, so that is what we go by."""
-    if has_slot_metadata(session):
-        md = slot_metadata(session, slot)
-        if md is None:
-            return False, None
+    Where the card cannot say whether the slot holds a key (no metadata, or an answer that
+    was not understood), a certificate in the slot is the best evidence there is, so that
+    is what we go by."""
+    probe = slot_probe(session, slot)
+    md = probe.metadata
+    if md is not None:
         if not force:
             raise UsageError(f"slot {slot.label} already holds an {md.key_type.label} key "
                              f"({md.origin.value}); it would be destroyed for good. Use "
                              "--force to replace it")
         return True, None
+    if probe.empty:
+        return False, None
     st = read_slot(session, slot, None)
     if st.certificate is not None and not force:
-        raise UsageError(f"slot {slot.label} holds a certificate, so probably a key (this card "
+        raise UsageError(f"slot {slot.label} holds a certificate, so probably a key (the card "
                          "cannot tell); use --force to replace it")
-    return st.certificate is not None, ("this card cannot report slot keys; an existing key "
-                                        "would have been replaced without notice")
+    return st.certificate is not None, (f"the card cannot report slot keys ({probe.reason}): "
+                                        f"a key already in slot {slot.label} would have "
+                                        "been replaced")
 
 
 def _public_key_pem(key: PublicKeyTypes | None) -> str | None:
@@ -115,6 +122,56 @@ def _public_key_pem(key: PublicKeyTypes | None) -> str | None:
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
     return key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode("ascii")
+
+
+def test_signature(private_key: PrivateKeyTypes, public_key: PublicKeyTypes) -> bool:
+    """Sign a random challenge with *private_key* (on the card) and check it with
+    *public_key*: whether they are one key pair. X25519 keys cannot sign (False)."""
+    import secrets
+
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+
+    challenge = secrets.token_bytes(32)
+    try:
+        if isinstance(private_key, ec.EllipticCurvePrivateKey) and isinstance(
+                public_key, ec.EllipticCurvePublicKey):
+            public_key.verify(private_key.sign(challenge, ec.ECDSA(hashes.SHA256())),
+                              challenge, ec.ECDSA(hashes.SHA256()))
+        elif isinstance(private_key, rsa.RSAPrivateKey) and isinstance(
+                public_key, rsa.RSAPublicKey):
+            public_key.verify(private_key.sign(challenge, padding.PKCS1v15(), hashes.SHA256()),
+                              challenge, padding.PKCS1v15(), hashes.SHA256())
+        elif isinstance(private_key, ed25519.Ed25519PrivateKey) and isinstance(
+                public_key, ed25519.Ed25519PublicKey):
+            public_key.verify(private_key.sign(challenge), challenge)
+        else:
+            return False
+    except InvalidSignature:
+        return False
+    return True
+
+
+def load_public_key_file(data: bytes) -> PublicKeyTypes:
+    """A public key from PEM or DER (SubjectPublicKeyInfo, as ``keys generate -o`` writes
+    it). Malformed input is a one-line :class:`~pivtool.certs.errors.CertInputError`."""
+    from cryptography.hazmat.primitives.serialization import (
+        load_der_public_key,
+        load_pem_public_key,
+    )
+
+    from ..certs.errors import CertInputError
+
+    if not data.strip():
+        raise CertInputError("the public key file is empty")
+    try:
+        if b"-----BEGIN " in data[:65536]:
+            return load_pem_public_key(data)
+        return load_der_public_key(data)
+    except (ValueError, TypeError) as e:
+        raise CertInputError("the file does not hold a public key (PEM or DER "
+                             "SubjectPublicKeyInfo)") from e
 
 
 # --- info / export ------------------------------------------------------------------
@@ -129,7 +186,7 @@ class KeyInfo:
 
     @property
     def public_key(self) -> PublicKeyTypes | None:
-        """The slot's public key; from the certificate when the card has no metadata."""
+        """The slot's public key; from the certificate when the card cannot report it."""
         if self.state.public_key is not None:
             return self.state.public_key  # type: ignore[no-any-return]
         if not self.metadata_available and self.state.certificate is not None:
@@ -157,7 +214,8 @@ class KeyInfo:
 
 def key_info(session: PivSession, slot: Slot) -> KeyInfo:
     """Everything about one slot's key, spending no PIN try."""
-    return KeyInfo(read_slot_state(session, slot), has_slot_metadata(session))
+    st = read_slot_state(session, slot)
+    return KeyInfo(st, st.key_unknown is None)
 
 
 def export_public_key(session: PivSession, slot: Slot) -> tuple[PublicKeyTypes, str]:
@@ -168,8 +226,9 @@ def export_public_key(session: PivSession, slot: Slot) -> tuple[PublicKeyTypes, 
     if key is None:
         if info.metadata_available:
             raise EmptySlotError(f"slot {slot.label} holds no key")
-        raise EmptySlotError(f"this card does not report slot keys and slot {slot.label} has "
-                             "no certificate to take the public key from")
+        raise EmptySlotError(f"the card cannot report the key in slot {slot.label} "
+                             f"({info.state.key_unknown}) and the slot has no certificate to "
+                             "take the public key from")
     assert info.public_key_source is not None
     return key, info.public_key_source
 
@@ -430,6 +489,12 @@ def _parse_attestation(slot: Slot, cert: x509.Certificate) -> Attestation:
                        f.form_factor, None, None)
 
 
+def _refusal(e: ApduError) -> str:
+    """The card's refusal of ATTEST in words (the session's message names the step)."""
+    text = str(e)
+    return text.split(": ", 1)[1] if text.startswith("attest ") and ": " in text else text
+
+
 def attest_key(session: PivSession, slot: Slot,
                roots: list[x509.Certificate] | None = None) -> Attestation:
     """Ask the card to attest the key in *slot* (generated on the card only), check the
@@ -441,18 +506,20 @@ def attest_key(session: PivSession, slot: Slot,
     if slot is Slot.ATTESTATION:
         raise UsageError("the attestation key cannot attest itself; its certificate is "
                          "'pivtool certs export f9'")
-    md = slot_metadata(session, slot)
-    if has_slot_metadata(session):
-        if md is None:
-            raise EmptySlotError(f"slot {slot.label} holds no key")
-        if md.origin.value == "imported":
-            raise PivToolError(f"slot {slot.label} holds an imported key; only keys generated "
-                               "on the card can be attested")
+    probe = slot_probe(session, slot)
+    md = probe.metadata
+    if probe.empty:
+        raise EmptySlotError(f"slot {slot.label} holds no key")
+    if md is not None and md.origin is Origin.IMPORTED:
+        raise PivToolError(f"slot {slot.label} holds an imported key; only keys generated "
+                           "on the card can be attested")
+    # An origin the card did not state (or a slot it could not report) is the card's to
+    # judge: it attests the key, or says why not.
     try:
         cert = session.attest_key(slot)
     except ApduError as e:
-        raise PivToolError(f"the card refused to attest slot {slot.label} (no key, or a key "
-                           f"that was imported): {e}") from e
+        raise PivToolError(f"the card refused to attest slot {slot.label}: "
+                           f"{_refusal(e)}") from e
     att = _parse_attestation(slot, cert)
     from ..certs.attestation import signed_by, verify_attestation
 
@@ -470,6 +537,18 @@ def attest_key(session: PivSession, slot: Slot,
 
 
 # --- move / delete ------------------------------------------------------------------
+
+
+def _known_key(session: PivSession, slot: Slot) -> SlotMetadata:
+    """The metadata of the key in *slot*; an error when the slot is empty or the card's
+    answer about it was not understood (a key that cannot be described is not moved or
+    deleted)."""
+    probe = slot_probe(session, slot)
+    if probe.metadata is not None:
+        return probe.metadata
+    if probe.empty:
+        raise EmptySlotError(f"slot {slot.label} holds no key")
+    raise PivToolError(f"the card cannot say what slot {slot.label} holds ({probe.reason})")
 
 
 def _require_move_delete(session: PivSession, what: str) -> None:
@@ -517,10 +596,12 @@ def move_key(session: PivSession, prompter: Prompter, src: Slot, dst: Slot,
     _require_move_delete(session, "MOVE KEY")
     if src == dst or Slot.ATTESTATION in (src, dst):
         raise UsageError("cannot move a key onto itself or to/from the attestation slot")
-    md = slot_metadata(session, src)
-    if md is None:
-        raise EmptySlotError(f"slot {src.label} holds no key")
-    dst_md = slot_metadata(session, dst)
+    md = _known_key(session, src)
+    dst_probe = slot_probe(session, dst)
+    if dst_probe.unknown:
+        raise PivToolError(f"the card cannot say whether slot {dst.label} holds a key "
+                           f"({dst_probe.reason}); not moving a key onto it")
+    dst_md = dst_probe.metadata
     dst_state = read_slot(session, dst, dst_md)
     src_state = read_slot(session, src, md)
     move_cert = with_cert and src_state.certificate is not None
@@ -591,9 +672,7 @@ def plan_key_delete(session: PivSession, slot: Slot, delete_cert: bool = True) -
     _require_move_delete(session, "DELETE KEY")
     if slot is Slot.ATTESTATION:
         raise UsageError("pivtool does not delete the attestation key (it cannot be put back)")
-    md = slot_metadata(session, slot)
-    if md is None:
-        raise EmptySlotError(f"slot {slot.label} holds no key")
+    md = _known_key(session, slot)
     st = read_slot(session, slot, md)
     return DeletePlan(slot, md.key_type.label, md.origin.value, st.certificate, delete_cert)
 

@@ -39,6 +39,7 @@ from .auth import (
     authenticate,
     change_pin,
     pin_tries,
+    puk_tries,
     verify_pin,
 )
 from .enroll import EnrollOptions, EnrollResult, Issuer, Step
@@ -245,7 +246,7 @@ class Recoverer:
                         if st.mgmt_key_protected else ""))
         puk = self._puk(st)
         new_pin = self._new_pin()
-        self._last_try("PUK", Tries(st.puk.tries_left, st.puk.tries_total))
+        self._last_try("PUK", puk_tries(self.s))
         try:
             self.s.unblock_pin(puk, new_pin)
         except BlockedError:
@@ -311,6 +312,19 @@ class Recoverer:
         last try is spent only with force, or when a person confirms."""
         if tries.left == 0:
             raise BlockedError(0x6983, b"", f"the {what} is blocked")
+        if tries.left is None and tries.unknown is not None and not self.o.allow_last_try:
+            # The card cannot tell (no GET METADATA): this try may be the last one.
+            warn = (f"The card cannot tell how many {what} tries are left ({tries.unknown}): "
+                    f"this may be the last one, and a wrong {what} would block it"
+                    + (" and leave only a PIV reset" if what == "PUK" else ""))
+            if self.o.interactive:
+                if self.p.confirm(f"{warn}. Try the {what} now?"):
+                    return
+                raise RetryGuardError(f"the {what} try was not spent")
+            raise RetryGuardError(f"the card cannot tell how many {what} tries are left "
+                                  f"({tries.unknown}), so this try may be the last one and "
+                                  f"a wrong {what} would block it. Re-run with "
+                                  f"--allow-last-try if you are sure of the {what}")
         if tries.left != 1 or self.o.allow_last_try:
             return
         warn = f"Only 1 {what} try left: a wrong {what} now blocks it" + (

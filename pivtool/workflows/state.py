@@ -16,12 +16,11 @@ from ..core.errors import (
     BadResponseError,
     NotFoundError,
     NotSupportedError,
-    SecurityStatusError,
 )
-from ..piv.constants import ObjectId, Slot
+from ..piv.constants import KeyRef, ObjectId, Slot
 from ..piv.objects import Chuid, PivmanData, ccc_card_id
-from ..piv.session import PivSession, SlotMetadata, parse_certificate
-from ..piv.version import default_mgmt_key_type, has_metadata
+from ..piv.session import NO_METADATA, PivSession, SlotMetadata, parse_certificate
+from ..piv.version import has_metadata
 
 NAMED_SLOTS = (Slot.AUTHENTICATION, Slot.SIGNATURE, Slot.KEY_MANAGEMENT, Slot.CARD_AUTH)
 KEY_SLOTS = tuple(s for s in Slot if s is not Slot.ATTESTATION)
@@ -57,6 +56,9 @@ class SlotState:
     certificate: Any = None  # x509.Certificate, when present
     certificate_error: str | None = None
     compressed: bool = False
+    #: Why the card could not say whether the slot holds a key (``None``: it could, or the
+    #: slot's key is known).
+    key_unknown: str | None = None
 
     def cert_matches_key(self) -> bool | None:
         """Whether the certificate's public key is the slot's key (None if unknown)."""
@@ -78,6 +80,8 @@ class SlotState:
             "slot": f"{self.slot.value:02x}",
             "name": self.slot.label.split(" ", 1)[1].strip("()"),
             "key": key,
+            "key_status": "present" if key else ("unknown" if self.key_unknown else "empty"),
+            "key_unknown_reason": self.key_unknown,
             "certificate": summarize(self.certificate).to_json() if self.certificate else None,
             "certificate_error": self.certificate_error,
             "certificate_compressed": self.compressed if self.certificate else None,
@@ -105,6 +109,11 @@ class CardSnapshot:
     chuid_guid: str | None
     ccc_card_id: str | None
     slots: list[SlotState] = field(default_factory=list)
+    #: Whether the card reports slot keys at all (GET METADATA); without it only slots with
+    #: a certificate are known.
+    keys_reported: bool = True
+    #: Slots without a certificate whose key the card could not report (not "empty").
+    unknown_slots: list[Slot] = field(default_factory=list)
 
     def slot(self, slot: Slot) -> SlotState | None:
         """The state of *slot*, if it holds anything."""
@@ -154,15 +163,25 @@ class CardSnapshot:
             "chuid": {"guid": self.chuid_guid} if self.chuid_guid else None,
             "ccc": {"card_id": self.ccc_card_id} if self.ccc_card_id else None,
             "slots": [s.to_json() for s in self.slots],
+            "slot_keys_reported": self.keys_reported,
+            "unknown_slots": [f"{s.value:02x}" for s in self.unknown_slots],
             "warnings": self.warnings,
         }
 
 
-def _optional(fn: Any, *args: Any) -> Any:
-    try:
-        return fn(*args)
-    except (NotFoundError, NotSupportedError):
-        return None
+def _optional(fn: Any, *args: Any, attempts: int = 1) -> Any:
+    """*fn*'s answer, or ``None`` when the card has none, refuses, or answers in a way that
+    cannot be understood: a fact that is unknown, never a failed read. With *attempts* 2 a
+    refused or garbled answer is asked for once more (a garbled PUK metadata answer must not
+    make enroll treat a known PUK as unknown)."""
+    for _attempt in range(attempts):
+        try:
+            return fn(*args)
+        except NotFoundError:
+            return None
+        except (ApduError, BadResponseError, NotSupportedError):
+            continue
+    return None
 
 
 def _read_cert(session: PivSession, slot: Slot, st: SlotState) -> str | None:
@@ -173,6 +192,10 @@ def _read_cert(session: PivSession, slot: Slot, st: SlotState) -> str | None:
     except NotFoundError:
         return None
     except BadResponseError as e:
+        return str(e)
+    except ApduError as e:
+        if e.sw in (0x6A80, 0x6A86):
+            return None  # a card without this object refuses its tag: no certificate
         return str(e)
     try:
         st.certificate = parse_certificate(der)
@@ -202,22 +225,33 @@ def read_slot(session: PivSession, slot: Slot, metadata: SlotMetadata | None,
 
 
 def read_card_state(session: PivSession) -> CardSnapshot:
-    """Read everything :command:`pivtool info` shows, spending no PIN try."""
+    """Read everything :command:`pivtool info` shows, spending no PIN try. Every YubiKey
+    extension answer is optional: one the card refuses or that cannot be understood leaves
+    that fact unknown (PIN tries then come from an empty VERIFY, slot keys from the
+    certificates), never a failed read."""
     v = session.version
     meta = v is not None and has_metadata(v)
     serial = _optional(session.get_serial) if v is not None else None
-    if meta:
-        pm, um = session.get_pin_metadata(), session.get_puk_metadata()
+    pm = _optional(session.get_pin_metadata, attempts=2) if meta else None
+    if pm is not None and pm.remaining <= pm.total:
         pin = Counter(pm.remaining, pm.total, pm.is_default)
+    else:
+        pin = Counter(_optional(session.pin_tries_by_verify), None, None)
+    um = _optional(session.get_puk_metadata, attempts=2) if meta else None
+    if um is not None and um.remaining <= um.total:
         puk = Counter(um.remaining, um.total, um.is_default)
-        mk = session.get_mgmt_key_metadata()
+    else:
+        puk = Counter(session.learned_tries.get(KeyRef.PUK), None, None)
+    mk = _optional(session.get_mgmt_key_metadata, attempts=2) if meta else None
+    if mk is not None:
         mk_alg, mk_default, mk_touch = mk.key_type.label, mk.is_default, mk.touch_policy.label
     else:
-        pin = Counter(session.pin_tries_by_verify(), None, None)
-        puk = Counter(None, None, None)
-        mk_alg, mk_default, mk_touch = default_mgmt_key_type(v).label, None, None
+        # Not reported: the card's witness says which algorithm its key has.
+        probed = session.probe_mgmt_key_type()
+        mk_alg, mk_default, mk_touch = (probed.label if probed else "unknown"), None, None
     pivman = PivmanData()
-    raw = _optional(session.get_data, ObjectId.PIVMAN)
+    # 5FFF00 is ykman's object on a YubiKey; on other cards it is nobody's.
+    raw = _optional(session.get_data, ObjectId.PIVMAN) if session.is_yubikey else None
     if raw:
         with contextlib.suppress(BadResponseError):
             pivman = PivmanData.decode(raw)
@@ -236,19 +270,19 @@ def read_card_state(session: PivSession) -> CardSnapshot:
         except BadResponseError:
             ccc = None
     slots: list[SlotState] = []
+    unknown: list[Slot] = []
     for slot in KEY_SLOTS:
-        md: SlotMetadata | None = None
-        if meta:
-            try:
-                md = session.get_slot_metadata(slot)
-            except (NotFoundError, SecurityStatusError):
-                md = None
-            except ApduError:
-                md = None
-        want_cert = (not meta) or md is not None or slot in NAMED_SLOTS
+        probe = session.probe_slot(slot) if meta else None
+        md = probe.metadata if probe is not None else None
+        why = (probe.reason if probe is not None and probe.unknown
+               else None if meta else NO_METADATA)
+        want_cert = (not meta) or md is not None or slot in NAMED_SLOTS or why is not None
         st = read_slot(session, slot, md, with_cert=want_cert)
+        st.key_unknown = why
         if st.key_algorithm or st.certificate is not None or st.certificate_error:
             slots.append(st)
+        elif why is not None:
+            unknown.append(slot)
     return CardSnapshot(
         reader=session.connection.reader_name,
         is_yubikey=session.is_yubikey,
@@ -265,4 +299,6 @@ def read_card_state(session: PivSession) -> CardSnapshot:
         chuid_guid=chuid_guid,
         ccc_card_id=ccc,
         slots=slots,
+        keys_reported=meta,
+        unknown_slots=unknown,
     )

@@ -73,6 +73,13 @@ def spend_puk(card: Path, n: int) -> None:
         assert r.exit_code in (3, 4)
 
 
+def state_puk_left(card: Path) -> int:
+    """The virtual card's own PUK counter (the card cannot report it over PIV)."""
+    from pivtool.sim.state import load_state
+
+    return load_state(card).puk_retries_left
+
+
 def recover_json(card: Path, *args: str, env: dict[str, str], code: int = 0) -> Any:
     r = run(card, "--json", "recover", *args, env=env)
     assert r.exit_code == code, r.output
@@ -318,7 +325,9 @@ def test_tampered_escrow_detected(tmp_path: Path, ca: Path) -> None:
 
 def test_generic_card_explains_issuer(tmp_path: Path, ca: Path) -> None:
     card = make_card(tmp_path, "generic.json", generic=True, mgmt_key_type=TDES_9B)
-    r = run(card, "enroll", "--upn", UPN, "--ca", str(ca), env={"PIVTOOL_PIN": "123456"})
+    r = run(card, "enroll", "--upn", UPN, "--ca", str(ca), "--allow-last-try",
+            env={"PIVTOOL_PIN": "123456", "PIVTOOL_NEW_PIN": "13572468",
+                 "PIVTOOL_NEW_PUK": "86427531"})
     assert r.exit_code == 0, r.output
     old = cert_9a(card)
     block_pin(card)
@@ -328,7 +337,8 @@ def test_generic_card_explains_issuer(tmp_path: Path, ca: Path) -> None:
     assert r.exit_code == 1 and "issuer" in r.stderr and "changed nothing" in r.stderr
     # A PUK that turns out blocked leads to the same answer, without a reset attempt.
     spend_puk(card, 3)
-    r = run(card, "recover", env={"PIVTOOL_PUK": "12345678", "PIVTOOL_NEW_PIN": "11223344"})
+    r = run(card, "recover", "--allow-last-try",
+            env={"PIVTOOL_PUK": "12345678", "PIVTOOL_NEW_PIN": "11223344"})
     assert r.exit_code == 1 and "issuer" in r.stderr
     st = info(card)
     assert st["pin"]["tries_left"] == 0 and cert_9a(card) == old
@@ -337,7 +347,14 @@ def test_generic_card_explains_issuer(tmp_path: Path, ca: Path) -> None:
 def test_generic_card_unblock_with_puk(tmp_path: Path) -> None:
     card = make_card(tmp_path, generic=True)
     block_pin(card)
-    data = recover_json(card, env={"PIVTOOL_PUK": "12345678", "PIVTOOL_NEW_PIN": "11223344"})
+    env = {"PIVTOOL_PUK": "12345678", "PIVTOOL_NEW_PIN": "11223344"}
+    # The card cannot report PUK tries: the try may be the last one, so a script must say
+    # --allow-last-try (issue 16 item 3); nothing is spent without it.
+    r = run(card, "recover", env=env)
+    assert r.exit_code == 4 and "cannot tell how many PUK tries" in r.stderr
+    assert "--allow-last-try" in r.stderr
+    assert state_puk_left(card) == 3
+    data = recover_json(card, "--allow-last-try", env=env)
     assert data["path"] == "unblocked" and data["before"]["puk"]["tries_left"] is None
     assert info(card)["pin"]["tries_left"] == 3
 

@@ -101,4 +101,6 @@ def test_error_mapping() -> None:
     assert isinstance(error_for_sw(0x6A82), NotFoundError)
     assert isinstance(error_for_sw(0x6982), SecurityStatusError)
     assert isinstance(error_for_sw(0x6D00), InsNotSupportedError)
-    assert str(error_for_sw(0x6A82)) == "SW=6A82 (FILE_NOT_FOUND)"
+    # Never the bare SW as the whole message: its meaning, or "the card refused".
+    assert str(error_for_sw(0x6A82)) == "the card refused: not found on the card (SW=6A82)"
+    assert str(error_for_sw(0x0002)) == "the card refused (SW=0002)"

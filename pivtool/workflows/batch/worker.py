@@ -214,7 +214,7 @@ class CardWork:
                 wipe = True
             if user is None:
                 # Checked before a user is taken: with a database, taking is claiming.
-                if not wipe and not card.pin.is_default and self.o.secrets.pin is None:
+                if not wipe and card.pin.is_default is False and self.o.secrets.pin is None:
                     raise _Refusal("pin-unknown", f"the PIN of serial {serial} is not the "
                                    "factory default and this batch does not know it: set "
                                    "PIVTOOL_PIN, or --reassign to wipe the key")
@@ -316,8 +316,11 @@ class CardWork:
         serial = card.serial
         assert serial is not None
         opts = user.options
-        pin_default = claim.wipe or bool(card.pin.is_default)
-        puk_default = claim.wipe or bool(card.puk.is_default)
+        # Where the card cannot tell (no GET METADATA), a new PIN/PUK is prepared as for a
+        # factory one: the Enroller replaces what it cannot rule out is the default (the
+        # PUK try under the retry guard: --allow-last-try).
+        pin_default = claim.wipe or card.pin.is_default is not False
+        puk_default = claim.wipe or card.puk.is_default is not False
         with self.state.lock:
             values = self._secrets_for(user, serial, pin_default, puk_default)
             self.state.save()
