@@ -10,12 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from pivtool.sim.state import load_state
-from tests.cli.clihelp import make_card, run, run_json
+from tests.cli.clihelp import make_card, run, run_json, self_signed
 from tests.quirks import (
     Rule,
     all_metadata_sw,
@@ -71,11 +70,7 @@ def test_empty_slot_metadata_without_algorithm_is_unknown_not_fatal(
 
 def test_sw_0002_after_import_is_unknown_in_words(tmp_path: Path, quirks: list[Rule]) -> None:
     card = make_card(tmp_path)
-    key = ec.generate_private_key(ec.SECP256R1())
-    pem = tmp_path / "k.pem"
-    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                      serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption()))
+    key, pem = _key_file(tmp_path)
     assert run(card, "keys", "import", "9a", str(pem)).exit_code == 0
     quirks.append(slot_metadata_sw(0x0002, 0x9A))
     r = run(card, "keys", "info", "9a")
@@ -84,7 +79,7 @@ def test_sw_0002_after_import_is_unknown_in_words(tmp_path: Path, quirks: list[R
     _no_bare_sw(r.output)
     # A certificate for the key: import cannot check the match, so it asks for --force
     # (in words), and then info lists the slot instead of leaving it out.
-    cert = _self_signed(key)
+    cert = self_signed("odd", key)
     cpem = tmp_path / "c.pem"
     cpem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     r = run(card, "certs", "import", "9a", str(cpem))
@@ -111,11 +106,7 @@ def test_origin_zero_lets_the_card_attest(tmp_path: Path, quirks: list[Rule]) ->
 
 def test_attest_refusal_is_the_cards_in_words(tmp_path: Path, quirks: list[Rule]) -> None:
     card = make_card(tmp_path)
-    key = ec.generate_private_key(ec.SECP256R1())
-    pem = tmp_path / "k.pem"
-    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                      serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption()))
+    _key, pem = _key_file(tmp_path)
     assert run(card, "keys", "import", "9a", str(pem)).exit_code == 0
     quirks.append(origin_zero)  # the origin no longer says "imported": the card judges
     r = run(card, "keys", "attest", "9a")
@@ -141,15 +132,14 @@ def test_every_metadata_answer_refused(tmp_path: Path, quirks: list[Rule], sw: i
     assert run(card, "pin", "verify", env=PINS).exit_code == 0
 
 
-def _self_signed(key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
-    import datetime as dt
-
-    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "odd")])
-    now = dt.datetime.now(dt.timezone.utc)
-    return (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(1)
-            .not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
-            .sign(key, hashes.SHA256()))
+def _key_file(tmp_path: Path) -> tuple[ec.EllipticCurvePrivateKey, Path]:
+    """A P-256 private key and the PEM file holding it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = tmp_path / "k.pem"
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    return key, pem
 
 
 # --- item 3: every SW in words --------------------------------------------------------
