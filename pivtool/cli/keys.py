@@ -230,8 +230,12 @@ def _roots(path: str | None) -> Any:
 
 def _attestation_text(facts: Any, chain: Any, slot: str) -> str:
     """One line: what the attestation claims, and whether the chain proves it."""
-    claims = (f"key generated on YubiKey serial {facts.serial} (firmware {facts.firmware}), "
-              f"PIN {facts.pin_policy}, touch {facts.touch_policy}")
+    # Only what the attestation states: a YubiKey before 5 puts no serial in it.
+    claims = "key generated on YubiKey" + (
+        f" serial {facts.serial}" if facts.serial is not None else "") + (
+        f" (firmware {facts.firmware})" if facts.firmware else "") + (
+        f", PIN {facts.pin_policy}, touch {facts.touch_policy}"
+        if facts.pin_policy and facts.touch_policy else "")
     if chain["verified"]:
         return f"Slot {slot}: {claims}; attestation verified to {chain['verified_to']}."
     return (f"Slot {slot}: attestation NOT verified ({chain['reason']}); it claims: "

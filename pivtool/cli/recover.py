@@ -197,14 +197,19 @@ def _summary(result: RecoverResult) -> str:
         return "Reset declined; nothing was changed."
     if result.path == "issuer-needed":
         return "Only the card's issuer can unblock or re-issue this card; nothing was changed."
+    # The count after a right PIN is the card's total, which a card without GET METADATA
+    # does not say: then no count is shown (never "None").
+    left = "" if pin is None else f"{pin} {'try' if pin == 1 else 'tries'} left"
     if result.path == "pin-ok":
-        return f"The PIN is not blocked ({pin} tries left); nothing to recover."
+        tries = f" ({left})" if left else ""
+        return f"The PIN is not blocked{tries}; nothing to recover."
     if result.path == "pin-changed":
         return "PIN changed."
     if result.path == "unblocked":
         source = " from the escrow" if result.puk_source == "escrow" else ""
-        return f"PIN unblocked with the PUK{source} and set; keys and certificates kept " \
-               f"({pin} PIN tries left)."
+        tries = f" ({'PIN ' + left})" if left else ""
+        return f"PIN unblocked with the PUK{source} and set; keys and certificates " \
+               f"kept{tries}."
     lines = ["PIV application reset."]
     if result.backup_dir:
         lines.append(f"Old certificates saved in {result.backup_dir} (revoke them at the CA).")

@@ -273,7 +273,7 @@ def command_step(ins: int, p1: int, p2: int, what: str = "PIN") -> str:
 #: meaning (core.sw.sw_meaning).
 _COMMAND_MEANINGS: dict[tuple[int, int], str] = {
     (Ins.GENERATE_ASYMMETRIC, SW.INCORRECT_PARAMETERS):
-        "the card refuses this algorithm (or policy) in this slot",
+        "the card refuses this algorithm in this slot",
     (Ins.GENERATE_ASYMMETRIC, SW.INCORRECT_P1P2): "the card has no such key slot",
     (Ins.IMPORT_KEY, SW.INCORRECT_PARAMETERS):
         "the card refuses this key (algorithm, size or policy) in this slot",

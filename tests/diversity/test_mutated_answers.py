@@ -227,9 +227,6 @@ def test_read_only_commands_do_not_crash(plan: list[Mutation], command: tuple[st
     assert not _crashed(r), f"{_crashed(r)} after {log}:\n{r.output[-1500:]}"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 items 1 and 3 (client14): an odd extension "
-                   "answer is still fatal or shown as a bare SW (e.g. GET SERIAL 6A80 -> "
-                   "'Error: SW=6A80 (INCORRECT_PARAMETERS)' from info)")
 @SETTINGS
 @given(plan=PLAN, command=st.sampled_from(READ_ONLY))
 @example(plan=[KEEP, sw_of(0x6A80)], command=("info",))  # GET SERIAL refused oddly
@@ -254,8 +251,6 @@ def test_failed_writes_change_nothing(plan: list[Mutation],
                              f"{log}:\n{r.output[-1500:]}")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 3 (client14): a write refused after an "
-                   "odd extension answer says only 'SW=6D00 (INS_NOT_SUPPORTED)'")
 @SETTINGS
 @given(plan=PLAN, write=st.sampled_from(WRITES))
 @example(plan=[KEEP, KEEP, sw_of(0x6D00)], write=WRITES[0])  # GET METADATA 6D00 mid-way
