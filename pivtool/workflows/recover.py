@@ -140,6 +140,10 @@ def _tries_text(c: Counter) -> str:
 def _slot_list(st: CardSnapshot) -> str:
     names = [s.slot.label for s in st.slots
              if s.slot is not Slot.ATTESTATION and (s.key_algorithm or s.certificate)]
+    if not st.keys_reported or st.unknown_slots:
+        # The card cannot say which slots hold keys: "unknown", never "no keys".
+        return (", ".join(names) + "; " if names else "no certificates; ") + \
+            "keys unknown (the card does not report them)"
     return ", ".join(names) if names else "no keys or certificates"
 
 

@@ -308,3 +308,12 @@ def test_public_key_file_for_cards_that_cannot_report_keys(tmp_path: Path,
     assert data["slots"][0]["key_status"] == "unknown"
     r = run(card, "info")
     assert "only slots with a certificate are listed" in r.stdout
+
+
+def test_recover_does_not_call_unknown_keys_none(tmp_path: Path) -> None:
+    card = make_card(tmp_path, generic=True)
+    assert run(card, "keys", "generate", "9a").exit_code == 0
+    r = run(card, "recover", env=PINS)
+    assert r.exit_code == 0, r.output
+    assert "keys unknown (the card does not report them)" in r.output
+    assert "holds no keys" not in r.output
