@@ -373,6 +373,7 @@ class Enroller:
         self._ours: dict[Slot, Any] = {}  # slot -> public key this enrollment generated
         #: slot -> where its new key is until the certificate is checked (MOVE KEY staging)
         self._where: dict[Slot, Slot] = {}
+        self._attest: dict[Slot, Attestation | None] = {}
         #: What this run changed on the card, in order (for the error after a failure).
         self.changed: list[str] = []
 
@@ -875,6 +876,11 @@ class Enroller:
                 verify_pin(self.s, self.pin, self.o.retry_force)
             key = self.s.private_key(self._where.get(slot, slot), keys[slot])
             csrs[slot] = build_csr(key, req).public_bytes(Encoding.PEM)  # type: ignore[arg-type]
+        if self.issuer is not None:
+            # Read the attestation while the card is in use for the request: the issue step
+            # then needs no card, so an issuer that takes its time (or a card pulled while it
+            # works) never fails "issue certificate" half-way, and f9 is read once.
+            self._attest = self._attestations()
         if self.issuer is None:
             assert self.o.csr_out is not None
             path = Path(self.o.csr_out)
@@ -907,8 +913,7 @@ class Enroller:
                     reused.append(slot.label)
                     continue
             certs[slot] = load_certificate(self.issuer.issue(csrs[slot],
-                                                             self._attestation(
-                                                                 self._where.get(slot, slot))))
+                                                             self._attest.get(slot)))
             if self.journal is not None:
                 issued[tag] = certs[slot].public_bytes(Encoding.PEM).decode()
                 self.journal.set(issued=issued)
@@ -918,23 +923,29 @@ class Enroller:
                                f"(serial {cert.serial_number:x})")
         return f"by {self.issuer.description}: serial {cert.serial_number:x}"
 
-    def _attestation(self, slot: Slot) -> Attestation | None:
-        """The key's attestation and the card's f9 certificate (PEM), for an issuer that
-        wants them; None where the card cannot attest (a generic card, an old YubiKey)."""
+    def _attestations(self) -> dict[Slot, Attestation | None]:
+        """Each slot key's attestation with the card's f9 certificate (PEM), for an issuer
+        that wants them; None where the card cannot attest (a generic card, an old YubiKey)."""
         from cryptography.hazmat.primitives.serialization import Encoding
 
         from ..core.errors import TransportError
 
         if self.s.version is None:
-            return None
-        try:
-            att = self.s.attest_key(slot)
-            f9 = self.s.get_certificate(Slot.ATTESTATION)
-        except TransportError:
-            raise  # a pulled card is not "no attestation"
-        except PivToolError:  # refused, unsupported firmware, no or unreadable f9
-            return None
-        return att.public_bytes(Encoding.PEM), f9.public_bytes(Encoding.PEM)
+            return {}
+        out: dict[Slot, Attestation | None] = {}
+        f9: bytes | None = None
+        for slot in self.slots:
+            try:
+                att = self.s.attest_key(self._where.get(slot, slot))
+                if f9 is None:
+                    f9 = self.s.get_certificate(Slot.ATTESTATION).public_bytes(Encoding.PEM)
+            except TransportError:
+                raise  # a pulled card is not "no attestation"
+            except PivToolError:  # refused, unsupported firmware, no or unreadable f9
+                out[slot] = None
+                continue
+            out[slot] = (att.public_bytes(Encoding.PEM), f9)
+        return out
 
     def _check(self, keys: dict[Slot, Any], certs: dict[Slot, Any]) -> str:
         from ..certs.check import check_entra_certificate
