@@ -120,9 +120,22 @@ class LabCAIssuer:
         from ..certs.errors import CertError
 
         try:
-            LabCA.open(self.directory, self.passphrase)
+            self._ca = LabCA.open(self.directory, self.passphrase)
         except CertError as e:
             raise UsageError(f"--ca {self.directory}: {e}") from None
+
+    def check_policies(self, policies: list[str]) -> None:
+        """Refuse (before the card changes) certificate policies this CA would silently
+        drop: an enrollment asked for them, so a certificate without them is not what the
+        admin wanted (Entra authentication-binding rules may depend on them)."""
+        from ..certs.ca import LabCA
+
+        ca = getattr(self, "_ca", None) or LabCA.open(self.directory, self.passphrase)
+        missing = [p for p in policies if p not in set(ca.allowed_policies)]
+        if missing:
+            raise UsageError(f"--ca {self.directory} does not issue policy "
+                             f"{', '.join(missing)}: create the CA with "
+                             f"'ca init --allow-policy OID' or drop --policy")
 
 
 def run_hook(command: str, stdin: bytes, timeout: float, what: str,
@@ -404,6 +417,8 @@ class Enroller:
         validate_options(self.o, self.s)
         if self.issuer is not None:
             self.issuer.preflight()  # before the first APDU that changes the card
+            if self.o.policies and isinstance(self.issuer, LabCAIssuer):
+                self.issuer.check_policies([str(p) for p in self.o.policies])
         state: list[CardSnapshot] = []
         self._step("read card", lambda: self._read(state))
         self.journal = Journal.open(state[0].serial)

@@ -224,3 +224,15 @@ def test_csr_out_two_step(tmp_path: Path, ca: Path) -> None:
     assert r.exit_code == 0, r.output
     slot = run_json(card, "info")["slots"][0]
     assert slot["certificate_matches_key"] is True
+
+
+def test_policy_the_lab_ca_would_drop_refused_before_card(tmp_path: Path, ca: Path) -> None:
+    """A --policy the CA's allow-list lacks would be dropped silently from the certificate:
+    enroll refuses it in the pre-flight (exit 2) and the card is exactly as before."""
+    card = make_card(tmp_path)
+    before = card.read_bytes()
+    r = run(card, "enroll", "--upn", "alice@contoso.com", "--policy", "1.3.6.1.4.1.99999.2",
+            "--ca", str(ca), env=NEW)
+    assert r.exit_code == 2, r.output
+    assert "does not issue policy 1.3.6.1.4.1.99999.2" in r.stderr
+    assert card.read_bytes() == before
