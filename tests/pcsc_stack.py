@@ -543,3 +543,34 @@ def vcard_factory(pcsc_stack: PcscStack, tmp_path: Path) -> Iterator[VCardFactor
 def virtual_yubikey(vcard_factory: VCardFactory) -> VirtualCardProcess:
     """A factory-fresh virtual YubiKey 5.7.1 in a pcscd reader."""
     return vcard_factory()
+
+
+def vpcd_recv_frame(sock: socket.socket, quickack: bool = False) -> bytes | None:
+    """One vpcd frame (2-byte big-endian length, then the bytes), or ``None`` when the other
+    side closed. Written here, apart from pivtool.sim.vpcd, so tests judge the bridge with
+    their own reader. *quickack*: vpcd writes length and payload separately (pcsc-facts), so a
+    relay on the hot path sets TCP_QUICKACK before each receive."""
+    opt = getattr(socket, "TCP_QUICKACK", None) if quickack else None
+    buf = b""
+    while len(buf) < 2:
+        if opt is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, opt, 1)
+        chunk = sock.recv(2 - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    size = int.from_bytes(buf, "big")
+    body = b""
+    while len(body) < size:
+        if opt is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, opt, 1)
+        chunk = sock.recv(size - len(body))
+        if not chunk:
+            return None
+        body += chunk
+    return body
+
+
+def vpcd_send_frame(sock: socket.socket, payload: bytes) -> None:
+    """Send one vpcd frame."""
+    sock.sendall(len(payload).to_bytes(2, "big") + payload)

@@ -47,7 +47,8 @@ from .auth import OverridePrompter, Prompter, authenticate, change_mgmt_key, ver
 from .journal import Journal
 from .state import CardSnapshot, read_card_state
 
-if TYPE_CHECKING:  # --- escrow (enroll --escrow) ---
+if TYPE_CHECKING:  # --- escrow (enroll --escrow); the lab CA loads lazily ---
+    from ..certs.ca import LabCA
     from .escrow import EscrowFile
 
 #: Algorithms iOS (CryptoTokenKit via Yubico Authenticator) can use for signing.
@@ -90,6 +91,8 @@ class LabCAIssuer:
     passphrase: bytes | None = field(default=None, repr=False)
     days: int = 365
     description: str = "lab CA"
+    #: The CA as opened by :meth:`preflight` (its key decrypted once, not per check).
+    _ca: LabCA | None = field(default=None, init=False, repr=False, compare=False)
 
     def issue(self, csr_pem: bytes, attestation: Attestation | None = None) -> bytes:
         """Issue with the smart-card-logon profile (the attestation is checked when the CA
@@ -130,7 +133,7 @@ class LabCAIssuer:
         admin wanted (Entra authentication-binding rules may depend on them)."""
         from ..certs.ca import LabCA
 
-        ca = getattr(self, "_ca", None) or LabCA.open(self.directory, self.passphrase)
+        ca = self._ca or LabCA.open(self.directory, self.passphrase)
         missing = [p for p in policies if p not in set(ca.allowed_policies)]
         if missing:
             raise UsageError(f"--ca {self.directory} does not issue policy "

@@ -14,6 +14,8 @@ from click.testing import CliRunner
 from pivtool.cli.main import cli
 from pivtool.sim import vpcd
 from pivtool.sim.attach import FaultKind, Faults
+from tests.pcsc_stack import vpcd_recv_frame as _recv
+from tests.pcsc_stack import vpcd_send_frame as _send
 
 
 class StubCard:
@@ -29,28 +31,6 @@ class StubCard:
 
     def power_cycle(self) -> None:
         self.power_cycles += 1
-
-
-def _send(sock: socket.socket, payload: bytes) -> None:
-    sock.sendall(len(payload).to_bytes(2, "big") + payload)
-
-
-def _recv(sock: socket.socket) -> bytes | None:
-    """One frame, or ``None`` when the card side closed the connection."""
-    buf = b""
-    while len(buf) < 2:
-        chunk = sock.recv(2 - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    size = int.from_bytes(buf, "big")
-    body = b""
-    while len(body) < size:
-        chunk = sock.recv(size - len(body))
-        if not chunk:
-            return None
-        body += chunk
-    return body
 
 
 @contextmanager

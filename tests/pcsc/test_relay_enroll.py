@@ -17,43 +17,12 @@ import pytest
 
 from pivtool.certs.ca import LabCA
 from tests.cli.clihelp import run
-from tests.pcsc_stack import VReader, wait_reader
+from tests.pcsc_stack import VReader, vpcd_recv_frame, vpcd_send_frame, wait_reader
 
 pytestmark = pytest.mark.pcsc
 
 UPN = "relay@contoso.com"
 NEW = {"PIVTOOL_NEW_PIN": "24681357", "PIVTOOL_NEW_PUK": "86427531"}
-
-
-def _quickack(sock: socket.socket) -> None:
-    # vpcd writes length and payload separately (see pcsc-facts): without QUICKACK each
-    # APDU waits for the delayed ACK.
-    opt = getattr(socket, "TCP_QUICKACK", None)
-    if opt is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, opt, 1)
-
-
-def _recv_frame(sock: socket.socket) -> bytes | None:
-    buf = b""
-    while len(buf) < 2:
-        _quickack(sock)
-        chunk = sock.recv(2 - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    size = int.from_bytes(buf, "big")
-    body = b""
-    while len(body) < size:
-        _quickack(sock)
-        chunk = sock.recv(size - len(body))
-        if not chunk:
-            return None
-        body += chunk
-    return body
-
-
-def _send_frame(sock: socket.socket, payload: bytes) -> None:
-    sock.sendall(len(payload).to_bytes(2, "big") + payload)
 
 
 class Relay:
@@ -111,7 +80,7 @@ class Relay:
         card.settimeout(10)
         while not self._stop.is_set():
             try:
-                frame = _recv_frame(reader)
+                frame = vpcd_recv_frame(reader, quickack=True)
             except OSError:
                 return
             if frame is None:
@@ -123,11 +92,11 @@ class Relay:
             if cut and not self.after:
                 self.fired.set()
                 return  # the card never sees it
-            _send_frame(card, frame)
+            vpcd_send_frame(card, frame)
             if len(frame) == 1 and frame[0] != 4:
                 continue  # power on/off/reset: no answer (only "get ATR" is answered)
             try:
-                answer = _recv_frame(card)
+                answer = vpcd_recv_frame(card, quickack=True)
             except OSError:
                 return
             if answer is None:
@@ -135,7 +104,7 @@ class Relay:
             if cut:
                 self.fired.set()
                 return  # executed on the card; the answer is lost
-            _send_frame(reader, answer)
+            vpcd_send_frame(reader, answer)
 
     def close(self) -> None:
         self._stop.set()
