@@ -21,7 +21,8 @@ from ..core.errors import PivToolError, UsageError
 
 if TYPE_CHECKING:
     from ..piv.session import PivSession
-    from ..store.api import AuditEvent, CertRecord, KeyRecord, Store
+    from ..store.api import Store
+    from ..store.records import AuditEvent, CertRecord, KeyRecord
     from .escrow import EscrowFile, StoreEscrow
     from .state import CardSnapshot
 
@@ -53,7 +54,7 @@ def cert_record(slot: str, cert: Any) -> CertRecord:
 
     from ..certs.entra import certificate_user_ids
     from ..certs.inspect import summarize
-    from ..store.api import CertRecord
+    from ..store.records import CertRecord
 
     s = summarize(cert)
     ids = [{"kind": i.kind, "value": i.value, "affinity": i.affinity}
@@ -70,7 +71,7 @@ def card_records(card: CardSnapshot, form_factor: str | None = None
     is the UPN of the 9a certificate (None when 9a holds none)."""
     from ..certs.inspect import get_upns
     from ..piv.constants import Slot
-    from ..store.api import KeyRecord
+    from ..store.records import KeyRecord
 
     if card.serial is None:
         raise UsageError("the card reports no serial number; the inventory files keys by "
@@ -87,7 +88,7 @@ def card_records(card: CardSnapshot, form_factor: str | None = None
 def _event(step: str, outcome: str, serial: int | None, upn: str | None = None,
            detail: str = "", command: str | None = None, reader: str | None = None,
            fingerprint: str | None = None) -> AuditEvent:
-    from ..store.api import AuditEvent
+    from ..store.records import AuditEvent
 
     return AuditEvent(step=step, outcome=outcome, serial=serial, upn=upn, detail=detail,
                       command=command, reader=reader, fingerprint=fingerprint)
@@ -368,7 +369,7 @@ class ImportResult:
 def import_batch_state(store: Store, path: str | Path) -> ImportResult:
     """Bring a batch state file (and its audit log beside it, if any) into the store: the
     roster users with their status and key, each enrolled key and its 9a certificate."""
-    from ..store.api import CertRecord, KeyRecord, RosterInput
+    from ..store.records import CertRecord, KeyRecord, RosterInput
     from .batch import BatchPaths, BatchState
 
     state = BatchState.load(Path(path))

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from pivtool.store.api import AuditEvent, CertRecord, KeyRecord, RosterInput, Store
+from pivtool.store.api import Store
 from pivtool.store.engine import create_engine, upgrade
+from pivtool.store.records import AuditEvent, CertRecord, KeyRecord, RosterInput
 from pivtool.store.roles import desk_grants
 from pivtool.workflows.escrow import StoreEscrow
 from tests.cli.clihelp import run

@@ -11,7 +11,16 @@ import pytest
 import sqlalchemy as sa
 
 from pivtool.store import schema
-from pivtool.store.api import (
+from pivtool.store.api import Store
+from pivtool.store.engine import (
+    RoundTrips,
+    SchemaError,
+    create_engine,
+    current_revision,
+    head_revision,
+    upgrade,
+)
+from pivtool.store.records import (
     DONE,
     ENROLLING,
     INCOMPLETE,
@@ -20,15 +29,6 @@ from pivtool.store.api import (
     CertRecord,
     KeyRecord,
     RosterInput,
-    Store,
-)
-from pivtool.store.engine import (
-    RoundTrips,
-    SchemaError,
-    create_engine,
-    current_revision,
-    head_revision,
-    upgrade,
 )
 
 

@@ -35,8 +35,9 @@ from .outputs import AuditLog
 from .state import ENROLLING, FINAL, INCOMPLETE, PENDING, BatchState, UserRecord
 
 if TYPE_CHECKING:
-    from ...store.api import AuditEvent, Store
-    from ...store.api import UserRecord as DbUser
+    from ...store.api import Store
+    from ...store.records import AuditEvent
+    from ...store.records import UserRecord as DbUser
     from ..enroll import EnrollResult
     from ..roster import RosterRow
     from ..state import CardSnapshot
@@ -136,7 +137,7 @@ class DbBatchState(BatchState):
 
     def merge_roster(self, roster: str, rows: list[RosterRow]) -> None:
         """Bring the roster into the database (desks may do it at the same time)."""
-        from ...store.api import RosterInput
+        from ...store.records import RosterInput
 
         self.doc["roster"] = roster
         self.doc["invalid_rows"] = [{"row": r.row, "upn": r.upn, "error": r.error}
@@ -186,7 +187,7 @@ class DbBatchState(BatchState):
         rec = self._guard(self.store.bound_to, serial)
         if rec is None:
             return None
-        from ...store.api import utcnow
+        from ...store.records import utcnow
 
         stale = rec.status == ENROLLING and (
             rec.claim_desk == self.store.desk or rec.lease_until is None
@@ -205,7 +206,7 @@ class DbBatchState(BatchState):
 
     def save(self) -> None:
         """Write what changed in the users this desk holds (not the per-step progress)."""
-        from ...store.api import utcnow
+        from ...store.records import utcnow
 
         with self.lock:
             if self.fatal is not None:
@@ -234,7 +235,7 @@ class DbBatchState(BatchState):
     def record_enrolled(self, card: CardSnapshot, user: UserRecord,
                         result: EnrollResult) -> None:
         """Put the enrolled key and its 9a certificate into the inventory (two statements)."""
-        from ...store.api import KeyRecord
+        from ...store.records import KeyRecord
         from ..inventory import cert_record
 
         assert card.serial is not None
@@ -244,7 +245,7 @@ class DbBatchState(BatchState):
 
     def release(self, upn: str, operator: str) -> UserRecord:
         """Hand *upn* over: unbound from their key, pending for any desk (audited)."""
-        from ...store.api import AuditEvent
+        from ...store.records import AuditEvent
 
         rec = self._guard(self.store.release, upn, [AuditEvent(
             "release", "done", upn=upn, operator=operator, command="batch release")])
@@ -264,7 +265,7 @@ class StoreAudit(AuditLog):
               serial: int | None = None, upn: str | None = None, detail: str = "",
               fingerprint: str | None = None) -> None:
         """Buffer one row (written with the next outcome, heartbeat or the end)."""
-        from ...store.api import AuditEvent
+        from ...store.records import AuditEvent
 
         with self._lock:
             self._rows.append(AuditEvent(step=step, outcome=outcome, serial=serial, upn=upn,
