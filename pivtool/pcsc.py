@@ -36,6 +36,7 @@ from .core.events import CardEvent, EventKind
 __all__ = [
     "CardEvent",
     "EventKind",
+    "PcscCardSource",
     "PcscConnection",
     "ReaderMonitor",
     "list_readers",
@@ -521,3 +522,45 @@ def watch_events(
         finally:
             done.set()
             helper.join()
+
+
+# --------------------------------------------------------------------------------------------
+# The card source of unattended work (``batch enroll``)
+
+
+class PcscCardSource:
+    """The :class:`~pivtool.core.events.CardSource` of ``batch enroll``: every PC/SC
+    reader, insertions and removals from one blocking ``SCardGetStatusChange`` monitor (cards
+    already present count as inserted)."""
+
+    def __init__(self) -> None:
+        self._monitor = ReaderMonitor(None, report_present=True)
+
+    @property
+    def stopped(self) -> bool:
+        """True after :meth:`stop`."""
+        return self._monitor.stopped
+
+    @property
+    def exhausted(self) -> bool:
+        """Never: a person may insert another key at any time."""
+        return False
+
+    def wait(self, timeout: float | None = None) -> list[CardEvent]:
+        """Block until a reader changes (or *timeout*, or :meth:`stop`)."""
+        return self._monitor.wait(timeout)
+
+    def connect(self, reader: str) -> PcscConnection:
+        """Open the card in *reader* (exclusive)."""
+        return PcscConnection(reader)
+
+    def card_done(self, reader: str) -> None:
+        """Nothing to do: the person pulls the key (the monitor reports it)."""
+
+    def stop(self) -> None:
+        """Wake the waiting thread; safe from any thread."""
+        self._monitor.stop()
+
+    def close(self) -> None:
+        """Release the PC/SC context."""
+        self._monitor.close()

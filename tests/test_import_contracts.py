@@ -43,6 +43,13 @@ INJECTED: dict[str, list[tuple[str, str, str]]] = {
     "card-access": [
         ("workflows/keys.py", "from .. import pcsc", "pivtool.workflows.keys -> pivtool.pcsc"),
         ("piv/version.py", "import pivtool.connect", "pivtool.piv.version -> pivtool.connect"),
+        # batch builds no card source itself: the CLI injects one.
+        ("workflows/batch/runner.py", "from ...pcsc import PcscCardSource",
+         "pivtool.workflows.batch.runner -> pivtool.pcsc"),
+        ("workflows/batch/worker.py", "from ...connect import SimPileSource",
+         "pivtool.workflows.batch.worker -> pivtool.connect"),
+        ("store/roles.py", "import pivtool.pcsc", "pivtool.store.roles -> pivtool.pcsc"),
+        ("demo.py", "from .connect import open_connection", "pivtool.demo -> pivtool.connect"),
     ],
     "client-not-sim": [
         ("workflows/objects.py", "import pivtool.sim.state",

@@ -400,10 +400,11 @@ def _graph_binder(graph_bind: bool, tenant: str | None, client_id: str | None,
 
 def _card_source(sim_pile: str | None, sim_readers: int, sim_pace: float) -> CardSource:
     """The PC/SC readers, or the virtual pile of ``--sim-pile``."""
-    from ..cardsource import PcscCardSource, SimPileSource
-    from ..connect import sim_faults_from_env
+    from ..connect import SimPileSource, sim_faults_from_env
 
     if sim_pile is None:
+        from ..pcsc import PcscCardSource
+
         return PcscCardSource()
     sim_faults_from_env()  # a malformed fault plan is bad input before any card is touched
     return SimPileSource(sim_pile, sim_readers, faults=sim_faults_from_env, pace=sim_pace)

@@ -127,7 +127,7 @@ def test_five_users_on_five_keys_over_two_readers_then_nobody_twice(tmp_path: Pa
 def test_stop_mid_pile_then_resume(tmp_path: Path) -> None:
     """Ctrl-C (request_stop) after the first key: keys in progress finish, the rest are
     untouched; the same command again enrolls exactly the users left."""
-    from pivtool.cardsource import SimPileSource
+    from pivtool.connect import SimPileSource
     from pivtool.workflows.batch import (
         BatchOptions,
         BatchPaths,

@@ -24,7 +24,8 @@ key). Secrets never reach the state file, the audit log, the reports or the even
 
 from __future__ import annotations
 
-from .options import BatchEvent, BatchOptions, BatchSummary, CardSource, SecretPolicy
+from ...core.events import CardSource
+from .options import BatchEvent, BatchOptions, BatchSummary, SecretPolicy
 from .outputs import (
     GRAPH_BATCH_LIMIT,
     PIN_LETTER_LINE,

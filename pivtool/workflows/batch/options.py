@@ -6,59 +6,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from ...core.errors import UsageError
-from ...core.events import CardEvent
 from ...piv.constants import DEFAULT_PIN, DEFAULT_PUK
 from .state import EVENT_SCHEMA, FAILED, now_iso
 
 if TYPE_CHECKING:
-    from ...core.connection import Connection
     from ..enroll import Issuer
     from ..escrow import EscrowFile
     from .graphbind import GraphBinder
-
-# --------------------------------------------------------------------------------------------
-# Where the cards come from
-
-
-class CardSource(Protocol):
-    """Readers and the cards in them, as the batch sees them (``pivtool.cardsource`` has the
-    PC/SC readers and the virtual pile). Called from several threads: :meth:`wait` from the
-    runner's watcher, :meth:`connect` and :meth:`card_done` from the reader workers,
-    :meth:`stop` from anywhere."""
-
-    @property
-    def stopped(self) -> bool:
-        """True after :meth:`stop`."""
-        ...
-
-    @property
-    def exhausted(self) -> bool:
-        """No card will ever arrive again (a pile that ran out); False for real readers."""
-        ...
-
-    def wait(self, timeout: float | None = None) -> list[CardEvent]:
-        """Block until something happens; return the events ([] after :meth:`stop`)."""
-        ...
-
-    def connect(self, reader: str) -> Connection:
-        """Open the card in *reader*."""
-        ...
-
-    def card_done(self, reader: str) -> None:
-        """The batch is done with the card in *reader* ("remove the key")."""
-        ...
-
-    def stop(self) -> None:
-        """Make :meth:`wait` return; safe from any thread."""
-        ...
-
-    def close(self) -> None:
-        """Release the source (after the waiting thread returned)."""
-        ...
-
 
 # --------------------------------------------------------------------------------------------
 # Options, events, results

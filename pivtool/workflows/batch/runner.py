@@ -9,9 +9,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ...core.events import CardEvent, EventKind
+from ...core.events import CardEvent, CardSource, EventKind
 from .graphbind import GraphBinding, graph_counts
-from .options import BatchEvent, BatchOptions, BatchSummary, CardSource
+from .options import BatchEvent, BatchOptions, BatchSummary
 from .outputs import AuditLog
 from .state import BatchPaths, BatchState
 from .worker import CardWork

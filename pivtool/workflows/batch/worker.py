@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ...core.errors import PivToolError, StepFailedError, TransportError, UsageError
+from ...core.events import CardSource
 from ...piv.constants import KeyType, PinPolicy, Slot, TouchPolicy
 from ..roster import RosterRow
-from .options import BatchEvent, BatchOptions, CardSource
+from .options import BatchEvent, BatchOptions
 from .outputs import AuditLog, fingerprint, read_pin_letter, write_pin_letter
 from .state import (
     DONE,
