@@ -43,7 +43,7 @@ def pin_verify(obj: CliContext, allow_last_try: bool) -> None:
 @pass_ctx
 def pin_change(obj: CliContext, allow_last_try: bool) -> None:
     """Change the PIN (6-8 characters; macOS wants digits only)."""
-    from ..piv.session import pin_bytes
+    from ..piv.encoding import pin_bytes
     from ..workflows.auth import change_pin
     from ..workflows.journal import change_reference
 
@@ -69,7 +69,7 @@ def pin_change(obj: CliContext, allow_last_try: bool) -> None:
 @pass_ctx
 def pin_unblock(obj: CliContext, allow_last_try: bool) -> None:
     """Set a new PIN with the PUK (after the PIN was blocked by wrong tries)."""
-    from ..piv.session import pin_bytes
+    from ..piv.encoding import pin_bytes
     from ..workflows.auth import check_puk
 
     p = obj.prompter()
@@ -120,7 +120,7 @@ def puk() -> None:
 @pass_ctx
 def puk_change(obj: CliContext, allow_last_try: bool) -> None:
     """Change the PUK (6-8 characters)."""
-    from ..piv.session import pin_bytes
+    from ..piv.encoding import pin_bytes
     from ..workflows.journal import change_reference
 
     p = obj.prompter()

@@ -18,6 +18,7 @@ from cryptography.utils import Buffer
 
 from ..core.errors import UsageError
 from .constants import KeyType, Slot
+from .encoding import key_type_of
 from .padding import digest, emsa_pkcs1_v15_raw, pad_for_signature, unpad_decrypted
 
 if TYPE_CHECKING:
@@ -55,8 +56,6 @@ class PivRsaPrivateKey(_CardKey, rsa.RSAPrivateKey):
     """An RSA key in a PIV slot: padding is done here, the raw private operation on the card."""
 
     def __init__(self, session: PivSession, slot: Slot, public_key: rsa.RSAPublicKey) -> None:
-        from .session import key_type_of
-
         super().__init__(session, slot, key_type_of(public_key))
         self._public = public_key
 
@@ -93,8 +92,6 @@ class PivEcPrivateKey(_CardKey, ec.EllipticCurvePrivateKey):
 
     def __init__(self, session: PivSession, slot: Slot,
                  public_key: ec.EllipticCurvePublicKey) -> None:
-        from .session import key_type_of
-
         super().__init__(session, slot, key_type_of(public_key))
         self._public = public_key
 

@@ -2,6 +2,10 @@
 extension. Each docstring states what the card requires first ("needs PIN", "needs
 management key"). The session borrows a :class:`~pivtool.core.connection.Connection`; it never
 opens or closes one.
+
+What the commands carry is encoded and decoded in :mod:`pivtool.piv.encoding`, the card's
+answers about itself and its keys are the dataclasses of :mod:`pivtool.piv.metadata`, and a
+refusal is put into words by :mod:`pivtool.piv.wording`.
 """
 
 from __future__ import annotations
@@ -9,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..core.apdu import Apdu
@@ -29,22 +32,40 @@ from ..core.errors import (
     UsageError,
     error_for_sw,
 )
-from ..core.sw import SW, sw_meaning
+from ..core.sw import SW
 from ..core.tlv import TlvError, parse_dict, tlv, unwrap
 from .constants import (
-    DEFAULT_MGMT_KEY,
-    PIN_MAX,
-    PIN_MIN,
     PIV_AID,
     Ins,
     KeyRef,
     KeyType,
     MgmtKeyType,
     ObjectId,
-    Origin,
     PinPolicy,
     Slot,
     TouchPolicy,
+)
+from .encoding import (
+    check_mgmt_key,
+    import_key_data,
+    key_type_of,
+    mgmt_key_ecb,
+    parse_certificate,
+    parse_public_key,
+    pin_bytes,
+    policy_tlvs,
+)
+from .metadata import (
+    NO_METADATA,
+    ApplicationProperties,
+    MgmtKeyMetadata,
+    PinMetadata,
+    SlotMetadata,
+    SlotProbe,
+    parse_application_properties,
+    parse_mgmt_key_metadata,
+    parse_pin_metadata,
+    parse_slot_metadata,
 )
 from .version import (
     Version,
@@ -56,6 +77,7 @@ from .version import (
     has_serial_ins,
     supported_mgmt_key_types,
 )
+from .wording import worded
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -68,245 +90,8 @@ if TYPE_CHECKING:
 MAX_APDU_YK4 = 2038
 MAX_APDU_YK4_3 = 3062
 
-#: Why a card cannot report slot keys at all (the reason of an unknown :class:`SlotProbe`).
-NO_METADATA = "no GET METADATA on this card"
-
 #: Objects whose contents are secret: traces redact them.
 SENSITIVE_OBJECTS = frozenset({ObjectId.PRINTED})
-
-
-def pin_bytes(pin: bytes | str, what: str = "PIN") -> bytes:
-    """Validate a PIN/PUK (6–8 bytes, SP 800-73-4 Part 2 §2.4.3) and pad it with FF to 8.
-
-    Raises :class:`UsageError` before the card is touched, so a wrong length never costs a
-    retry. The message never contains the value."""
-    raw = pin.encode("utf-8") if isinstance(pin, str) else bytes(pin)
-    if not PIN_MIN <= len(raw) <= PIN_MAX:
-        raise UsageError(f"{what} must be {PIN_MIN}-{PIN_MAX} bytes, got {len(raw)}")
-    if b"\xff" in raw:
-        raise UsageError(f"{what} must not contain byte FF (it is the padding)")
-    return raw.ljust(PIN_MAX, b"\xff")
-
-
-@dataclass(frozen=True)
-class ApplicationProperties:
-    """The PIV application property template returned by SELECT (SP 800-73-4 Part 2 §3.1.1)."""
-
-    aid: bytes
-    label: str | None
-    url: str | None
-    algorithms: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class PinMetadata:
-    """GET METADATA for the PIN (80) or PUK (81)."""
-
-    is_default: bool | None  # None: the card's answer did not say
-    total: int
-    remaining: int
-
-
-@dataclass(frozen=True)
-class MgmtKeyMetadata:
-    """GET METADATA for the management key (9B)."""
-
-    key_type: MgmtKeyType
-    is_default: bool | None  # None: the card's answer did not say
-    touch_policy: TouchPolicy
-
-
-@dataclass(frozen=True)
-class SlotMetadata:
-    """GET METADATA for a key slot."""
-
-    key_type: KeyType
-    pin_policy: PinPolicy
-    touch_policy: TouchPolicy
-    origin: Origin
-    public_key_encoded: bytes
-
-    def public_key(self) -> PublicKeyTypes:
-        """The slot's public key as a cryptography object."""
-        return parse_public_key(self.key_type, self.public_key_encoded)
-
-
-@dataclass(frozen=True)
-class SlotProbe:
-    """What GET METADATA told about a slot: a key (``metadata``), ``empty``, or neither —
-    unknown, with ``reason``."""
-
-    metadata: SlotMetadata | None
-    empty: bool
-    reason: str | None = None
-
-    @property
-    def unknown(self) -> bool:
-        """True when the card could not say whether the slot holds a key."""
-        return self.metadata is None and not self.empty
-
-
-def parse_public_key(key_type: KeyType, encoded: bytes) -> PublicKeyTypes:
-    """Decode the public key TLVs of GENERATE/METADATA (81 modulus + 82 exponent, or 86
-    point) — SP 800-73-4 Part 2 Table 7."""
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
-
-    try:
-        items = parse_dict(encoded)
-        if key_type.is_rsa:
-            n = int.from_bytes(items[0x81], "big")
-            e = int.from_bytes(items[0x82], "big")
-            return rsa.RSAPublicNumbers(e, n).public_key()
-        point = items[0x86]
-        if key_type is KeyType.ED25519:
-            return ed25519.Ed25519PublicKey.from_public_bytes(point)
-        if key_type is KeyType.X25519:
-            return x25519.X25519PublicKey.from_public_bytes(point)
-        curve = ec.SECP256R1() if key_type is KeyType.ECCP256 else ec.SECP384R1()
-        return ec.EllipticCurvePublicKey.from_encoded_point(curve, point)
-    except (TlvError, KeyError, ValueError) as e:
-        raise BadResponseError(f"card returned a malformed {key_type.label} public key") from e
-
-
-def key_type_of(key: PublicKeyTypes | PrivateKeyTypes) -> KeyType:
-    """The PIV key type of a cryptography key; :class:`UsageError` when a card cannot hold
-    it."""
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
-
-    if isinstance(key, (rsa.RSAPublicKey, rsa.RSAPrivateKey)):
-        name = f"RSA{key.key_size}"
-        if name in KeyType.__members__:
-            return KeyType[name]
-        raise UsageError(f"RSA-{key.key_size} keys do not fit a PIV slot")
-    if isinstance(key, (ec.EllipticCurvePublicKey, ec.EllipticCurvePrivateKey)):
-        names = {"secp256r1": KeyType.ECCP256, "secp384r1": KeyType.ECCP384}
-        if key.curve.name in names:
-            return names[key.curve.name]
-        raise UsageError(f"EC curve {key.curve.name} does not fit a PIV slot")
-    if isinstance(key, (ed25519.Ed25519PublicKey, ed25519.Ed25519PrivateKey)):
-        return KeyType.ED25519
-    if isinstance(key, (x25519.X25519PublicKey, x25519.X25519PrivateKey)):
-        return KeyType.X25519
-    raise UsageError(f"unsupported key type {type(key).__name__}")
-
-
-def _ecb(key_type: MgmtKeyType, key: bytes, block: bytes, encrypt: bool) -> bytes:
-    """One block of the management key cipher in ECB mode (what the card uses)."""
-    from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
-    alg = TripleDES(key) if key_type is MgmtKeyType.TDES else algorithms.AES(key)
-    cipher = Cipher(alg, modes.ECB())
-    ctx = cipher.encryptor() if encrypt else cipher.decryptor()
-    return ctx.update(block) + ctx.finalize()
-
-
-def check_mgmt_key(key_type: MgmtKeyType, key: bytes) -> None:
-    """Raise :class:`UsageError` unless *key* has the length *key_type* needs."""
-    if len(key) != key_type.key_len:
-        raise UsageError(f"a {key_type.label} management key is {key_type.key_len} bytes, "
-                         f"got {len(key)}")
-
-
-def parse_certificate(der: bytes, message: str = "the card returned data that is not a "
-                                                  "certificate") -> x509.Certificate:
-    """A certificate the card returned, or :class:`BadResponseError` (*message*). Any parse
-    failure counts: cryptography raises ``InvalidVersion`` besides ``ValueError``, and parses
-    subject and issuer only when first used, so they are touched here."""
-    from cryptography import x509
-
-    try:
-        cert = x509.load_der_x509_certificate(der)
-        cert.subject  # noqa: B018 - evaluated for its parse errors
-        cert.issuer  # noqa: B018
-    except (ValueError, x509.InvalidVersion) as e:
-        raise BadResponseError(message) from e
-    return cert
-
-
-def _slot_text(ref: int) -> str:
-    try:
-        return f"slot {Slot(ref).label}"
-    except ValueError:
-        return f"key reference {ref:02X}"
-
-
-def _ref_text(ref: int) -> str:
-    names: dict[int, str] = {KeyRef.PIN: "the PIN", KeyRef.PUK: "the PUK",
-                             KeyRef.MGMT: "the management key"}
-    return names.get(ref, _slot_text(ref))
-
-
-def command_step(ins: int, p1: int, p2: int, what: str = "PIN") -> str:
-    """The step a command APDU carries out, in words (for error messages)."""
-    if ins == Ins.VERIFY:
-        return "verify the PIN"
-    if ins == Ins.CHANGE_REFERENCE:
-        return f"change the {what}"
-    if ins == Ins.RESET_RETRY:
-        return "unblock the PIN with the PUK"
-    if ins == Ins.GENERATE_ASYMMETRIC:
-        return f"generate a key in {_slot_text(p2)}"
-    if ins == Ins.GENERAL_AUTHENTICATE:
-        if p2 == KeyRef.MGMT:
-            return "authenticate with the management key"
-        return f"use the key in {_slot_text(p2)}"
-    if ins == Ins.GET_METADATA:
-        return f"read the metadata of {_ref_text(p2)} (GET METADATA)"
-    if ins == Ins.ATTEST:
-        return f"attest {_slot_text(p1)}"
-    if ins == Ins.IMPORT_KEY:
-        return f"import a key into {_slot_text(p2)}"
-    if ins == Ins.MOVE_KEY:
-        return f"delete the key in {_slot_text(p2)}" if p1 == 0xFF else \
-            f"move the key from {_slot_text(p2)} to {_slot_text(p1)}"
-    names: dict[int, str] = {
-        Ins.GET_DATA: "read a data object", Ins.PUT_DATA: "write a data object",
-        Ins.SELECT: "select the PIV application", Ins.GET_SERIAL: "read the serial number",
-        Ins.GET_VERSION: "read the firmware version",
-        Ins.SET_PIN_RETRIES: "set the PIN and PUK retry counts",
-        Ins.RESET: "reset the PIV application", Ins.SET_MGMT_KEY: "set the management key"}
-    return names.get(ins, f"command {ins:02X}")
-
-
-#: What a status word means for one command, where that is more precise than its general
-#: meaning (core.sw.sw_meaning).
-_COMMAND_MEANINGS: dict[tuple[int, int], str] = {
-    (Ins.GENERATE_ASYMMETRIC, SW.INCORRECT_PARAMETERS):
-        "the card refuses this algorithm in this slot",
-    (Ins.GENERATE_ASYMMETRIC, SW.INCORRECT_P1P2): "the card has no such key slot",
-    (Ins.IMPORT_KEY, SW.INCORRECT_PARAMETERS):
-        "the card refuses this key (algorithm, size or policy) in this slot",
-    (Ins.PUT_DATA, SW.NO_SPACE): "the object does not fit in the card's memory",
-    (Ins.PUT_DATA, SW.INCORRECT_PARAMETERS): "the card refused the object",
-    (Ins.GET_DATA, SW.FILE_NOT_FOUND): "the object is not on the card",
-    (Ins.ATTEST, SW.INCORRECT_PARAMETERS):
-        "the card will not attest this key (it attests only keys generated on the card)",
-    (Ins.ATTEST, SW.REFERENCE_NOT_FOUND): "the card holds no key in this slot to attest",
-    (Ins.SET_MGMT_KEY, SW.INCORRECT_PARAMETERS):
-        "the card refuses this management key algorithm",
-    (Ins.RESET, SW.CONDITIONS_NOT_SATISFIED):
-        "the card resets only when the PIN and the PUK are both blocked",
-    (Ins.GET_METADATA, SW.REFERENCE_NOT_FOUND): "the slot is empty",
-}
-
-
-def _worded(e: ApduError, ins: int, p1: int, p2: int, what: str) -> ApduError:
-    """*e* again, its message naming the step and saying what the SW means."""
-    step = command_step(ins, p1, p2, what)
-    if e.sw == SW.AUTH_METHOD_BLOCKED:
-        blocked = "the management key" if (ins == Ins.GENERAL_AUTHENTICATE
-                                           and p2 == KeyRef.MGMT) else f"the {what}"
-        if ins in (Ins.GENERAL_AUTHENTICATE, Ins.GENERATE_ASYMMETRIC) and p2 != KeyRef.MGMT:
-            blocked = "the PIN"
-        meaning: str | None = f"{blocked} is blocked"
-    elif ins == Ins.GENERAL_AUTHENTICATE and p2 == KeyRef.MGMT and e.sw in (
-            SW.INCORRECT_PARAMETERS, SW.INCORRECT_P1P2):
-        meaning = "the card's management key is not of this algorithm"
-    else:
-        meaning = _COMMAND_MEANINGS.get((ins, e.sw)) or sw_meaning(e.sw)
-    text = f"{step}: {meaning}" if meaning else f"{step}: the card refused"
-    return type(e)(e.sw, e.data, text)
 
 
 class PivSession:
@@ -360,7 +145,7 @@ class PivSession:
         except InvalidPinError:
             raise  # "wrong PIN, 2 tries left" says it all
         except ApduError as e:
-            raise _worded(e, ins, p1, p2, what) from e
+            raise worded(e, ins, p1, p2, what) from e
 
     def _transmit(self, apdu: Apdu, sensitive: bool, what: str) -> bytes:
         data = apdu.data
@@ -408,21 +193,7 @@ class PivSession:
             raise NoCardError("the card has no PIV application")
         if sw != SW.OK:
             raise error_for_sw(sw, data)
-        label = url = None
-        algs: list[int] = []
-        aid = PIV_AID
-        try:
-            apt = parse_dict(unwrap(data, 0x61)) if data else {}
-            aid = apt.get(0x4F, PIV_AID)
-            if 0x50 in apt:
-                label = apt[0x50].decode("utf-8", "replace")
-            if 0x5F50 in apt:
-                url = apt[0x5F50].decode("utf-8", "replace")
-            if 0xAC in apt:
-                algs = [v[0] for t, v in parse_dict(apt[0xAC]).items() if t == 0x80 and v]
-        except TlvError:
-            pass  # A malformed template is the card's problem; the application is selected.
-        return ApplicationProperties(aid, label, url, tuple(algs))
+        return parse_application_properties(data)
 
     def _read_version(self) -> Version | None:
         try:
@@ -572,22 +343,14 @@ class PivSession:
         *puk* is wrong."""
         self._change_reference(Ins.RESET_RETRY, KeyRef.PIN, puk, new_pin, "PUK", "new PIN")
 
-    def _pin_puk_metadata(self, ref: KeyRef) -> PinMetadata:
-        items = self._metadata(ref)
-        retries = items.get(0x06, b"")
-        if len(retries) != 2:
-            raise BadResponseError(f"the metadata of the {ref.name} holds no retry counts")
-        default = items.get(0x05)
-        return PinMetadata(default != b"\x00" if default else None, retries[0], retries[1])
-
     def get_pin_metadata(self) -> PinMetadata:
         """GET METADATA for the PIN (YubiKey 5.3+): default flag and tries, without spending
         one."""
-        return self._pin_puk_metadata(KeyRef.PIN)
+        return parse_pin_metadata(KeyRef.PIN, self._metadata(KeyRef.PIN))
 
     def get_puk_metadata(self) -> PinMetadata:
         """GET METADATA for the PUK (YubiKey 5.3+)."""
-        return self._pin_puk_metadata(KeyRef.PUK)
+        return parse_pin_metadata(KeyRef.PUK, self._metadata(KeyRef.PUK))
 
     # --- management key ---------------------------------------------------------------
 
@@ -603,20 +366,13 @@ class PivSession:
     def get_mgmt_key_metadata(self) -> MgmtKeyMetadata:
         """GET METADATA for the management key (YubiKey 5.3+)."""
         items = self._metadata(KeyRef.MGMT)
-        try:
-            # Firmware that omits the algorithm has a 3DES key (yubikit's default too); it
-            # is still confirmed by the card's witness when authenticating.
-            self._mgmt_key_guess = 0x01 not in items
-            key_type = MgmtKeyType(items.get(0x01, b"\x03")[0])
-            policy = items.get(0x02, b"\x00\x01")
-            default = items.get(0x05)
-            md = MgmtKeyMetadata(key_type, default != b"\x00" if default else None,
-                                 TouchPolicy(policy[1]))
-        except (ValueError, IndexError) as e:
-            raise BadResponseError("malformed management key metadata") from e
+        # Firmware that omits the algorithm has a 3DES key (yubikit's default too); it is
+        # still confirmed by the card's witness when authenticating.
+        self._mgmt_key_guess = 0x01 not in items
+        md = parse_mgmt_key_metadata(items)
         # Fill mgmt_key_type's cache: callers that read the metadata and then authenticate
         # (workflows.auth.authenticate) would otherwise send the same GET METADATA twice.
-        self._mgmt_key_type = None if self._mgmt_key_guess else key_type
+        self._mgmt_key_type = None if self._mgmt_key_guess else md.key_type
         return md
 
     @property
@@ -693,7 +449,7 @@ class PivSession:
         if len(witness) != kt.block_len:
             raise BadResponseError("management key witness has the wrong length "
                                    f"(is the key really {kt.label}?)")
-        decrypted = _ecb(kt, key, witness, encrypt=False)
+        decrypted = mgmt_key_ecb(kt, key, witness, encrypt=False)
         challenge = os.urandom(kt.block_len)
         resp = self._send(Ins.GENERAL_AUTHENTICATE, kt, KeyRef.MGMT,
                           tlv(0x7C, tlv(0x80, decrypted) + tlv(0x81, challenge)),
@@ -704,7 +460,7 @@ class PivSession:
             raise BadResponseError(f"management key response: {e}") from None
         import hmac  # only here: hashlib costs start-up time for every command
 
-        if not hmac.compare_digest(_ecb(kt, key, challenge, encrypt=True), encrypted):
+        if not hmac.compare_digest(mgmt_key_ecb(kt, key, challenge, encrypt=True), encrypted):
             # The card accepted our answer but could not answer ours: not the card we think.
             raise BadResponseError("the card failed mutual authentication")
 
@@ -725,23 +481,7 @@ class PivSession:
         """GET METADATA for a key slot (YubiKey 5.3+). :class:`NotFoundError` when empty;
         :class:`BadResponseError` when the answer lacks the algorithm or the public key (a
         missing policy counts as the default, an origin other than 1/2 as unknown)."""
-        items = self._metadata(slot)
-        try:
-            key_type = KeyType(items[0x01][0])
-            public_key = items[0x04]
-        except (KeyError, IndexError, ValueError) as e:
-            raise BadResponseError(f"the metadata of slot {slot.label} names no key "
-                                   "algorithm or public key") from e
-        policy = items.get(0x02, b"")
-        origin = items.get(0x03, b"")
-        try:
-            pin_policy = PinPolicy(policy[0]) if policy else PinPolicy.DEFAULT
-            touch_policy = TouchPolicy(policy[1]) if len(policy) > 1 else TouchPolicy.DEFAULT
-        except ValueError:
-            pin_policy, touch_policy = PinPolicy.DEFAULT, TouchPolicy.DEFAULT
-        origin_value = {1: Origin.GENERATED, 2: Origin.IMPORTED}.get(
-            origin[0] if origin else -1, Origin.UNKNOWN)
-        return SlotMetadata(key_type, pin_policy, touch_policy, origin_value, public_key)
+        return parse_slot_metadata(slot, self._metadata(slot))
 
     def probe_slot(self, slot: Slot) -> SlotProbe:
         """What the card can say about *slot*'s key, never failing on an answer it cannot
@@ -772,11 +512,7 @@ class PivSession:
         """GENERATE ASYMMETRIC KEY PAIR (§3.3.2). Needs management key. Replaces any key in
         the slot (the certificate object is left alone)."""
         check_key_support(self.version, key_type, pin_policy, touch_policy, generate=True)
-        template = tlv(0x80, bytes((key_type,)))
-        if pin_policy != PinPolicy.DEFAULT:
-            template += tlv(0xAA, bytes((pin_policy,)))
-        if touch_policy != TouchPolicy.DEFAULT:
-            template += tlv(0xAB, bytes((touch_policy,)))
+        template = tlv(0x80, bytes((key_type,))) + policy_tlvs(pin_policy, touch_policy)
         resp = self._send(Ins.GENERATE_ASYMMETRIC, 0, slot, tlv(0xAC, template))
         try:
             encoded = unwrap(resp, 0x7F49)
@@ -788,37 +524,10 @@ class PivSession:
                    pin_policy: PinPolicy = PinPolicy.DEFAULT,
                    touch_policy: TouchPolicy = TouchPolicy.DEFAULT) -> KeyType:
         """IMPORT KEY (YubiKey FE). Needs management key."""
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
-
         self._require_yubikey("IMPORT KEY")
         key_type = key_type_of(private_key)
         check_key_support(self.version, key_type, pin_policy, touch_policy, generate=False)
-        if isinstance(private_key, rsa.RSAPrivateKey):
-            nums = private_key.private_numbers()
-            ln = key_type.bits // 16
-            if nums.public_numbers.e != 65537:
-                raise UsageError("a YubiKey only takes RSA keys with exponent 65537")
-            data = b"".join(tlv(t, v.to_bytes(ln, "big")) for t, v in (
-                (0x01, nums.p), (0x02, nums.q), (0x03, nums.dmp1), (0x04, nums.dmq1),
-                (0x05, nums.iqmp)))
-        elif isinstance(private_key, ec.EllipticCurvePrivateKey):
-            ln = key_type.bits // 8
-            data = tlv(0x06, private_key.private_numbers().private_value.to_bytes(ln, "big"))
-        elif isinstance(private_key, ed25519.Ed25519PrivateKey):
-            data = tlv(0x07, private_key.private_bytes(serialization.Encoding.Raw,
-                                                       serialization.PrivateFormat.Raw,
-                                                       serialization.NoEncryption()))
-        elif isinstance(private_key, x25519.X25519PrivateKey):
-            data = tlv(0x08, private_key.private_bytes(serialization.Encoding.Raw,
-                                                       serialization.PrivateFormat.Raw,
-                                                       serialization.NoEncryption()))
-        else:  # pragma: no cover - key_type_of already refused it
-            raise UsageError("unsupported private key")
-        if pin_policy != PinPolicy.DEFAULT:
-            data += tlv(0xAA, bytes((pin_policy,)))
-        if touch_policy != TouchPolicy.DEFAULT:
-            data += tlv(0xAB, bytes((touch_policy,)))
+        data = import_key_data(private_key, key_type) + policy_tlvs(pin_policy, touch_policy)
         self._send_no_data(Ins.IMPORT_KEY, key_type, slot, data, sensitive=True)
         return key_type
 
@@ -900,16 +609,4 @@ class PivSession:
             raise
 
 
-__all__ = [
-    "DEFAULT_MGMT_KEY",
-    "ApplicationProperties",
-    "MgmtKeyMetadata",
-    "PinMetadata",
-    "PivSession",
-    "SlotMetadata",
-    "SlotProbe",
-    "check_mgmt_key",
-    "key_type_of",
-    "parse_public_key",
-    "pin_bytes",
-]
+__all__ = ["PivSession"]

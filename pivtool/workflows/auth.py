@@ -22,13 +22,15 @@ from ..core.errors import (
     UsageError,
 )
 from ..piv.constants import DEFAULT_MGMT_KEY, KeyRef, ObjectId
+from ..piv.encoding import pin_bytes
+from ..piv.metadata import PinMetadata
 from ..piv.objects import (
     PIVMAN_FLAG_MGMT_PROTECTED,
     PivmanData,
     PivmanProtectedData,
     derive_mgmt_key,
 )
-from ..piv.session import PinMetadata, PivSession, pin_bytes
+from ..piv.session import PivSession
 from ..piv.version import has_metadata
 
 if TYPE_CHECKING:
@@ -447,7 +449,7 @@ def change_mgmt_key(session: PivSession, auth: AdminAuth, new_key: bytes, key_ty
     *protect* the caller already holds the new key (typed, or written to a 0600 file first);
     a stale stored key is removed after the change."""
     from ..piv.constants import MgmtKeyType
-    from ..piv.session import check_mgmt_key
+    from ..piv.encoding import check_mgmt_key
 
     if not isinstance(key_type, MgmtKeyType):
         raise UsageError("unknown management key algorithm")

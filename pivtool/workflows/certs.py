@@ -27,7 +27,9 @@ from ..core.errors import (
 )
 from ..core.fileio import create_new
 from ..piv.constants import KeyType, PinPolicy, Slot, TouchPolicy
-from ..piv.session import PivSession, SlotMetadata, parse_certificate
+from ..piv.encoding import parse_certificate
+from ..piv.metadata import SlotMetadata
+from ..piv.session import PivSession
 from .auth import Prompter, authenticate, verify_pin
 from .keys import (
     EmptySlotError,

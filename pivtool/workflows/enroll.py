@@ -40,8 +40,9 @@ from ..piv.constants import (
     Slot,
     TouchPolicy,
 )
+from ..piv.encoding import pin_bytes
 from ..piv.objects import Chuid, build_ccc, encode_certificate_object
-from ..piv.session import PivSession, pin_bytes
+from ..piv.session import PivSession
 from ..piv.version import check_key_support, supported_mgmt_key_types
 from .auth import OverridePrompter, Prompter, authenticate, change_mgmt_key, verify_pin
 from .journal import Journal

@@ -28,7 +28,9 @@ from ..piv.constants import (
     effective_pin_policy,
     effective_touch_policy,
 )
-from ..piv.session import PivSession, SlotMetadata, SlotProbe, key_type_of
+from ..piv.encoding import key_type_of
+from ..piv.metadata import SlotMetadata, SlotProbe
+from ..piv.session import PivSession
 from ..piv.version import check_key_support, has_metadata, has_move_delete
 from .auth import Prompter, authenticate
 from .state import SlotState, read_slot

@@ -31,7 +31,8 @@ from ..core.errors import (
     UsageError,
 )
 from ..piv.constants import DEFAULT_PIN, Slot
-from ..piv.session import PivSession, pin_bytes
+from ..piv.encoding import pin_bytes
+from ..piv.session import PivSession
 from .auth import (
     OverridePrompter,
     Prompter,

@@ -18,8 +18,10 @@ from ..core.errors import (
     NotSupportedError,
 )
 from ..piv.constants import KeyRef, ObjectId, Slot
+from ..piv.encoding import parse_certificate
+from ..piv.metadata import NO_METADATA, SlotMetadata
 from ..piv.objects import Chuid, PivmanData, ccc_card_id
-from ..piv.session import NO_METADATA, PivSession, SlotMetadata, parse_certificate
+from ..piv.session import PivSession
 from ..piv.version import has_metadata
 
 NAMED_SLOTS = (Slot.AUTHENTICATION, Slot.SIGNATURE, Slot.KEY_MANAGEMENT, Slot.CARD_AUTH)

@@ -62,7 +62,7 @@ class SecretPolicy:
             raise UsageError("choose the PUKs: --escrow FILE (a random PUK per key, kept "
                              "encrypted) or one PUK for all (PIVTOOL_NEW_PUK or "
                              "--new-puk-file)")
-        from ...piv.session import pin_bytes
+        from ...piv.encoding import pin_bytes
 
         for value, what, default in ((self.new_pin, "new PIN", DEFAULT_PIN),
                                      (self.new_puk, "new PUK", DEFAULT_PUK)):
