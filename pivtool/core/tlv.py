@@ -11,6 +11,10 @@ from dataclasses import dataclass
 
 from .errors import BadResponseError
 
+#: The longest tag: SP 800-73-4's have up to three bytes (``5FC105``, ``5FFF01``), the most
+#: ISO 7816-4 §5.2 allows.
+MAX_TAG_BYTES = 3
+
 
 class TlvError(BadResponseError):
     """Malformed BER-TLV."""
@@ -20,7 +24,10 @@ def encode_tag(tag: int) -> bytes:
     """Encode a tag int into its bytes."""
     if tag < 0:
         raise ValueError("negative tag")
-    return tag.to_bytes(max(1, (tag.bit_length() + 7) // 8), "big")
+    size = max(1, (tag.bit_length() + 7) // 8)
+    if size > MAX_TAG_BYTES:
+        raise ValueError(f"TLV tag too long: {size} bytes")
+    return tag.to_bytes(size, "big")
 
 
 def encode_length(length: int) -> bytes:
@@ -54,19 +61,21 @@ def _read_tag(data: bytes, pos: int) -> tuple[int, int]:
         raise TlvError("truncated TLV: missing tag")
     first = data[pos]
     tag = first
-    pos += 1
+    end = pos + 1
     if first & 0x1F == 0x1F:  # multi-byte tag: continue while b8 is set
         while True:
-            if pos >= len(data):
+            # Checked before each further byte is read, so a tag whose last byte would be
+            # one too many is refused too (not only one that goes on past it).
+            if end - pos == MAX_TAG_BYTES:
+                raise TlvError("TLV tag too long")
+            if end >= len(data):
                 raise TlvError("truncated TLV: tag")
-            b = data[pos]
+            b = data[end]
             tag = (tag << 8) | b
-            pos += 1
+            end += 1
             if not b & 0x80:
                 break
-            if tag > 0xFFFFFFFF:
-                raise TlvError("TLV tag too long")
-    return tag, pos
+    return tag, end
 
 
 def _read_length(data: bytes, pos: int) -> tuple[int, int]:

@@ -18,7 +18,15 @@ from pivtool.core.errors import (
     UsageError,
     error_for_sw,
 )
-from pivtool.core.tlv import TlvError, encode_length, parse_dict, read_tlv, tlv, unwrap
+from pivtool.core.tlv import (
+    TlvError,
+    encode_length,
+    encode_tag,
+    parse_dict,
+    read_tlv,
+    tlv,
+    unwrap,
+)
 
 
 def test_short_apdu_cases() -> None:
@@ -69,6 +77,18 @@ def test_tlv_multibyte_tags() -> None:
     assert tlv(0x7F49, value) == encoded
     item = read_tlv(encoded)
     assert (item.tag, item.value, item.end) == (0x7F49, value, len(encoded))
+
+
+def test_tlv_tags_have_at_most_three_bytes() -> None:
+    # SP 800-73-4's longest tags have three bytes (5FC105, 5FFF01), as ISO 7816-4 §5.2
+    # allows: a fourth or fifth tag byte is a malformed answer, whatever follows it.
+    assert read_tlv(bytes.fromhex("5FC10500")).tag == 0x5FC105
+    for tag in ("5F9F8001", "5F9F808001", "5F9F80808001"):
+        with pytest.raises(TlvError, match="tag too long"):
+            read_tlv(bytes.fromhex(tag + "00"))
+    assert encode_tag(0x5FFF01) == bytes.fromhex("5FFF01")
+    with pytest.raises(ValueError, match="tag too long"):
+        encode_tag(0x5F9F8001)
 
 
 def test_tlv_errors() -> None:
