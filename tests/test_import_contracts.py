@@ -72,11 +72,28 @@ INJECTED: dict[str, list[tuple[str, str, str]]] = {
     ],
     "cli-commands-apart": [
         ("cli/certs.py", "from .keys import keys", "pivtool.cli.certs -> pivtool.cli.keys"),
+        ("cli/batch.py", "from .escrow import escrow", "pivtool.cli.batch -> pivtool.cli.escrow"),
+        ("cli/entra.py", "from .check import check", "pivtool.cli.entra -> pivtool.cli.check"),
+    ],
+    "cli-rooms": [
+        # A helper that imported a command would tie every command using it to that one.
+        ("cli/stores.py", "from .inventory import inventory",
+         "pivtool.cli.stores -> pivtool.cli.inventory"),
+        # The root group loads commands by name only (start-up cost).
+        ("cli/main.py", "from .info import info", "pivtool.cli.main -> pivtool.cli.info"),
     ],
     "sql-in-store": [
         ("workflows/escrow.py", "import sqlalchemy", "pivtool.workflows.escrow -> sqlalchemy"),
         ("cli/main.py", "import psycopg", "pivtool.cli.main -> psycopg"),
     ],
+}
+
+
+#: contract id -> a new module (relative to pivtool/) that no layer names: an exhaustive
+#: layers contract must refuse it until it is placed.
+UNPLACED: dict[str, str] = {
+    "layers": "newtop.py",
+    "cli-rooms": "cli/newcommand.py",
 }
 
 
@@ -121,6 +138,8 @@ def test_each_contract_fails_on_an_injected_violation(tmp_path: Path) -> None:
         for rel, line, _ in violations:
             target = tmp_path / "pivtool" / rel
             target.write_text(target.read_text() + f"\n{line}  # injected\n")
+    for rel in UNPLACED.values():
+        (tmp_path / "pivtool" / rel).write_text('"""A module no layer names."""\n')
 
     result = _lint_imports(tmp_path)
     assert result.returncode != 0
@@ -130,6 +149,10 @@ def test_each_contract_fails_on_an_injected_violation(tmp_path: Path) -> None:
         for _, _, edge in violations:
             assert re.search(rf"{re.escape(edge)} \(l\.\d+\)", sections[cid]), (
                 f"{cid} did not name {edge}:\n{sections[cid]}")
+    for cid, rel in UNPLACED.items():
+        module = "pivtool." + rel.removesuffix(".py").replace("/", ".")
+        assert re.search(rf"not listed as layers:\s+(- \S+\s+)*- {re.escape(module)}\n",
+                         sections[cid]), f"{cid} did not refuse {module}:\n{sections[cid]}"
 
 
 # -- dynamic imports (import-linter cannot see them) --------------------------------------

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .context import CliContext, pass_ctx
-from .escrow import passphrase_file_option
 from .graph import graph_options
 from .options import (
     SET_PIN_POLICY,
@@ -25,6 +24,7 @@ from .options import (
     secret_options,
     yes_option,
 )
+from .stores import passphrase_file_option
 
 if TYPE_CHECKING:
     from ..piv.constants import KeyType, PinPolicy, TouchPolicy
@@ -299,7 +299,7 @@ def batch_enroll(obj: CliContext, roster: str, ca_dir: str | None, issuer_cmd: s
                               graph_path, pin_letters)
     escrow = None
     if escrow_path:
-        from .escrow import open_escrow
+        from .stores import open_escrow
 
         escrow = open_escrow(obj, escrow_path, escrow_passphrase_file, create=True)
     secrets_policy = _collect_secrets(obj, pin_letters, escrow is not None, interactive)
@@ -441,7 +441,7 @@ def _open_db(obj: CliContext, operator: str | None = None) -> Any:
     then lives there, shared by every desk), else None."""
     if not obj.db:
         return None
-    from .inventory import open_store
+    from .stores import open_store
 
     store = open_store(obj)
     if operator:

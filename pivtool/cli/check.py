@@ -14,7 +14,6 @@ from .options import json_option, secret_options
 if TYPE_CHECKING:
     from cryptography import x509
 
-_MARK = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "skip": "SKIP"}
 
 #: ``check`` without ``--platform``: what a plain ``pivtool enroll`` makes ready. macOS
 #: pairing needs more (``enroll --macos``), so it is checked only when asked for — a
@@ -108,12 +107,11 @@ def _tenant_items(obj: CliContext, cert: x509.Certificate | None,
                   client_cert: str | None) -> list[Any]:
     """The tenant policy findings as checklist items (``tenant.*``)."""
     from ..workflows.check import CheckItem
-    from .entra import tenant_policy
+    from .graph import tenant_policy
 
-    report = tenant_policy(obj, slot=None, cert_file=None, ca_bundle=None, values_spec="high",
+    report = tenant_policy(values_spec="high", certificate=cert, bundle=bundle,
                            tenant=tenant, client_id=client_id,
-                           client_secret_file=client_secret_file, client_cert=client_cert,
-                           certificate=cert, bundle=bundle)
+                           client_secret_file=client_secret_file, client_cert=client_cert)
     return [CheckItem(f.id, f.status, f.message, f.fix) for f in report.findings]
 
 
@@ -122,18 +120,6 @@ def _load_bundle(path: str) -> list[x509.Certificate]:
     from .files import read_input
 
     return load_certificates(read_input(path))
-
-
-def item_lines(items: list[dict[str, Any]]) -> list[str]:
-    """One ``PASS|WARN|FAIL|SKIP  id  message`` line per item, the fix indented below
-    anything not passing (``check`` and ``entra policy``)."""
-    lines = []
-    width = max((len(i["id"]) for i in items), default=0)
-    for item in items:
-        lines.append(f"{_MARK[item['status']]}  {item['id']:{width}}  {item['message']}")
-        if item["status"] != "pass" and item["fix"]:
-            lines.append(f"      {'':{width}}  fix: {item['fix']}")
-    return lines
 
 
 def _load_crl(path: str) -> x509.CertificateRevocationList:
@@ -153,6 +139,8 @@ def _load_crl(path: str) -> x509.CertificateRevocationList:
 
 def check_text(data: dict[str, Any]) -> str:
     """Render ``pivtool.check/1`` JSON: a header, one line per item, fixes indented."""
+    from .render import item_lines
+
     card = data["card"]
     desc = f"YubiKey {card['version']}" if card["card"] == "yubikey" else "PIV card"
     if card.get("serial") is not None:

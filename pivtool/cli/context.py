@@ -88,7 +88,7 @@ class CliContext:
         """With an inventory database, card-changing commands record what they did (the
         one hook point; read-only commands return at once without importing it)."""
         if self.db and not isinstance(error, (KeyboardInterrupt, SystemExit)):
-            from .inventory import record_change
+            from .stores import record_change
 
             record_change(self, session, error)
 

@@ -8,7 +8,6 @@ import click
 
 from .common import StepPrinter
 from .context import CliContext, pass_ctx
-from .escrow import passphrase_file_option
 from .issuer import build_issuer, chosen_modes, issuer_options
 from .options import (
     SET_PIN_POLICY,
@@ -18,6 +17,7 @@ from .options import (
     json_option,
     secret_options,
 )
+from .stores import passphrase_file_option
 
 if TYPE_CHECKING:
     from ..piv.constants import KeyType, PinPolicy, TouchPolicy
@@ -115,7 +115,7 @@ def enroll(obj: CliContext, upn: str, emails: tuple[str, ...], subject: str | No
 
     escrow = None
     if escrow_path:  # --- escrow: passphrase and file checked before the card is touched ---
-        from .escrow import open_escrow
+        from .stores import open_escrow
 
         escrow = open_escrow(obj, escrow_path, escrow_passphrase_file, create=True)
     show = StepPrinter(obj)

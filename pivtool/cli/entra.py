@@ -150,57 +150,6 @@ def _text(ids: list[CertUserId], data: dict[str, Any], sha1_pukey: str) -> str:
 # --------------------------------------------------------------------------- Graph
 
 
-#: The certificateUserIds kinds --values accepts in a list (Microsoft's field names).
-VALUE_KINDS = ("PrincipalName", "RFC822Name", "IssuerAndSubject", "Subject", "SKI",
-               "SHA1PublicKey", "IssuerAndSerialNumber")
-
-
-def select_values(ids: list[CertUserId], spec: str) -> list[CertUserId]:
-    """The values ``--values`` picks: ``high`` (the certificate-bound ones: issuer and
-    serial, SKI, public key), ``all`` (every value of at most 1,024 characters) or a
-    comma-separated list of kinds (e.g. ``IssuerAndSerialNumber,PrincipalName``)."""
-    from ..certs.entra import GRAPH_ORDER, HIGH, MAX_VALUE_LENGTH
-    from ..core.errors import UsageError
-
-    kinds = parse_values_spec(spec)
-    usable = [i for i in ids if len(i.value) <= MAX_VALUE_LENGTH]
-    order: dict[str, int] = {}
-    for kind in (*GRAPH_ORDER, *VALUE_KINDS):  # Graph's order first, then the rest
-        order.setdefault(kind, len(order))
-    usable.sort(key=lambda i: order[i.kind])
-    if spec == "high":
-        chosen = [i for i in usable if i.affinity == HIGH]
-    elif spec == "all":
-        chosen = usable
-    else:
-        chosen = [i for i in usable if i.kind in kinds]
-        missing = [k for k in kinds if not any(i.kind == k for i in chosen)]
-        if missing:
-            raise UsageError(f"--values: the certificate has no {', '.join(missing)} value "
-                             "(see 'pivtool entra ids')")
-    if not chosen:
-        raise UsageError(f"--values {spec}: the certificate gives no such value "
-                         "(see 'pivtool entra ids')")
-    return chosen
-
-
-def parse_values_spec(spec: str) -> list[str]:
-    """The kinds a ``--values`` LIST names ([] for ``high`` and ``all``); a usage error for
-    an unknown kind (checked before any card or network is touched)."""
-    from ..core.errors import UsageError
-
-    if spec in ("high", "all"):
-        return []
-    lower = {k.lower(): k for k in VALUE_KINDS}
-    kinds = []
-    for part in (p.strip() for p in spec.split(",")):
-        if part.lower() not in lower:
-            raise UsageError(f"--values: {part!r} is not high, all or one of "
-                             f"{', '.join(VALUE_KINDS)}")
-        kinds.append(lower[part.lower()])
-    return kinds
-
-
 def _certificate(obj: CliContext, slot: Slot | None, cert_file: str | None
                  ) -> tuple[x509.Certificate, dict[str, Any]]:
     from ..core.errors import UsageError
@@ -240,6 +189,7 @@ def _bind_command(action: str) -> Any:
         from ..certs.entra import certificate_user_ids
         from ..graph.bind import BIND_PERMISSIONS, apply
         from ..graph.errors import SyncedUserError
+        from ..workflows.entra import parse_values_spec, select_values
         from .graph import graph_client
 
         # The options and configuration first (no network yet): a bad --values, a missing
@@ -348,9 +298,18 @@ def entra_policy(obj: CliContext, slot: Slot | None, cert_file: str | None,
     Organization.Read.All (Global Reader is enough for a signed-in admin). Exit status 1
     when an item fails."""
     from .exitcodes import Exit
+    from .graph import tenant_policy
 
-    report = tenant_policy(obj, slot=slot, cert_file=cert_file, ca_bundle=ca_bundle,
-                           values_spec=values_spec, tenant=tenant, client_id=client_id,
+    cert = (_certificate(obj, slot, cert_file)[0]
+            if slot is not None or cert_file is not None else None)
+    bundle = None
+    if ca_bundle:
+        from ..certs.inspect import load_certificates
+        from .files import read_input
+
+        bundle = load_certificates(read_input(ca_bundle))
+    report = tenant_policy(values_spec=values_spec, certificate=cert, bundle=bundle,
+                           tenant=tenant, client_id=client_id,
                            client_secret_file=client_secret_file, client_cert=client_cert)
     data = report.to_json()
     obj.emit(data, policy_text(data))
@@ -358,46 +317,9 @@ def entra_policy(obj: CliContext, slot: Slot | None, cert_file: str | None,
         click.get_current_context().exit(Exit.FAILED)
 
 
-def tenant_policy(obj: CliContext, *, slot: Slot | None, cert_file: str | None,
-                  ca_bundle: str | None, values_spec: str, tenant: str | None,
-                  client_id: str | None, client_secret_file: str | None,
-                  client_cert: str | None, certificate: x509.Certificate | None = None,
-                  bundle: list[x509.Certificate] | None = None) -> Any:
-    """Read and judge the tenant's policy (shared with ``check --tenant``)."""
-    from ..certs.entra import certificate_user_ids
-    from ..graph.policy import HIGH_FIELDS, POLICY_PERMISSIONS, evaluate, fields_for, read_policy
-    from .graph import graph_client
-
-    cert = certificate
-    if cert is None and (slot is not None or cert_file is not None):
-        cert, _ = _certificate(obj, slot, cert_file)
-    if bundle is None and ca_bundle:
-        from ..certs.inspect import load_certificates
-        from .files import read_input
-
-        bundle = load_certificates(read_input(ca_bundle))
-    fields = list(HIGH_FIELDS)
-    if cert is not None:
-        fields = fields_for([i.kind for i in select_values(certificate_user_ids(cert),
-                                                           values_spec)])
-    elif values_spec != "high":
-        from ..graph.policy import FIELD_OF_KIND
-
-        kinds = FIELD_OF_KIND if values_spec == "all" else {
-            k: FIELD_OF_KIND[k] for k in VALUE_KINDS
-            if k.lower() in {p.strip().lower() for p in values_spec.split(",")}}
-        fields = list(dict.fromkeys(kinds.values()))
-    with graph_client(tenant=tenant, client_id=client_id,
-                      client_secret_file=client_secret_file, client_cert=client_cert,
-                      permissions=POLICY_PERMISSIONS) as client:
-        policy = read_policy(client, with_cas=cert is not None or bool(bundle))
-        return evaluate(client.config.tenant, policy, fields=fields, certificate=cert,
-                        ca_bundle=bundle or ())
-
-
 def policy_text(data: dict[str, Any]) -> str:
     """Render ``pivtool.entra-policy/1``."""
-    from .check import item_lines
+    from .render import item_lines
 
     lines = [f"Tenant {data['tenant']}: certificate-based authentication policy"]
     lines += item_lines(data["findings"])

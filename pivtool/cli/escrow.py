@@ -1,89 +1,18 @@
-"""``pivtool escrow``: read the encrypted PUK escrow that ``enroll --escrow`` writes.
-
-Also home of the escrow passphrase handling shared by ``enroll --escrow`` and
-``recover --escrow``."""
+"""``pivtool escrow``: read the encrypted PUK escrow that ``enroll --escrow`` writes (the
+passphrase handling it shares with ``enroll``, ``recover``, ``batch`` and ``inventory`` is in
+``stores.py``)."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import click
 
 from .context import CliContext, pass_ctx
-from .options import F, json_option
-from .secrets import SecretSpec
+from .options import json_option
+from .stores import open_escrow, passphrase_file_option
 
-if TYPE_CHECKING:
-    from ..workflows.escrow import EscrowFile
-
-ESCROW_PASSPHRASE = SecretSpec("escrow passphrase", "PIVTOOL_ESCROW_PASSPHRASE",
-                               "--escrow-passphrase-file")
 LIST_SCHEMA = "pivtool.escrow-list/1"
 ENTRY_SCHEMA = "pivtool.escrow-entry/1"
 REVEAL = {"puk": "puk", "mgmt-key": "mgmt_key"}
-
-
-def open_escrow(obj: CliContext, path: str, passphrase_file: str | None,
-                create: bool = False) -> EscrowFile:
-    """Get the passphrase (file option > $PIVTOOL_ESCROW_PASSPHRASE > hidden prompt, typed
-    twice for a new file) and check it against an existing file, so a wrong passphrase stops
-    a command before it touches the card. *path* ``db`` is the escrow in the inventory
-    database (--db / $PIVTOOL_DB)."""
-    import os
-
-    from ..core.errors import UsageError
-    from ..workflows.escrow import IN_DATABASE, EscrowFile, StoreEscrow
-
-    if path == IN_DATABASE:
-        from .inventory import open_store
-
-        store = open_store(obj)
-        try:
-            return _unlock(obj, lambda p: StoreEscrow(store, p), passphrase_file, create,
-                           f"the inventory database {store.display} holds no escrow yet")
-        except BaseException:
-            store.close()
-            raise
-    if os.path.isdir(path):
-        raise UsageError(f"{path} is a directory, not an escrow file")
-    escrow = _unlock(obj, lambda p: EscrowFile(path, p), passphrase_file, create,
-                     f"escrow file {path} does not exist")
-    if not escrow.exists():
-        # The file is written after the card has changed: find an unwritable folder now.
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise UsageError(f"cannot create {path}: folder {folder} missing or not writable")
-    return escrow
-
-
-def _unlock(obj: CliContext, make: Callable[[bytes], EscrowFile], passphrase_file: str | None,
-            create: bool, missing: str) -> EscrowFile:
-    """The passphrase for the escrow *make* opens: checked against an existing one, or
-    long enough for a new one (asked twice)."""
-    from ..core.errors import UsageError
-    from ..workflows.escrow import check_new_passphrase
-    from .secrets import get_secret
-
-    exists = make(b"").exists()
-    if not exists and not create:
-        raise UsageError(missing)
-    passphrase = get_secret(ESCROW_PASSPHRASE, passphrase_file, prompt=obj.interactive,
-                            confirm=not exists)
-    assert passphrase is not None
-    escrow = make(passphrase)
-    if exists:
-        escrow.verify()
-    else:
-        check_new_passphrase(passphrase)
-    return escrow
-
-
-def passphrase_file_option(f: F) -> F:
-    """``--escrow-passphrase-file FILE``."""
-    return click.option("--escrow-passphrase-file", metavar="FILE",
-                        help="Read the escrow passphrase from FILE ('-' = stdin) instead of "
-                             "$PIVTOOL_ESCROW_PASSPHRASE or a prompt.")(f)
 
 
 @click.group(short_help="Read the encrypted PUK escrow that 'enroll --escrow' writes.")

@@ -1,5 +1,6 @@
 """Shared Microsoft Graph options (``entra bind/unbind/policy``, ``check --tenant``,
-``recover --graph-bind``, ``batch enroll --graph-bind``) and the client they build.
+``recover --graph-bind``, ``batch enroll --graph-bind``), the client they build, and the
+tenant's CBA policy judged (``entra policy`` and ``check --tenant``).
 
 The client secret comes from ``--client-secret-file FILE`` or ``$PIVTOOL_CLIENT_SECRET``,
 never from the command line. Without a secret or ``--client-cert`` an administrator signs
@@ -14,7 +15,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 if TYPE_CHECKING:
+    from cryptography import x509
+
     from ..graph.client import GraphClient
+    from ..graph.policy import PolicyReport
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -68,6 +72,23 @@ def graph_client(*, tenant: str | None, client_id: str | None, client_secret_fil
     # wait out the code's 15 minutes, so only a cached sign-in or an app credential works.
     return GraphClient(config, permissions=permissions,
                        sign_in=_sign_in if terminal() else None)
+
+
+def tenant_policy(*, values_spec: str, certificate: x509.Certificate | None,
+                  bundle: list[x509.Certificate] | None, tenant: str | None,
+                  client_id: str | None, client_secret_file: str | None,
+                  client_cert: str | None) -> PolicyReport:
+    """Read the tenant's CBA policy with the Graph options and judge it for the values
+    *values_spec* binds (and *certificate*, *bundle* when given)."""
+    from ..graph.policy import POLICY_PERMISSIONS
+    from ..workflows.entra import judge_tenant_policy, policy_fields
+
+    fields = policy_fields(values_spec, certificate)  # a bad --values before the network
+    with graph_client(tenant=tenant, client_id=client_id,
+                      client_secret_file=client_secret_file, client_cert=client_cert,
+                      permissions=POLICY_PERMISSIONS) as client:
+        return judge_tenant_policy(client, fields=fields, certificate=certificate,
+                                   bundle=bundle or ())
 
 
 def terminal() -> bool:

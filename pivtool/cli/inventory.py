@@ -1,76 +1,20 @@
 """``pivtool inventory``, ``lost``, ``retire`` and ``db``: the key inventory in a database
-(``--db URL`` or ``$PIVTOOL_DB``), and the hook that records card-changing commands."""
+(``--db URL`` or ``$PIVTOOL_DB``; opened, and card-changing commands recorded, by
+``stores.py``)."""
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from .context import CliContext, pass_ctx
-from .escrow import passphrase_file_option
 from .options import json_option, yes_option
-
-if TYPE_CHECKING:
-    from ..piv.session import PivSession
-    from ..store.api import Store
+from .stores import NO_DB, open_escrow, open_store, passphrase_file_option
 
 DB_SCHEMA = "pivtool.db-status/1"
 GRANTS_SCHEMA = "pivtool.db-grants/1"
-NO_DB = ("no inventory database: give --db URL (sqlite:///PATH or postgresql://...) or set "
-         "PIVTOOL_DB")
-
-
-def open_store(obj: CliContext, create: bool = True) -> Store:
-    """The store the global ``--db`` / ``$PIVTOOL_DB`` names (exit 2 without one)."""
-    from ..core.errors import UsageError
-    from ..store.api import Store
-
-    if not obj.db:
-        raise UsageError(NO_DB)
-    return Store.open(obj.db, desk=obj.desk, create=create)
-
-
-def record_change(obj: CliContext, session: PivSession | None, error: BaseException | None
-                  ) -> None:
-    """After a card-changing command (``RECORDED_COMMANDS``) with a store configured: read
-    the card back and record key, certificates and an audit row. The one hook point for
-    every such command (called by ``CliContext.session``)."""
-    from ..core.errors import PivToolError, TransportError
-    from ..store.engine import StoreError
-    from ..workflows.inventory import RECORDED_COMMANDS, record_card, record_failure
-
-    ctx = click.get_current_context(silent=True)
-    if not obj.db or ctx is None:
-        return
-    command = ctx.command_path.split(" ", 1)[1] if " " in ctx.command_path else ""
-    if command not in RECORDED_COMMANDS:
-        return
-    if isinstance(error, click.exceptions.Exit):
-        # ctx.exit(N) inside the command: its code says how it went.
-        error = None if error.exit_code == 0 else RuntimeError(f"exit {error.exit_code}")
-    outcome = "done" if error is None else "failed"
-    detail = "" if error is None else (str(error).splitlines() or [type(error).__name__])[0][:300]
-    try:
-        with open_store(obj) as store:
-            if session is None:
-                record_failure(store, command, detail)
-                return
-            try:
-                record_card(store, session, command, outcome, detail)
-            except (TransportError, PivToolError) as e:
-                if isinstance(e, StoreError):
-                    raise
-                # The card went away (or cannot be read) after the command: audit that.
-                record_failure(store, command, f"{detail}; card not read back: {e}".lstrip("; "))
-    except StoreError as e:
-        if error is not None:
-            return  # the command's own error is the one to report
-        raise StoreError(f"the card was changed, but the inventory did not record it ({e}); "
-                         "'pivtool inventory register' records the card later") from None
-
-
 # --------------------------------------------------------------------------------------------
 # pivtool inventory
 
@@ -207,7 +151,6 @@ def inventory_import(obj: CliContext, file: str, is_escrow: bool,
 
     if is_escrow:
         from ..workflows.escrow import IN_DATABASE
-        from .escrow import open_escrow
 
         source = open_escrow(obj, file, escrow_passphrase_file)
         target = open_escrow(obj, IN_DATABASE, escrow_passphrase_file, create=True)

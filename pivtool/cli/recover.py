@@ -9,10 +9,10 @@ import click
 from ..core.errors import PivToolError, StepFailedError
 from .common import StepPrinter
 from .context import CliContext, pass_ctx
-from .escrow import passphrase_file_option
 from .graph import graph_options
 from .issuer import build_issuer, chosen_modes, issuer_options
 from .options import allow_last_try_option, json_option, secret_options, yes_option
+from .stores import passphrase_file_option
 
 if TYPE_CHECKING:
     from ..workflows.recover import RecoverResult
@@ -99,7 +99,7 @@ def recover(obj: CliContext, escrow_path: str | None, escrow_passphrase_file: st
     issuer = build_issuer(ca_dir, issuer_cmd, issuer_timeout, ca_bundle, days)
     escrow = None
     if escrow_path:
-        from .escrow import open_escrow
+        from .stores import open_escrow
 
         # recover reads the PUK from the escrow, so the file must exist already.
         escrow = open_escrow(obj, escrow_path, escrow_passphrase_file, create=False)

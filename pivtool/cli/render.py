@@ -106,3 +106,18 @@ def info_text(data: dict[str, Any]) -> str:
     for w in data.get("warnings", []):
         lines.append(f"! {w}")
     return "\n".join(lines)
+
+
+_MARK = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "skip": "SKIP"}
+
+
+def item_lines(items: list[dict[str, Any]]) -> list[str]:
+    """One ``PASS|WARN|FAIL|SKIP  id  message`` line per item, the fix indented below
+    anything not passing (``check`` and ``entra policy``)."""
+    lines = []
+    width = max((len(i["id"]) for i in items), default=0)
+    for item in items:
+        lines.append(f"{_MARK[item['status']]}  {item['id']:{width}}  {item['message']}")
+        if item["status"] != "pass" and item["fix"]:
+            lines.append(f"      {'':{width}}  fix: {item['fix']}")
+    return lines

@@ -172,6 +172,8 @@ CASES: list[Case] = [
          ("entra", "bind", "--upn", UPN, "--client-cert", "random.bin"), GRAPH),
     Case("unknown --values kind", ("entra", "bind", "--upn", UPN, "--values", "Serial"),
          GRAPH),
+    Case("unknown --values kind, no certificate", ("entra", "policy", "--values", "Serial"),
+         GRAPH),
     Case("entra bind with --slot and --cert", ("entra", "bind", "--upn", UPN, "--slot", "9a",
                                                "--cert", "other-key.pem"), GRAPH),
 ]
