@@ -306,10 +306,6 @@ def batch_enroll(obj: CliContext, roster: str, ca_dir: str | None, issuer_cmd: s
     secrets_policy.check(escrow)
     if paths.pin_letters is not None:
         prepare_letter_dir(paths.pin_letters)
-    if graph_bind and obj.db:
-        # The database keeps no per-user Graph binding yet: it would be lost between desks.
-        raise UsageError("--graph-bind does not work with --db yet: bind afterwards with "
-                         "the Graph files of 'batch report --db'")
     binder = _graph_binder(graph_bind, tenant, client_id, client_secret_file, client_cert)
     options = BatchOptions(
         issuer=issuer, secrets=secrets_policy, readers=_readers(readers), escrow=escrow,

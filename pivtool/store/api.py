@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import functools
 import time
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
-from ..core.errors import PivToolError, UsageError
-from .engine import RoundTrips, check_schema, create_engine, display_url, translate
+from ..core.errors import UsageError
+from .binds import GraphBinds
+from .engine import RoundTrips, check_schema, create_engine, db_call, display_url
 from .records import (
     DONE,
     ENROLLING,
@@ -46,34 +46,12 @@ from .records import (
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
-T = TypeVar("T")
-
-
-def _db(doing: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
-    """Turn driver and SQLAlchemy errors into one-line pivtool errors naming *doing*."""
-
-    def deco(f: Callable[..., T]) -> Callable[..., T]:
-        @functools.wraps(f)
-        def wrapper(*args: Any, **kwargs: Any) -> T:
-            import sqlalchemy.exc as sx
-
-            try:
-                return f(*args, **kwargs)
-            except PivToolError:
-                raise
-            except sx.SQLAlchemyError as e:
-                raise translate(e, doing) from None
-
-        return wrapper
-
-    return deco
-
 
 # --------------------------------------------------------------------------------------------
 # The store
 
 
-class Store:
+class Store(GraphBinds):
     """One database, seen from one desk. Thread-safe (SQLAlchemy's pool gives each thread
     its own connection). Open with :meth:`open`; close with :meth:`close` or ``with``."""
 
@@ -151,7 +129,7 @@ class Store:
 
     # --- audit -----------------------------------------------------------------------
 
-    @_db("writing the audit trail")
+    @db_call("writing the audit trail")
     def audit(self, events: list[AuditEvent]) -> None:
         """Append *events* (one round trip however many)."""
         from .schema import audit
@@ -161,7 +139,7 @@ class Store:
         with self._auto() as conn:
             conn.execute(audit.insert(), self._audit_rows(events))
 
-    @_db("reading the audit trail")
+    @db_call("reading the audit trail")
     def audit_trail(self, serial: int | None = None, upn: str | None = None,
                     limit: int | None = None) -> list[AuditEvent]:
         """Audit rows, oldest first, for a key and/or a user."""
@@ -181,7 +159,7 @@ class Store:
 
     # --- inventory: keys and certificates --------------------------------------------
 
-    @_db("recording a key")
+    @db_call("recording a key")
     def record_card(self, key: KeyRecord, certs: list[CertRecord] | None,
                     events: list[AuditEvent] = ()) -> None:  # type: ignore[assignment]
         """Upsert *key* (seen now at this desk) and, unless *certs* is None, make the
@@ -229,7 +207,7 @@ class Store:
             if events:
                 conn.execute(audit.insert(), self._audit_rows(list(events)))
 
-    @_db("recording a key")
+    @db_call("recording a key")
     def record_key_cert(self, key: KeyRecord, cert: CertRecord) -> None:
         """Upsert an enrolled key and one certificate on it: two statements in autocommit,
         key first (a batch records every key it enrolls; other certificates of the key
@@ -255,7 +233,7 @@ class Store:
                 index_elements=["key_serial", "slot", "fingerprint"],
                 set_={"status": "present", "updated": now}))
 
-    @_db("reading the inventory")
+    @db_call("reading the inventory")
     def key(self, serial: int) -> KeyRecord | None:
         """The key with *serial*, if the inventory has it."""
         from .schema import keys
@@ -264,7 +242,7 @@ class Store:
             row = conn.execute(keys.select().where(keys.c.serial == serial)).first()
         return None if row is None else KeyRecord(**dict(row._mapping))
 
-    @_db("reading the inventory")
+    @db_call("reading the inventory")
     def key_records(self, owner: str | None = None,
                     status: str | None = None) -> list[KeyRecord]:
         """Keys by serial, optionally of one owner (case-insensitive) or in one status."""
@@ -280,7 +258,7 @@ class Store:
         with self._auto() as conn:
             return [KeyRecord(**dict(r._mapping)) for r in conn.execute(q)]
 
-    @_db("reading the inventory")
+    @db_call("reading the inventory")
     def certificates(self, serial: int | None = None,
                      status: str | None = None) -> list[CertRecord]:
         """Certificates, optionally of one key or in one status."""
@@ -300,7 +278,7 @@ class Store:
                 out.append(CertRecord(**m))
             return out
 
-    @_db("updating the inventory")
+    @db_call("updating the inventory")
     def set_key_status(self, serial: int, status: str, certificate_status: str | None = None,
                        cert_ids: list[int] | None = None,
                        events: list[AuditEvent] = ()) -> None:  # type: ignore[assignment]
@@ -323,7 +301,7 @@ class Store:
 
     # --- escrow ----------------------------------------------------------------------
 
-    @_db("reading the escrow keyring")
+    @db_call("reading the escrow keyring")
     def meta(self, name: str) -> Any:
         """A named value, or None."""
         from .schema import meta
@@ -332,7 +310,7 @@ class Store:
             row = conn.execute(meta.select().where(meta.c.name == name)).first()
         return None if row is None else row.value
 
-    @_db("writing the escrow keyring")
+    @db_call("writing the escrow keyring")
     def meta_create(self, name: str, value: Any) -> Any:
         """Store *value* under *name* unless a value is there already; return the stored
         one (so two desks creating the escrow keyring at once agree on one)."""
@@ -343,7 +321,7 @@ class Store:
                          .on_conflict_do_nothing(index_elements=["name"]))
             return conn.execute(meta.select().where(meta.c.name == name)).one().value
 
-    @_db("reading the escrow")
+    @db_call("reading the escrow")
     def escrow_rows(self, serial: int | None = None) -> list[EscrowRow]:
         """Escrowed secrets (encrypted documents), of one key or all."""
         from .schema import escrow
@@ -354,7 +332,7 @@ class Store:
         with self._auto() as conn:
             return [EscrowRow(**dict(r._mapping)) for r in conn.execute(q)]
 
-    @_db("writing the escrow")
+    @db_call("writing the escrow")
     def escrow_put(self, serial: int, upn: str | None, documents: dict[str, str]) -> None:
         """Create or replace the escrowed secrets of *serial* named in *documents*
         (kind -> encrypted document); other kinds stay. One round trip."""
@@ -373,7 +351,7 @@ class Store:
 
     # --- roster and claims -------------------------------------------------------------
 
-    @_db("loading the roster")
+    @db_call("loading the roster")
     def merge_roster(self, roster: str, rows: list[RosterInput]) -> None:
         """Bring a roster into the database (as ``BatchState.merge_roster``): new users
         become pending, pending users take the roster's current options, users already
@@ -419,16 +397,20 @@ class Store:
                 conn.execute(users.update().where(users.c.id.in_(gone))
                              .values(in_roster=False))
 
-    @_db("reading the roster")
+    @db_call("reading the roster")
     def users(self) -> list[UserRecord]:
-        """Every user, in roster order."""
-        from .schema import users
+        """Every user, in roster order, with their Graph binding (``--graph-bind``)."""
+        import sqlalchemy as sa
 
+        from .schema import graph_binds, users
+
+        bind = [c.label(f"g_{c.name}") for c in graph_binds.c if c.name != "upn_key"]
+        q = (sa.select(users, *bind).select_from(users.outerjoin(graph_binds))
+             .order_by(users.c.row, users.c.id))
         with self._auto() as conn:
-            rows = conn.execute(users.select().order_by(users.c.row, users.c.id))
-            return [UserRecord.from_row(r) for r in rows]
+            return [UserRecord.from_row(r) for r in conn.execute(q)]
 
-    @_db("reading the roster")
+    @db_call("reading the roster")
     def find(self, upn: str) -> UserRecord | None:
         """The user with *upn* (case-insensitive)."""
         from .schema import users
@@ -437,7 +419,7 @@ class Store:
             row = conn.execute(users.select().where(users.c.upn_key == upn.casefold())).first()
         return None if row is None else UserRecord.from_row(row)
 
-    @_db("reading the roster")
+    @db_call("reading the roster")
     def bound_to(self, serial: int) -> UserRecord | None:
         """The user whose enrollment is (or was) on the key with *serial*."""
         from .schema import users
@@ -458,7 +440,7 @@ class Store:
                 "attempts": users.c.attempts + 1, "started": now, "finished": None,
                 "error": None, "last_step": None, "updated": now}
 
-    @_db("claiming a user")
+    @db_call("claiming a user")
     def claim_next(self, reader: str, serial: int, lease: float = 300.0) -> UserRecord | None:
         """Claim the next pending user for the key *serial*: one pinned to it first, else
         the first unpinned in roster order. Rows another desk is claiming at this instant
@@ -491,7 +473,7 @@ class Store:
                 time.sleep(0.05)
         return None
 
-    @_db("claiming a user")
+    @db_call("claiming a user")
     def claim_user(self, user_id: int, reader: str, serial: int, lease: float = 300.0,
                    statuses: tuple[str, ...] = (INCOMPLETE, ENROLLING)) -> UserRecord | None:
         """Claim a given user (a half-made enrollment resumed on its key). A user another
@@ -510,7 +492,7 @@ class Store:
             row = conn.execute(stmt).first()
         return None if row is None else UserRecord.from_row(row)
 
-    @_db("renewing the desk's leases")
+    @db_call("renewing the desk's leases")
     def heartbeat(self, lease: float = 300.0) -> int:
         """Renew the lease of every user this desk is enrolling; return how many. One
         statement per desk, not per enrollment."""
@@ -524,7 +506,7 @@ class Store:
                 .values(heartbeat=now, lease_until=now + dt.timedelta(seconds=lease)))
                 .rowcount)
 
-    @_db("recovering the desk's claims")
+    @db_call("recovering the desk's claims")
     def interrupted(self) -> int:
         """At a desk's start: its users still ``enrolling`` were cut off by a crash of
         this desk; they become ``incomplete`` (bound to their key, resumed when it comes
@@ -538,7 +520,7 @@ class Store:
                 .values(status=INCOMPLETE, error="interrupted (the desk stopped)",
                         lease_until=None, updated=utcnow())).rowcount)
 
-    @_db("recording progress")
+    @db_call("recording progress")
     def update_user(self, user_id: int, events: list[AuditEvent] = (),  # type: ignore[assignment]
                     expect_status: str | None = None, **values: Any) -> bool:
         """Set columns of a user (status, error, certificate...) and append *events*.
@@ -556,7 +538,7 @@ class Store:
         with self._auto() as conn:
             return bool(conn.execute(q.values(**values)).rowcount)
 
-    @_db("releasing a user")
+    @db_call("releasing a user")
     def release(self, upn: str, events: list[AuditEvent] = ()) -> UserRecord:  # type: ignore[assignment]
         """Unbind *upn* from their key (incomplete or failed, or enrolling under a lease
         that ran out): pending again, for any desk."""
@@ -582,7 +564,7 @@ class Store:
                              f"released{live}")
         return user
 
-    @_db("counting the roster")
+    @db_call("counting the roster")
     def counts(self) -> dict[str, int]:
         """Users per status (of users in the roster, and finished users no longer in it)."""
         import sqlalchemy as sa

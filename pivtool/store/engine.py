@@ -10,11 +10,13 @@ an upgrade is the database owner's decision, not a side effect of an enrollment)
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..core.errors import PivToolError, UsageError
 
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
     from sqlalchemy.engine import Connection, Engine
+
+T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 #: PostgreSQL advisory lock key held while the schema is created or upgraded ("pivtool").
@@ -263,3 +267,23 @@ def translate(e: BaseException, doing: str) -> PivToolError:
         return StoreError(f"the database refused {doing}: {text} (check the role's GRANTs, "
                           "docs/fleet.md)")
     return StoreError(f"database error while {doing}: {text}")
+
+
+def db_call(doing: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Turn driver and SQLAlchemy errors into one-line pivtool errors naming *doing*."""
+
+    def deco(f: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kwargs: Any) -> T:
+            import sqlalchemy.exc as sx
+
+            try:
+                return f(*args, **kwargs)
+            except PivToolError:
+                raise
+            except sx.SQLAlchemyError as e:
+                raise translate(e, doing) from None
+
+        return wrapper
+
+    return deco

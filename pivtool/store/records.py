@@ -167,11 +167,19 @@ class UserRecord:
     claimed: dt.datetime | None
     heartbeat: dt.datetime | None
     lease_until: dt.datetime | None
+    #: ``--graph-bind``: the user's Entra binding (``graph_binds`` row, as the batch state
+    #: file's ``graph`` object), when the query joined it and a bind was tried.
+    graph: dict[str, Any] | None = None
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> UserRecord:
-        """From a ``users`` row."""
+        """From a ``users`` row (joined with ``graph_binds`` as ``g_*`` columns, or not)."""
         m = row._mapping
+        graph = None if m.get("g_status") is None else {
+            "status": m["g_status"], "values": list(m["g_ids"] or []),
+            "attempts": m["g_attempts"], "patched": bool(m["g_patched"]),
+            "added": m["g_added"], "error": m["g_error"], "time": iso(m["g_updated"]),
+            "desk": m["g_desk"]}
         return cls(id=m["id"], upn=m["upn"], row=m["row"], options=dict(m["options"] or {}),
                    in_roster=bool(m["in_roster"]), status=m["status"],
                    pinned_serial=m["pinned_serial"], serial=m["serial"],
@@ -182,7 +190,7 @@ class UserRecord:
                    pin_letter=m["pin_letter"], history=list(m["history"] or []),
                    claim_desk=m["claim_desk"], claim_reader=m["claim_reader"],
                    claimed=m["claimed"], heartbeat=m["heartbeat"],
-                   lease_until=m["lease_until"])
+                   lease_until=m["lease_until"], graph=graph)
 
     def to_json(self) -> dict[str, Any]:
         """JSON form (the report's user entry plus the claim)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 #: Tables a desk reads and writes (no DELETE: nothing a desk does removes a row).
-READ_WRITE = ("users", "keys", "certificates", "escrow")
+READ_WRITE = ("users", "keys", "certificates", "escrow", "graph_binds")
 #: Append-only for a desk (the audit trail also has a trigger refusing UPDATE/DELETE).
 APPEND = ("audit", "meta")
 SEQUENCES = ("users_id_seq", "certificates_id_seq", "audit_id_seq")

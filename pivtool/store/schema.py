@@ -99,6 +99,25 @@ certificates = Table(
     UniqueConstraint("key_serial", "slot", "fingerprint", name="uq_certificates_slot_fp"),
 )
 
+#: ``batch enroll --graph-bind``: one row per enrolled user whose certificateUserIds a desk
+#: wrote (or is writing) into Entra. The row is written *ahead* of the Graph PATCH (status
+#: ``binding``, with the desk and a lease), so it is also the claim: a desk binds a user only
+#: by turning this row to ``binding`` itself in one statement, never while another desk's
+#: lease is live, and never again once ``bound``. Keyed by the user's casefolded UPN.
+graph_binds = Table(
+    "graph_binds", metadata,
+    Column("upn_key", String(320), ForeignKey("users.upn_key"), primary_key=True),
+    Column("status", String(16), nullable=False),  # binding, bound, failed
+    Column("ids", JSON, nullable=False),  # the high-affinity values being bound
+    Column("attempts", Integer, nullable=False),
+    Column("patched", Boolean, nullable=False),  # a PATCH of ours was answered
+    Column("added", JSON),  # the values the answered PATCH added
+    Column("error", Text),
+    Column("updated", DateTime, nullable=False),
+    Column("desk", String(100)),
+    Column("lease_until", DateTime),
+)
+
 #: One row per key and secret kind ("puk", "mgmt_key"). ``document`` is a complete
 #: pivtool escrow document (scrypt + AES-256-GCM, see workflows.escrow) holding only that
 #: secret: the database never sees a PUK or management key in clear.

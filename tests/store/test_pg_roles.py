@@ -52,10 +52,18 @@ def test_a_desk_role_records_but_never_deletes(pg_server: PgServer) -> None:
         entry = escrow.get(99)
         assert entry is not None and entry.puk == "12345679"
         assert len(store.audit_trail(serial=99)) == 2
+        # --graph-bind: the write-ahead claim, a retry, the lease, the outcome.
+        assert store.bind_claim("ann@contoso.com", ["X509:<SKI>AB"], 60) is not None
+        store.bind_retry("ann@contoso.com")
+        assert store.bind_heartbeat(60) == 1
+        assert store.bind_finish("ann@contoso.com", True, True, ["X509:<SKI>AB"], None)
+        assert store.bind_interrupted() == 0
+        assert store.users()[0].graph["status"] == "bound"  # type: ignore[index]
 
         forbidden = ["UPDATE audit SET detail = 'x'", "DELETE FROM audit",
                      "TRUNCATE audit", "DELETE FROM users", "DELETE FROM keys",
                      "DELETE FROM certificates", "DELETE FROM escrow",
+                     "DELETE FROM graph_binds",
                      "UPDATE meta SET value = '{}'", "DROP TABLE keys",
                      "ALTER TABLE keys ADD COLUMN x int", "CREATE TABLE mine (x int)",
                      "UPDATE alembic_version SET version_num = '0001'"]

@@ -52,7 +52,7 @@ def test_stale_schema_is_refused_until_upgraded(db_url: str) -> None:
     engine = create_engine(db_url)
     upgrade(engine, "0001")
     engine.dispose()
-    with pytest.raises(SchemaError, match=r"revision 0001, this pivtool needs 0002: run "
+    with pytest.raises(SchemaError, match=r"revision 0001, this pivtool needs 0003: run "
                                           r"'pivtool db upgrade'"):
         Store.open(db_url)
     engine = create_engine(db_url)

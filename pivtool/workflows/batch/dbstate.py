@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from ..enroll import EnrollResult
     from ..roster import RosterRow
     from ..state import CardSnapshot
+    from .graphbind import BindLedger
 
 #: Default lease of a claim, seconds; the heartbeat renews it every third of that.
 LEASE = 60.0
@@ -71,7 +72,7 @@ def user_record(rec: DbUser) -> UserRecord:
         "last_step": rec.last_step, "error": rec.error, "started": _iso(rec.started),
         "finished": _iso(rec.finished), "certificate": rec.certificate,
         "certificate_user_ids": rec.certificate_user_ids, "pin_letter": rec.pin_letter,
-        "history": rec.history})
+        "history": rec.history, "graph": rec.graph})
 
 
 class DbBatchState(BatchState):
@@ -91,6 +92,7 @@ class DbBatchState(BatchState):
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
         self.audit = StoreAudit(self)
+        self.binding = 0  # binds of this desk in flight (their leases need the heartbeat)
 
     @classmethod
     def open(cls, store: Store, lease: float = LEASE) -> DbBatchState:
@@ -98,6 +100,7 @@ class DbBatchState(BatchState):
         start the heartbeat."""
         state = cls(store, lease)
         state._guard(store.interrupted)
+        state._guard(store.bind_interrupted)
         state._beat = threading.Thread(target=state._heartbeat, daemon=True,
                                        name="pivtool-batch-heartbeat")
         state._beat.start()
@@ -129,6 +132,8 @@ class DbBatchState(BatchState):
         while not self._stop.wait(self.lease / 3):
             try:
                 self._guard(self.store.heartbeat, self.lease)
+                if self.binding:
+                    self._guard(self.store.bind_heartbeat, self.lease)
                 self._guard(self.audit.flush)
             except PivToolError:
                 return
@@ -242,6 +247,12 @@ class DbBatchState(BatchState):
         key = KeyRecord(serial=card.serial, model="YubiKey" if card.is_yubikey else "PIV card",
                         firmware=card.version, owner_upn=user.upn)
         self._guard(self.store.record_key_cert, key, cert_record("9a", result.certificate))
+
+    def graph_ledger(self) -> BindLedger:
+        """Where ``--graph-bind`` writes its bindings ahead: the ``graph_binds`` table."""
+        from .dbgraph import DbBinds
+
+        return DbBinds(self)
 
     def release(self, upn: str, operator: str) -> UserRecord:
         """Hand *upn* over: unbound from their key, pending for any desk (audited)."""

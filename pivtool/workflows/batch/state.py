@@ -20,6 +20,7 @@ from ..roster import RosterRow
 if TYPE_CHECKING:
     from ..enroll import EnrollResult
     from ..state import CardSnapshot
+    from .graphbind import BindLedger
 
 
 STATE_SCHEMA = "pivtool.batch-state/1"
@@ -334,3 +335,9 @@ class BatchState:
                 out[u.status] += 1
         out["invalid"] = len(self.doc["invalid_rows"])
         return out
+
+    def graph_ledger(self) -> BindLedger:
+        """Where ``--graph-bind`` writes its bindings ahead: this file."""
+        from .graphbind import FileBinds
+
+        return FileBinds(self)
