@@ -94,11 +94,8 @@ def enroll(obj: CliContext, upn: str, emails: tuple[str, ...], subject: str | No
     With --escrow FILE the PUK is also written to an encrypted escrow file, for
     'pivtool recover --escrow FILE' (a PUK enroll keeps is asked for and checked first)."""
     from ..core.errors import UsageError
-    from ..workflows.enroll import (
-        Enroller,
-        EnrollOptions,
-        validate_options,
-    )
+    from ..workflows.enroll import Enroller
+    from ..workflows.enroll_options import EnrollOptions, validate_options
 
     if chosen_modes(ca_dir, issuer_cmd, csr_out) != 1:
         raise UsageError("choose exactly one issuer: --ca DIR, --issuer-cmd CMD or "

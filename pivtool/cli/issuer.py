@@ -1,5 +1,5 @@
 """The issuer options shared by ``enroll`` and ``recover --reenroll``, and the one place that
-turns them into an :class:`~pivtool.workflows.enroll.Issuer`."""
+turns them into an :class:`~pivtool.workflows.issuers.Issuer`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 if TYPE_CHECKING:
-    from ..workflows.enroll import Issuer
+    from ..workflows.issuers import Issuer
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,7 +53,7 @@ def build_issuer(ca_dir: str | None, issuer_cmd: str | None, issuer_timeout: flo
                  ca_bundle: str | None, days: int) -> Issuer | None:
     """The issuer the options select; ``None`` for two-step ``--csr-out`` mode. The CA
     bundle (if any) is loaded here so a bad file fails before the card is touched."""
-    from ..workflows.enroll import CommandIssuer, LabCAIssuer
+    from ..workflows.issuers import CommandIssuer, LabCAIssuer
 
     bundle = []
     if ca_bundle:

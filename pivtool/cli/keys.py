@@ -260,7 +260,7 @@ def keys_attest(obj: CliContext, slot: Slot, output: str | None, force: bool,
     attestation roots (or --roots) signature by signature, and the attested key against the
     slot's. It says "verified to ROOT", or "NOT verified" and exits 1: a card can hold a
     self-made f9 certificate."""
-    from ..workflows.keys import attest_key
+    from ..workflows.attest import attest_key
 
     check_output(output, force)
     trusted = _roots(roots)

@@ -241,7 +241,7 @@ class CommandRevoker:
 
     def revoke(self, cert: CertRecord, reason: str) -> str:
         """Run the command for one certificate."""
-        from .enroll import run_hook
+        from .issuers import run_hook
 
         out = run_hook(self.command, (cert.pem or "").encode(), self.timeout,
                        "revoke command", {"PIVTOOL_REVOKE_REASON": reason})

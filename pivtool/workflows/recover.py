@@ -43,7 +43,8 @@ from .auth import (
     puk_tries,
     verify_pin,
 )
-from .enroll import EnrollOptions, EnrollResult, Issuer, Step
+from .enroll_options import EnrollOptions, EnrollResult, Step
+from .issuers import Issuer
 from .state import CardSnapshot, Counter, read_card_state
 
 if TYPE_CHECKING:
@@ -423,7 +424,7 @@ class Recoverer:
         """Everything re-enrollment needs, checked *before* the reset destroys anything."""
         from ..certs.inspect import get_emails
         from ..piv.constants import KeyType
-        from .enroll import IOS_ALGORITHMS, validate_options
+        from .enroll_options import IOS_ALGORITHMS, validate_options
 
         if self.result.upn is None:
             raise UsageError("the old 9a certificate holds no UPN to enroll again with: "

@@ -133,7 +133,7 @@ def _split(value: str) -> list[str]:
 
 
 def _parse_row(line: int, values: dict[str, str], defaults: RosterDefaults) -> RosterRow:
-    from .enroll import EnrollOptions, validate_options
+    from .enroll_options import EnrollOptions, validate_options
 
     upn = values.get("upn", "").strip()
     row = RosterRow(line, upn, algorithm=defaults.algorithm, pin_policy=defaults.pin_policy,

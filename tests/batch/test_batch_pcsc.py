@@ -289,7 +289,9 @@ def _enroll_sim(state_path: Path, upn: str, ca: Path) -> None:
     from pivtool.connect import open_sim_link
     from pivtool.piv.session import PivSession
     from pivtool.workflows.auth import StaticPrompter
-    from pivtool.workflows.enroll import Enroller, EnrollOptions, LabCAIssuer
+    from pivtool.workflows.enroll import Enroller
+    from pivtool.workflows.enroll_options import EnrollOptions
+    from pivtool.workflows.issuers import LabCAIssuer
 
     link = open_sim_link(state_path)
     try:

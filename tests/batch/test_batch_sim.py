@@ -135,7 +135,7 @@ def test_stop_mid_pile_then_resume(tmp_path: Path) -> None:
         BatchState,
         SecretPolicy,
     )
-    from pivtool.workflows.enroll import LabCAIssuer
+    from pivtool.workflows.issuers import LabCAIssuer
     from pivtool.workflows.roster import RosterDefaults, load_roster
 
     work, _ = setup_desk(tmp_path)

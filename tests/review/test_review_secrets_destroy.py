@@ -109,7 +109,7 @@ def test_secrets_out_in_a_missing_directory_fails_before_the_card_changes(
 def test_write_secrets_oserror_is_one_line(tmp_path: Path) -> None:
     """Even when the directory goes away between the check and the write."""
     from pivtool.core.errors import UsageError
-    from pivtool.workflows.enroll import _write_secrets
+    from pivtool.workflows.enroll_pin import _write_secrets
 
     with pytest.raises(UsageError) as e:
         _write_secrets(str(tmp_path / "gone" / "s.json"), {"pin": "12345678"})

@@ -33,14 +33,14 @@ def test_static_prompter_repr_hides_secrets() -> None:
 
 
 def test_lab_ca_issuer_repr_hides_the_passphrase() -> None:
-    from pivtool.workflows.enroll import LabCAIssuer
+    from pivtool.workflows.issuers import LabCAIssuer
 
     assert CANARY not in repr(LabCAIssuer("ca", CANARY.encode()))
 
 
 def test_batch_options_repr_hides_the_ca_passphrase() -> None:
     from pivtool.workflows.batch import BatchOptions, SecretPolicy
-    from pivtool.workflows.enroll import LabCAIssuer
+    from pivtool.workflows.issuers import LabCAIssuer
 
     opts = BatchOptions(LabCAIssuer("ca", CANARY.encode()), SecretPolicy(pin=b"12345678"))
     assert CANARY not in repr(opts) and "12345678" not in repr(opts)

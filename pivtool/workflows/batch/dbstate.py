@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from ...store.api import Store
     from ...store.records import AuditEvent
     from ...store.records import UserRecord as DbUser
-    from ..enroll import EnrollResult
+    from ..enroll_options import EnrollResult
     from ..roster import RosterRow
     from ..state import CardSnapshot
     from .graphbind import BindLedger

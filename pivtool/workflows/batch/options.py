@@ -13,8 +13,8 @@ from ...piv.constants import DEFAULT_PIN, DEFAULT_PUK
 from .state import EVENT_SCHEMA, FAILED, now_iso
 
 if TYPE_CHECKING:
-    from ..enroll import Issuer
     from ..escrow import EscrowFile
+    from ..issuers import Issuer
     from .graphbind import GraphBinder
 
 # --------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from .state import BatchPaths, BatchState
 from .worker import CardWork
 
 if TYPE_CHECKING:
-    from ..enroll import Attestation, Issuer
+    from ..issuers import AttestationPems, Issuer
 
 
 class _LockedIssuer:
@@ -29,7 +29,7 @@ class _LockedIssuer:
         self.description = inner.description
         self._lock = threading.Lock()
 
-    def issue(self, csr_pem: bytes, attestation: Attestation | None = None) -> bytes:
+    def issue(self, csr_pem: bytes, attestation: AttestationPems | None = None) -> bytes:
         """Issue under the lock."""
         with self._lock:
             return self.inner.issue(csr_pem, attestation)
@@ -57,7 +57,7 @@ class BatchRunner(CardWork, GraphBinding):
                  source: CardSource,
                  on_event: Callable[[BatchEvent], None] | None = None,
                  audit: AuditLog | None = None) -> None:
-        from ..enroll import LabCAIssuer
+        from ..issuers import LabCAIssuer
 
         self.source = source
         self.state = state

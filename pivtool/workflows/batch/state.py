@@ -18,7 +18,7 @@ from ...core.fileio import atomic_write
 from ..roster import RosterRow
 
 if TYPE_CHECKING:
-    from ..enroll import EnrollResult
+    from ..enroll_options import EnrollResult
     from ..state import CardSnapshot
     from .graphbind import BindLedger
 

@@ -35,7 +35,8 @@ from .state import (
 
 if TYPE_CHECKING:
     from ...piv.session import PivSession
-    from ..enroll import EnrollResult, Issuer, Step
+    from ..enroll_options import EnrollResult, Step
+    from ..issuers import Issuer
     from ..state import CardSnapshot
 
 
@@ -311,7 +312,8 @@ class CardWork:
     def _enroll(self, session: PivSession, reader: str, card: CardSnapshot,
                 claim: _Claim) -> None:
         from ..auth import StaticPrompter
-        from ..enroll import Enroller, EnrollOptions
+        from ..enroll import Enroller
+        from ..enroll_options import EnrollOptions
 
         user = claim.user
         serial = card.serial
