@@ -371,27 +371,14 @@ def _graph_binder(graph_bind: bool, tenant: str | None, client_id: str | None,
                   client_secret_file: str | None, client_cert: str | None) -> GraphBinder | None:
     """``--graph-bind``: the Graph client, signed in before the first key is touched (a
     wrong secret or tenant ends the batch here, exit 3 or 2)."""
-    from ..core.errors import UsageError
-
-    given = [n for n, v in (("--tenant", tenant), ("--client-id", client_id),
-                            ("--client-secret-file", client_secret_file),
-                            ("--client-cert", client_cert)) if v]
-    if not graph_bind:
-        if given:
-            raise UsageError(f"{given[0]} is for --graph-bind")
-        return None
     from ..graph.bind import BIND_PERMISSIONS
     from ..workflows.batch.graphbind import ClientBinder
-    from .graph import graph_client
+    from .graph import flag_client
 
-    client = graph_client(tenant=tenant, client_id=client_id,
-                          client_secret_file=client_secret_file, client_cert=client_cert,
-                          permissions=BIND_PERMISSIONS)
-    if not client.config.unattended:
-        raise UsageError("--graph-bind runs unattended: give the application's secret "
-                         "($PIVTOOL_CLIENT_SECRET or --client-secret-file) or --client-cert")
-    client.tokens.token()
-    return ClientBinder(client)
+    client = flag_client("--graph-bind", graph_bind, tenant=tenant, client_id=client_id,
+                         client_secret_file=client_secret_file, client_cert=client_cert,
+                         permissions=BIND_PERMISSIONS, unattended=True)
+    return None if client is None else ClientBinder(client)
 
 
 def _card_source(sim_pile: str | None, sim_readers: int, sim_pace: float) -> CardSource:

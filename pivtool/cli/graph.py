@@ -74,6 +74,35 @@ def graph_client(*, tenant: str | None, client_id: str | None, client_secret_fil
                        sign_in=_sign_in if terminal() else None)
 
 
+def flag_client(flag: str, enabled: bool, *, tenant: str | None, client_id: str | None,
+                client_secret_file: str | None, client_cert: str | None,
+                permissions: tuple[str, ...], unattended: bool = False,
+                sign_in: bool = True) -> GraphClient | None:
+    """The Graph client of a command's Graph flag (``--graph-bind``, ``--graph-unbind``),
+    built before anything changes: None without the flag (then a Graph option given anyway
+    is a usage error). *unattended*: an application credential is required (no person is
+    asked to sign in). *sign_in*: get the token now, so a refused credential ends the
+    command here (exit 3); without it the first Graph call signs in."""
+    from ..core.errors import UsageError
+
+    given = [n for n, v in (("--tenant", tenant), ("--client-id", client_id),
+                            ("--client-secret-file", client_secret_file),
+                            ("--client-cert", client_cert)) if v]
+    if not enabled:
+        if given:
+            raise UsageError(f"{given[0]} is for {flag}")
+        return None
+    client = graph_client(tenant=tenant, client_id=client_id,
+                          client_secret_file=client_secret_file, client_cert=client_cert,
+                          permissions=permissions)
+    if unattended and not client.config.unattended:
+        raise UsageError(f"{flag} runs unattended: give the application's secret "
+                         f"(${SECRET_ENV} or --client-secret-file) or --client-cert")
+    if sign_in:
+        client.tokens.token()
+    return client
+
+
 def tenant_policy(*, values_spec: str, certificate: x509.Certificate | None,
                   bundle: list[x509.Certificate] | None, tenant: str | None,
                   client_id: str | None, client_secret_file: str | None,

@@ -4,14 +4,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .context import CliContext, pass_ctx
+from .graph import graph_options
 from .options import json_option, yes_option
 from .stores import NO_DB, open_escrow, open_store, passphrase_file_option
+
+if TYPE_CHECKING:
+    from ..workflows.lifecycle import LifecycleResult
 
 DB_SCHEMA = "pivtool.db-status/1"
 GRANTS_SCHEMA = "pivtool.db-grants/1"
@@ -171,8 +176,8 @@ def inventory_import(obj: CliContext, file: str, is_escrow: bool,
 
 
 def _lifecycle(status: str, verb: str) -> click.Command:
-    @click.command(verb, short_help=f"Mark a key {status}, revoke its certificates, list "
-                                    "the certificateUserIds to remove.")
+    @click.command(verb, short_help=f"Mark a key {status}, revoke its certificates, take "
+                                    "its certificateUserIds off the owner.")
     @click.argument("serial", type=int)
     @click.option("--ca", "ca_dir", metavar="DIR",
                   help="Revoke with the lab CA in DIR (passphrase from "
@@ -186,14 +191,30 @@ def _lifecycle(status: str, verb: str) -> click.Command:
                   help="Only mark the key (its certificates are revoked elsewhere).")
     @click.option("--graph-out", metavar="FILE",
                   help="Write the Graph PATCH request for the owner to FILE.")
+    @click.option("--graph-unbind", is_flag=True,
+                  help="Remove the key's certificateUserIds from the owner in Entra now, "
+                       "through Microsoft Graph (read, remove, write, read back; every other "
+                       "value stays). Checked before anything changes.")
+    @graph_options
     @yes_option
     @json_option
     @pass_ctx
     def command(obj: CliContext, serial: int, ca_dir: str | None, revoke_cmd: str | None,
-                revoke_timeout: float, no_revoke: bool, graph_out: str | None) -> None:
-        from ..core.errors import UsageError
-        from ..workflows.inventory import CommandRevoker, LabCARevoker, Revoker, end_key
+                revoke_timeout: float, no_revoke: bool, graph_out: str | None,
+                graph_unbind: bool, tenant: str | None, client_id: str | None,
+                client_secret_file: str | None, client_cert: str | None) -> None:
+        from ..core.errors import PivToolError, UsageError
+        from ..graph.bind import BIND_PERMISSIONS
+        from ..workflows.lifecycle import (
+            CommandRevoker,
+            LabCARevoker,
+            Revoker,
+            check_entra,
+            end_key,
+            plan_end,
+        )
         from .files import write_output
+        from .graph import flag_client
 
         if sum(map(bool, (ca_dir, revoke_cmd, no_revoke))) != 1:
             raise UsageError("choose one: --ca DIR, --revoke-cmd CMD or --no-revoke")
@@ -211,34 +232,68 @@ def _lifecycle(status: str, verb: str) -> click.Command:
             revoker = LabCARevoker(ca_dir, passphrase)
         elif revoke_cmd:
             revoker = CommandRevoker(revoke_cmd, revoke_timeout)
-        with open_store(obj) as store:
-            if not obj.prompter().confirm(f"Mark serial {serial} {status} and revoke its "
-                                          "certificates?"):
+        # Signed in by check_entra's first read, so that an unreachable Graph is a refusal
+        # before anything changed like every other pre-flight failure.
+        client = flag_client("--graph-unbind", graph_unbind, tenant=tenant,
+                             client_id=client_id, client_secret_file=client_secret_file,
+                             client_cert=client_cert, permissions=BIND_PERMISSIONS,
+                             sign_in=False)
+        with contextlib.ExitStack() as stack:
+            if client is not None:
+                stack.enter_context(client)
+            store = stack.enter_context(open_store(obj))
+            plan = plan_end(store, serial, status)
+            if client is not None:
+                check_entra(client, plan)
+            entra = (f" and remove {len(plan.remove_ids)} certificateUserIds value(s) from "
+                     f"{plan.owner} in Entra" if client is not None else "")
+            if not obj.prompter().confirm(f"Mark serial {serial} {status}, revoke its "
+                                          f"certificates{entra}?"):
                 raise click.exceptions.Exit(1)
-            result = end_key(store, serial, status, revoker)
+            result = end_key(store, plan, revoker, client)
         graph = result.graph()
         if graph_out and graph is not None:
             write_output(graph_out, (json.dumps(graph, indent=2) + "\n").encode(), overwrite=True)
-        lines = [f"serial {serial}: {status}" + (f" (owner {result.owner})"
-                                                 if result.owner else "")]
-        lines += [f"  {c['slot']} revoked: {c['note']}" for c in result.revoked]
-        lines += [f"  {c['slot']} NOT revoked: {c['error']}" for c in result.failed]
-        lines += [f"  {c['slot']} not revoked: {c['note']}" for c in result.skipped]
-        if result.remove_ids:
-            lines.append(f"  remove from {result.owner}'s certificateUserIds:")
-            lines += [f"    {v}" for v in result.remove_ids]
-        obj.emit(result.to_json(), "\n".join(lines))
+        obj.emit(result.to_json(), _lifecycle_text(result))
         if not result.ok:
-            click.get_current_context().exit(1)
+            cause = f" ({result.unbind_error})" if result.unbind_error is not None else ""
+            raise PivToolError(result.summary() + cause)
 
     command.help = (f"Mark the key SERIAL {status} in the inventory, revoke its present "
-                    "certificates (--ca DIR or --revoke-cmd CMD), and print the owner's "
-                    "certificateUserIds to remove from Entra (--graph-out writes the Graph "
-                    "PATCH that keeps only the values of their other active keys). Audited. "
-                    "Run again after a failed revocation: it retries what is left.\n\n"
-                    "Exit: 0 done; 1 a certificate could not be revoked; 2 bad input or the "
-                    "serial is not in the inventory.")
+                    "certificates (--ca DIR or --revoke-cmd CMD), and take its "
+                    "certificateUserIds off the owner in Entra: --graph-unbind does it "
+                    "through Microsoft Graph (User.ReadWrite.All), otherwise they are "
+                    "printed (--graph-out writes the Graph PATCH that keeps only the values "
+                    "of the owner's other active keys). The key is marked first, each "
+                    "certificate recorded as revoked as soon as it is; audited. Run the "
+                    "same command again after any failure: it revokes and removes only what "
+                    "is left.\n\n"
+                    "Exit: 0 done; 1 a certificate could not be revoked or the Entra unbind "
+                    "failed (the line says what was done); 2 bad input, the serial is not in "
+                    "the inventory, or the --graph-unbind pre-flight failed (nothing "
+                    "changed); 3 the Graph application's credential was refused.")
     return command
+
+
+def _lifecycle_text(result: LifecycleResult) -> str:
+    lines = [f"serial {result.serial}: {result.status}"
+             + (f" (owner {result.owner})" if result.owner else "")]
+    lines += [f"  {c['slot']} revoked: {c['note']}" for c in result.revoked]
+    lines += [f"  {c['slot']} revoked before" for c in result.already_revoked]
+    lines += [f"  {c['slot']} NOT revoked: {c['error']}" for c in result.failed]
+    lines += [f"  {c['slot']} not revoked: {c['note']}" for c in result.skipped]
+    if result.unbind is not None:
+        lines.append(f"  removed from {result.owner} in Entra (read back and verified):"
+                     if result.unbind.removed else
+                     f"  none of the key's values left on {result.owner} in Entra")
+        lines += [f"    - {v}" for v in result.unbind.removed]
+    elif result.remove_ids:
+        lines.append(f"  remove from {result.owner}'s certificateUserIds:")
+        lines += [f"    {v}" for v in result.remove_ids]
+    if result.unbind_error is not None:
+        lines.append(f"  Entra unbind FAILED: {result.unbind_error}")
+    lines.append(result.summary())
+    return "\n".join(lines)
 
 
 lost = _lifecycle("lost", "lost")

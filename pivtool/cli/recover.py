@@ -145,26 +145,16 @@ def _graph_preflight(graph_bind: bool, reenroll: bool, csr_out: str | None,
                      client_secret_file: str | None, client_cert: str | None) -> Any:
     """``--graph-bind``: checked and signed in before anything touches the card."""
     from ..core.errors import UsageError
+    from ..graph.bind import BIND_PERMISSIONS
+    from .graph import flag_client
 
-    if not graph_bind:
-        given = [n for n, v in (("--tenant", tenant), ("--client-id", client_id),
-                                ("--client-secret-file", client_secret_file),
-                                ("--client-cert", client_cert)) if v]
-        if given:
-            raise UsageError(f"{given[0]} is for --graph-bind")
-        return None
-    if not reenroll or csr_out:
+    if graph_bind and (not reenroll or csr_out):
         raise UsageError("--graph-bind binds the certificate of --reenroll with --ca or "
                          "--issuer-cmd (with --csr-out there is no certificate yet: use "
                          "'pivtool entra bind' once it is imported)")
-    from ..graph.bind import BIND_PERMISSIONS
-    from .graph import graph_client
-
-    client = graph_client(tenant=tenant, client_id=client_id,
-                          client_secret_file=client_secret_file, client_cert=client_cert,
-                          permissions=BIND_PERMISSIONS)
-    client.tokens.token()
-    return client
+    return flag_client("--graph-bind", graph_bind, tenant=tenant, client_id=client_id,
+                       client_secret_file=client_secret_file, client_cert=client_cert,
+                       permissions=BIND_PERMISSIONS)
 
 
 def _rebind(client: Any, result: RecoverResult) -> Any:

@@ -1,5 +1,5 @@
-"""The key inventory's workflows: record what a card holds, register a card, lose or retire
-a key (revoking its certificates), export, and import today's files.
+"""The key inventory's workflows: record what a card holds, register a card, export, and
+import today's files (losing or retiring a key: :mod:`pivtool.workflows.lifecycle`).
 
 The database work goes through :class:`pivtool.store.api.Store`; this module turns cards,
 certificates and files into its records. Secrets never reach it: escrowed secrets are
@@ -12,12 +12,12 @@ import csv
 import datetime as dt
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from ..core.csvsafe import spreadsheet_safe
-from ..core.errors import PivToolError, UsageError
+from ..core.errors import UsageError
 
 if TYPE_CHECKING:
     from ..piv.session import PivSession
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 LIST_SCHEMA = "pivtool.inventory-list/1"
 EXPORT_SCHEMA = "pivtool.inventory-export/1"
 SHOW_SCHEMA = "pivtool.inventory-show/1"
-LIFECYCLE_SCHEMA = "pivtool.inventory-lifecycle/1"
 REGISTER_SCHEMA = "pivtool.inventory-register/1"
 IMPORT_SCHEMA = "pivtool.inventory-import/1"
 
@@ -85,9 +84,10 @@ def card_records(card: CardSnapshot, form_factor: str | None = None
                      form_factor=form_factor, owner_upn=upns[0] if upns else None), certs
 
 
-def _event(step: str, outcome: str, serial: int | None, upn: str | None = None,
-           detail: str = "", command: str | None = None, reader: str | None = None,
-           fingerprint: str | None = None) -> AuditEvent:
+def audit_event(step: str, outcome: str, serial: int | None, upn: str | None = None,
+                detail: str = "", command: str | None = None, reader: str | None = None,
+                fingerprint: str | None = None) -> AuditEvent:
+    """One audit row (the store fills in the time's desk and operator)."""
     from ..store.records import AuditEvent
 
     return AuditEvent(step=step, outcome=outcome, serial=serial, upn=upn, detail=detail,
@@ -105,15 +105,15 @@ def record_card(store: Store, session: PivSession, command: str, outcome: str,
     form = read_device_info(session).form_factor if session.is_yubikey else None
     key, certs = card_records(card, form)
     fps = ", ".join(f"{c.slot}:{c.fingerprint[:16]}" for c in certs) or "no certificates"
-    store.record_card(key, certs, [_event(command, outcome, key.serial, key.owner_upn,
-                                          detail=(detail + "; " if detail else "") + fps,
-                                          command=command, reader=card.reader)])
+    store.record_card(key, certs, [audit_event(command, outcome, key.serial, key.owner_upn,
+                                               detail=(detail + "; " if detail else "") + fps,
+                                               command=command, reader=card.reader)])
     return key
 
 
 def record_failure(store: Store, command: str, detail: str) -> None:
     """Audit a card-changing command that failed before the card could be read back."""
-    store.audit([_event(command, "failed", None, detail=detail, command=command)])
+    store.audit([audit_event(command, "failed", None, detail=detail, command=command)])
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,161 +190,6 @@ def export_csv(rows: list[dict[str, Any]]) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Lost and retired keys
-
-
-class Revoker(Protocol):
-    """Revokes one certificate (PEM) with a reason; raises on failure."""
-
-    description: str
-
-    def revoke(self, cert: CertRecord, reason: str) -> str:
-        """Revoke; return a one-line note (e.g. "revoked by the lab CA")."""
-
-
-@dataclass
-class LabCARevoker:
-    """Revoke with the lab CA in a directory (certificates it did not issue are skipped)."""
-
-    directory: str
-    passphrase: bytes | None = field(default=None, repr=False)
-    description: str = "lab CA"
-
-    def revoke(self, cert: CertRecord, reason: str) -> str:
-        """Mark the serial revoked in the CA's index (re-runs find it revoked already)."""
-        from ..certs.ca import LabCA
-        from ..certs.errors import LabCAError
-
-        ca = LabCA.open(self.directory, self.passphrase)
-        if ca.certificate.subject.rfc4514_string() != cert.issuer:
-            raise UsageError(f"the {cert.slot} certificate was not issued by the lab CA in "
-                             f"{self.directory} (issuer {cert.issuer})")
-        assert cert.serial is not None
-        try:
-            ca.revoke(int(cert.serial.replace(":", ""), 16), reason)
-        except LabCAError as e:
-            if "already revoked" not in str(e):
-                raise
-            return "already revoked by the lab CA"
-        return "revoked by the lab CA (publish the next CRL: pivtool ca crl)"
-
-
-@dataclass
-class CommandRevoker:
-    """Revoke with an external command: certificate PEM on stdin, the reason as
-    ``$PIVTOOL_REVOKE_REASON``; exit 0 means revoked. Runs like ``--issuer-cmd``: no
-    shell, without pivtool's secret variables, with a timeout."""
-
-    command: str
-    timeout: float = 120.0
-    description: str = "revoke command"
-
-    def revoke(self, cert: CertRecord, reason: str) -> str:
-        """Run the command for one certificate."""
-        from .issuers import run_hook
-
-        out = run_hook(self.command, (cert.pem or "").encode(), self.timeout,
-                       "revoke command", {"PIVTOOL_REVOKE_REASON": reason})
-        last = out.decode("utf-8", "replace").strip().splitlines()
-        return f"revoked by the command{': ' + last[-1][:200] if last else ''}"
-
-
-@dataclass
-class LifecycleResult:
-    """What ``lost``/``retire`` did."""
-
-    serial: int
-    status: str
-    owner: str | None
-    revoked: list[dict[str, Any]] = field(default_factory=list)
-    failed: list[dict[str, Any]] = field(default_factory=list)
-    skipped: list[dict[str, Any]] = field(default_factory=list)
-    remove_ids: list[str] = field(default_factory=list)
-    keep_ids: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """Every certificate was revoked (or there was none)."""
-        return not self.failed
-
-    def graph(self) -> dict[str, Any] | None:
-        """The Graph ``PATCH /users/{upn}`` body that leaves the owner only the values of
-        their other active keys (None without an owner)."""
-        if self.owner is None:
-            return None
-        return {"method": "PATCH", "url": f"/users/{self.owner}",
-                "body": {"authorizationInfo": {"certificateUserIds": self.keep_ids}}}
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON form."""
-        return {"schema": LIFECYCLE_SCHEMA, "serial": self.serial, "status": self.status,
-                "owner": self.owner, "revoked": self.revoked, "failed": self.failed,
-                "skipped": self.skipped, "certificate_user_ids_to_remove": self.remove_ids,
-                "graph": self.graph()}
-
-
-REASONS = {"lost": "key_compromise", "retired": "cessation_of_operation"}
-
-
-def _graph_ids(certs: list[CertRecord]) -> list[str]:
-    from ..certs.entra import CertUserId, graph_selection
-
-    out: list[str] = []
-    for c in certs:
-        chosen, _ = graph_selection([CertUserId(**i) for i in c.certificate_user_ids])
-        out += [i.value for i in chosen if i.value not in out]
-    return out
-
-
-def end_key(store: Store, serial: int, status: str, revoker: Revoker | None,
-            reason: str | None = None) -> LifecycleResult:
-    """Mark the key *status* (``lost`` or ``retired``), revoke its present certificates with
-    *revoker* (None: only mark them), and work out the owner's certificateUserIds to
-    remove. Certificates whose revocation failed stay ``present`` (a re-run retries them);
-    everything is audited. Running it again finishes what a failure left."""
-    key = store.key(serial)
-    if key is None:
-        raise UsageError(f"serial {serial} is not in the inventory (pivtool inventory "
-                         "register reads a card into it)")
-    if key.status not in ("active", status):
-        raise UsageError(f"serial {serial} is already {key.status}")
-    reason = reason or REASONS[status]
-    present = store.certificates(serial, status="present")
-    result = LifecycleResult(serial, status, key.owner_upn)
-    events = []
-    revoked_ids = []
-    for c in present:
-        item = {"slot": c.slot, "fingerprint": c.fingerprint, "serial": c.serial}
-        if revoker is None:
-            result.skipped.append({**item, "note": "no --ca or --revoke-cmd: not revoked"})
-            continue
-        try:
-            note = revoker.revoke(c, reason)
-        except PivToolError as e:
-            result.failed.append({**item, "error": str(e)})
-            events.append(_event("revoke", "failed", serial, key.owner_upn, str(e),
-                                 command=status, fingerprint=c.fingerprint))
-            continue
-        assert c.id is not None
-        revoked_ids.append(c.id)
-        result.revoked.append({**item, "note": note})
-        events.append(_event("revoke", "done", serial, key.owner_upn,
-                             f"{c.slot} {note}", command=status, fingerprint=c.fingerprint))
-    gone = [c for c in present if c.id in revoked_ids or revoker is None]
-    result.remove_ids = _graph_ids(gone)
-    if key.owner_upn is not None:
-        others = [c for k in store.key_records(owner=key.owner_upn, status="active")
-                  if k.serial != serial for c in store.certificates(k.serial, "present")]
-        result.keep_ids = [i for i in _graph_ids(others) if i not in result.remove_ids]
-    events.append(_event(status, "done" if result.ok else "partial", serial, key.owner_upn,
-                         f"{len(result.revoked)} revoked, {len(result.failed)} failed; "
-                         f"remove {len(result.remove_ids)} certificateUserIds",
-                         command=status))
-    store.set_key_status(serial, status, "revoked", revoked_ids, events)
-    return result
-
-
-# --------------------------------------------------------------------------------------------
 # Importing today's files
 
 
@@ -411,17 +256,17 @@ def import_batch_state(store: Store, path: str | Path) -> ImportResult:
                 e = json.loads(line)
             except ValueError:
                 continue
-            ev = _event(e.get("step") or "?", e.get("outcome") or "?", e.get("serial"),
-                        e.get("upn"), e.get("detail") or "", command="batch enroll",
-                        reader=e.get("reader"), fingerprint=e.get("fingerprint"))
+            ev = audit_event(e.get("step") or "?", e.get("outcome") or "?", e.get("serial"),
+                             e.get("upn"), e.get("detail") or "", command="batch enroll",
+                             reader=e.get("reader"), fingerprint=e.get("fingerprint"))
             ev.time = _parse_time(e.get("time")) or ev.time
             ev.operator = e.get("operator")
             events.append(ev)
         store.audit(events)
         result.audit = len(events)
-    store.audit([_event("import", "done", None, detail=f"batch state {path}: "
-                        f"{result.users} users, {result.audit} audit rows",
-                        command="inventory import")])
+    store.audit([audit_event("import", "done", None, detail=f"batch state {path}: "
+                             f"{result.users} users, {result.audit} audit rows",
+                             command="inventory import")])
     return result
 
 
@@ -434,6 +279,7 @@ def import_escrow(target: StoreEscrow, source: EscrowFile) -> ImportResult:
         target.put(entry.serial, entry.upn, puk=entry.puk.encode() if entry.puk else None,
                    mgmt_key=mgmt, mgmt_key_algorithm=entry.mgmt_key_algorithm)
         result.escrow += 1
-    target.store.audit([_event("import", "done", None, detail=f"escrow file {source.path}: "
-                               f"{result.escrow} keys", command="inventory import")])
+    target.store.audit([audit_event("import", "done", None,
+                                    detail=f"escrow file {source.path}: {result.escrow} keys",
+                                    command="inventory import")])
     return result
