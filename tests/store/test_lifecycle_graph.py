@@ -99,25 +99,30 @@ def test_preflight_then_graph_failure_then_same_command(tmp_path: Path, ca: Path
                                                         standin: GraphStandIn) -> None:
     values = _enroll(tmp_path, db_url, ca, 7780003)
     _enroll(tmp_path, db_url, ca, 7780004, upn="dave@contoso.com")  # not in the tenant
+    standin.user("carol@contoso.com").certificate_user_ids = _enroll(
+        tmp_path, db_url, ca, 7780005, upn="carol@contoso.com")  # synchronised from AD
     alice = standin.user(UPN)
     alice.certificate_user_ids = [*values, OUTSIDE]
     env = app_env(standin)
+    wrong = "not-the-secret~value.2"
     before = dump_db(db_url)
 
     # Pre-flight failures: nothing changes in the store, at the CA or in Entra.
     no_tenant = {**env, "PIVTOOL_TENANT": ""}
     # (The refused secret first: MSAL would answer from its token cache after a success.)
     for serial, e, code, message in (
-            (7780003, {**env, "PIVTOOL_CLIENT_SECRET": "wrong"}, 3, "AADSTS7000215"),
+            (7780003, {**env, "PIVTOOL_CLIENT_SECRET": wrong}, 3, "AADSTS7000215"),
             (7780003, no_tenant, 2, "no tenant"),
-            (7780004, env, 2, "no user dave@contoso.com in tenant")):
+            (7780004, env, 2, "no user dave@contoso.com in tenant"),
+            (7780005, env, 2, "carol@contoso.com is synchronised from on-premises")):
         r = _lost(db_url, ca, serial, e)
         assert r.exit_code == code and message in r.stderr, r.output
+        assert wrong not in r.output and SECRET not in r.output
     r = run(None, *at(db_url, "d", "lost", "7780003", "--ca", str(ca), "--yes",
                       "--client-id", "x"), env=env)
     assert r.exit_code == 2 and "--client-id is for --graph-unbind" in r.stderr
     assert dump_db(db_url) == before
-    assert [c.status for c in LabCA.open(ca).issued()] == ["valid", "valid"]
+    assert [c.status for c in LabCA.open(ca).issued()] == ["valid"] * 3
     assert standin.requests("PATCH") == []
 
     # Graph answers 503 to every write until the client's retries are spent: the key is
