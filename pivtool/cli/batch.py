@@ -28,7 +28,15 @@ from .stores import passphrase_file_option
 
 if TYPE_CHECKING:
     from ..piv.constants import KeyType, PinPolicy, TouchPolicy
-    from ..workflows.batch import BatchEvent, BatchRunner, BatchState, CardSource, SecretPolicy
+    from ..store.api import Store
+    from ..workflows.batch import (
+        BatchEvent,
+        BatchPaths,
+        BatchRunner,
+        BatchState,
+        CardSource,
+        SecretPolicy,
+    )
     from ..workflows.batch.graphbind import GraphBinder
 
 SUMMARY_SCHEMA = "pivtool.batch-summary/1"
@@ -167,9 +175,14 @@ def _collect_secrets(obj: CliContext, pin_letters: str | None, escrow: bool,
               help="Readers to watch: 'all' (default) or a name substring; repeatable or "
                    "comma-separated. One worker per reader, in parallel.")
 @click.option("--state", "state_path", metavar="FILE",
-              help="Progress file, written atomically after every step (default: "
-                   "<roster>.state.json in the current directory). Re-run with the same "
-                   "file to resume.")
+              help="The batch's state (default: <roster>.state.json in the current "
+                   "directory): kept in the SQLite database beside it, FILE with .json "
+                   "replaced by .db (a JSON state file an older pivtool left there is "
+                   "imported once). Re-run with the same --state to resume.")
+@click.option("--state-format", type=click.Choice(["sqlite", "json"]), default=None,
+              help="Where the state lives: 'sqlite' (default: the database beside "
+                   "--state) or 'json' (the state file itself, rewritten atomically after "
+                   "every step, as before pivtool kept it in SQLite). Not with --db.")
 @click.option("--audit", "audit_path", metavar="FILE",
               help="Audit log, JSON lines (default: <state>.audit.jsonl).")
 @click.option("--report", "report_path", metavar="FILE",
@@ -231,7 +244,8 @@ def _collect_secrets(obj: CliContext, pin_letters: str | None, escrow: bool,
 @pass_ctx
 def batch_enroll(obj: CliContext, roster: str, ca_dir: str | None, issuer_cmd: str | None,
                  issuer_timeout: float, ca_bundle: str | None, days: int,
-                 readers: tuple[str, ...], state_path: str | None, audit_path: str | None,
+                 readers: tuple[str, ...], state_path: str | None,
+                 state_format: str | None, audit_path: str | None,
                  report_path: str | None, graph_path: str | None, pin_letters: str | None,
                  escrow_path: str | None, escrow_passphrase_file: str | None,
                  algorithm: KeyType, pin_policy: PinPolicy, touch_policy: TouchPolicy,
@@ -253,7 +267,9 @@ def batch_enroll(obj: CliContext, roster: str, ca_dir: str | None, issuer_cmd: s
     then remove it and insert the next. Readers work in parallel. Kill the batch or
     pull a key at any moment: re-run with the same --state and it continues; a key
     already enrolled for someone is refused (unless --reassign), a half-enrolled key
-    is finished for the same user.
+    is finished for the same user. The state is a SQLite file beside --state
+    (<roster>.state.db), or the database of --db, or with --state-format json the
+    state file itself.
 
     \b
     Stops when every user is done (or failed), after --max-cards N keys, after
@@ -297,6 +313,7 @@ def batch_enroll(obj: CliContext, roster: str, ca_dir: str | None, issuer_cmd: s
     issuer.preflight()  # the CA opens (passphrase), the command exists: before any key
     paths = BatchPaths.derive(state_path or _default_state(roster), audit_path, report_path,
                               graph_path, pin_letters)
+    fmt = _enroll_format(obj, state_format, graph_bind, paths)
     escrow = None
     if escrow_path:
         from .stores import open_escrow
@@ -317,10 +334,15 @@ def batch_enroll(obj: CliContext, roster: str, ca_dir: str | None, issuer_cmd: s
     source = _card_source(sim_pile, sim_readers, sim_pace)
     with state_lock(paths), contextlib.ExitStack() as stack:
         if store is not None:
+            stack.callback(store.close)
+        if fmt == "sqlite":
+            store = _open_local(obj, paths, operator, stack)
+        if store is not None:
             from ..workflows.batch.dbstate import DbBatchState
 
-            stack.callback(store.close)
-            state: BatchState = DbBatchState.open(store)
+            state: BatchState = DbBatchState.open(
+                store, path=paths.database if fmt == "sqlite" else None,
+                audit_file=paths.audit if fmt == "sqlite" else None)
             stack.callback(state.close)  # type: ignore[attr-defined]
         else:
             state = BatchState.load(paths.state)
@@ -347,7 +369,7 @@ def batch_enroll(obj: CliContext, roster: str, ca_dir: str | None, issuer_cmd: s
             summary = runner.run()
         written = write_reports(state, paths)
     data = {"schema": SUMMARY_SCHEMA, "event": "summary", **summary.to_json(),
-            "state": str(paths.state),
+            "state": str(state.path),
             "audit": str(paths.audit), "outputs": [str(p) for p in written]}
     if obj.json:
         click.echo(json.dumps(data))
@@ -365,6 +387,49 @@ def batch_enroll(obj: CliContext, roster: str, ca_dir: str | None, issuer_cmd: s
     if not summary.ok or (summary.reason in ("timeout", "pile-empty")
                           and state.open_users()):
         ctx.exit(1)
+
+
+def _enroll_format(obj: CliContext, state_format: str | None, graph_bind: bool,
+                   paths: BatchPaths) -> str:
+    """Where ``batch enroll`` keeps its state: ``db`` (--db), ``sqlite`` (the default
+    database beside --state) or ``json`` (the state file)."""
+    from ..core.errors import UsageError
+
+    if obj.db:
+        if state_format is not None:
+            raise UsageError("--state-format is for a state beside --state; with --db the "
+                             "state is in that database")
+        if graph_bind:
+            # The database keeps no per-user Graph binding yet: lost between desks.
+            raise UsageError("--graph-bind does not work with --db yet: bind afterwards "
+                             "with the Graph files of 'batch report --db'")
+        return "db"
+    if graph_bind and state_format != "json":
+        # Until the database keeps each user's Graph binding, --graph-bind keeps the
+        # state file (its binding records make the re-run bind only what is missing).
+        if state_format == "sqlite" or paths.database.exists():
+            raise UsageError("--graph-bind keeps the JSON state file (the database does not "
+                             "record Entra bindings yet): give --state-format json with a "
+                             f"new --state, or bind afterwards with the Graph files of "
+                             f"'batch report --state {paths.state}'")
+        return "json"
+    return state_format or "sqlite"
+
+
+def _open_local(obj: CliContext, paths: BatchPaths, operator: str | None,
+                stack: contextlib.ExitStack) -> Store:
+    """Open the default state's database (under the state lock) and import a JSON state
+    file an older pivtool left at the state's name."""
+    from ..workflows.batch.local import import_legacy, open_local
+
+    store = open_local(paths, obj.desk, operator)
+    stack.callback(store.close)
+    done = import_legacy(store, paths)
+    if done is not None and not obj.json:
+        result, kept = done
+        click.echo(f"Imported the state file {paths.state} ({result.users} user(s)) into "
+                   f"{paths.database}; the file is kept as {kept}.", err=True)
+    return store
 
 
 def _graph_binder(graph_bind: bool, tenant: str | None, client_id: str | None,
@@ -432,43 +497,86 @@ def _open_db(obj: CliContext, operator: str | None = None) -> Any:
     return store
 
 
-def _load_state(obj: CliContext, state_path: str | None) -> BatchState:
+def _state_kind(obj: CliContext, state_path: str | None, state_format: str | None
+                ) -> tuple[str, BatchPaths | None]:
+    """Which state ``batch status|report|release`` read: ``db`` (--db), ``sqlite`` (the
+    database beside --state) or ``json`` (the state file); without --state-format, the
+    database when it exists, else the state file (a batch of an older pivtool)."""
     from ..core.errors import UsageError
-    from ..workflows.batch import BatchState
+    from ..workflows.batch import BatchPaths
 
-    store = _open_db(obj)
-    if store is not None:
-        from ..workflows.batch.dbstate import DbBatchState
-
-        return DbBatchState(store)
+    if obj.db:
+        if state_format is not None:
+            raise UsageError("--state-format is for a state beside --state; with --db the "
+                             "state is in that database")
+        return "db", None
     if state_path is None:
-        raise UsageError("give --state FILE, or --db URL for a batch in the inventory "
-                         "database")
-    if not os.path.exists(state_path):
-        raise UsageError(f"no batch state at {state_path}")
-    return BatchState.load(Path(state_path))
+        raise UsageError("give --state FILE (the batch's --state), or --db URL for a batch "
+                         "in the inventory database")
+    paths = BatchPaths.derive(state_path)
+    db, file = paths.database.exists(), paths.state.is_file()
+    if state_format == "sqlite" or (state_format is None and db):
+        if not db:
+            raise UsageError(f"no batch state at {paths.database}")
+        return "sqlite", paths
+    if not file:
+        where = paths.state if state_format == "json" else f"{paths.database} or {paths.state}"
+        raise UsageError(f"no batch state at {where}")
+    return "json", paths
 
 
-STATE_HELP = ("The batch's state file (see 'batch enroll --state'); not with --db, where "
-              "the whole roster of every desk is in the database.")
+def _load_state(obj: CliContext, state_path: str | None, state_format: str | None,
+                stack: contextlib.ExitStack) -> BatchState:
+    from ..workflows.batch import BatchState
+    from ..workflows.batch.dbstate import DbBatchState
+
+    kind, paths = _state_kind(obj, state_path, state_format)
+    if kind == "json":
+        assert paths is not None
+        return BatchState.load(paths.state)
+    if kind == "db":
+        store = _open_db(obj)
+    else:
+        from ..workflows.batch.local import open_local
+
+        assert paths is not None
+        store = open_local(paths, obj.desk, create=False)
+    stack.callback(store.close)
+    return DbBatchState(store, path=paths.database if paths is not None else None)
+
+
+STATE_HELP = ("The batch's --state: its SQLite database beside it (X.state.db for "
+              "X.state.json) or, before the first run of this pivtool, the state file; not "
+              "with --db, where the whole roster of every desk is in the database.")
+FORMAT_OPTION = click.option(
+    "--state-format", type=click.Choice(["sqlite", "json"]), default=None,
+    help="Read the database beside --state, or the JSON state file (default: the "
+         "database if there is one).")
 
 
 @batch.command("status")
 @click.option("--state", "state_path", metavar="FILE", help=STATE_HELP)
+@FORMAT_OPTION
 @json_option
 @pass_ctx
-def batch_status(obj: CliContext, state_path: str | None) -> None:
-    """Show each user's progress from the state file or the database (safe while a batch
-    runs)."""
-    state = _load_state(obj, state_path)
+def batch_status(obj: CliContext, state_path: str | None, state_format: str | None) -> None:
+    """Show each user's progress from the batch's state or the database (safe while a
+    batch runs)."""
+    with contextlib.ExitStack() as stack:
+        state = _load_state(obj, state_path, state_format, stack)
+        _status(obj, state)
+
+
+def _status(obj: CliContext, state: BatchState) -> None:
+    records, counts = list(state.users.values()), state.counts()  # one read each
     users = [{"upn": u.upn, "status": u.status, "serial": u.serial,
               "reader": u.reader, "attempts": u.attempts, "last_step": u.last_step,
               "error": u.error, "graph": (u.graph or {}).get("status")}
-             for u in state.users.values()]
-    data = {"schema": STATUS_SCHEMA, "state": str(state.path), "counts": state.counts(),
+             for u in records]
+    data = {"schema": STATUS_SCHEMA, "state": str(state.path), "counts": counts,
             "users": users, "invalid_rows": state.doc["invalid_rows"]}
-    lines = [", ".join(f"{k}: {v}" for k, v in state.counts().items())]
-    for u in state.users.values():
+    lines = [", ".join(f"{k}: {v}" for k, v in counts.items())]
+    for u in records:
         extra = f" last step '{u.last_step}'" if u.last_step else ""
         err = f" — {u.error}" if u.error else ""
         serial = f" serial {u.serial}" if u.serial else ""
@@ -486,58 +594,64 @@ def batch_status(obj: CliContext, state_path: str | None) -> None:
 @click.option("--graph-out", "graph_path", metavar="PREFIX",
               help="Microsoft Graph $batch bodies PREFIX-001.json... (default: "
                    "<state>.graph-NNN.json).")
+@FORMAT_OPTION
 @json_option
 @pass_ctx
 def batch_report(obj: CliContext, state_path: str | None, report_path: str | None,
-                 graph_path: str | None) -> None:
-    """(Re)write the report and the Graph $batch files from the state file — e.g. after a
-    batch was killed — or, with --db, for the whole roster of every desk."""
+                 graph_path: str | None, state_format: str | None) -> None:
+    """(Re)write the report and the Graph $batch files from the batch's state — e.g. after
+    a batch was killed — or, with --db, for the whole roster of every desk."""
     from ..workflows.batch import BatchPaths, write_reports
 
-    state = _load_state(obj, state_path)
     paths = BatchPaths.derive(state_path or "batch", report=report_path, graph=graph_path)
-    written = write_reports(state, paths)
+    with contextlib.ExitStack() as stack:
+        state = _load_state(obj, state_path, state_format, stack)
+        written = write_reports(state, paths)
     obj.emit({"schema": REPORT_SCHEMA, "state": str(state.path),
               "outputs": [str(p) for p in written]}, "\n".join(str(p) for p in written))
 
 
 @batch.command("release")
 @click.option("--state", "state_path", metavar="FILE", help=STATE_HELP)
+@FORMAT_OPTION
 @click.argument("upn")
 @yes_option
 @json_option
 @pass_ctx
-def batch_release(obj: CliContext, state_path: str | None, upn: str) -> None:
+def batch_release(obj: CliContext, state_path: str | None, state_format: str | None,
+                  upn: str) -> None:
     """Unbind UPN from a key that holds part of their enrollment (lost, broken, or
     failed), so the next run enrolls them on another key. The old key stays as it is:
     wipe it with 'pivtool reset', or let a batch with --reassign take it. With --db any
     desk may take the user next (a user another desk holds under a live lease is
     refused)."""
     from ..core.errors import UsageError
-    from ..workflows.batch import DONE, PENDING, AuditLog, BatchPaths, state_lock
+    from ..workflows.batch import DONE, PENDING, AuditLog, BatchState, state_lock
 
-    if obj.db:
-        store = _open_db(obj)
-        try:
+    operator = os.environ.get("USER") or "unknown"
+    kind, paths = _state_kind(obj, state_path, state_format)
+    if kind != "json":
+        with contextlib.ExitStack() as stack:
             from ..workflows.batch.dbstate import DbBatchState
 
-            if not obj.prompter().confirm(f"Release {upn} for any desk?"):
+            state = _load_state(obj, state_path, state_format, stack)
+            assert isinstance(state, DbBatchState)
+            where = "for any desk" if kind == "db" else f"in {state.path}"
+            if not obj.prompter().confirm(f"Release {upn} {where}?"):
                 raise click.exceptions.Exit(1)
-            was = DbBatchState(store).release(upn, os.environ.get("USER") or "unknown")
-        finally:
-            store.close()
+            was = state.release(upn, operator)
+        if paths is not None:  # the default state keeps the audit file too
+            AuditLog(paths.audit, operator).write("release", "done", serial=was.serial,
+                                                  upn=was.upn)
         obj.emit({"schema": RELEASE_SCHEMA, "upn": was.upn, "released_serial": was.serial,
                   "status": PENDING}, f"{upn} released from serial {was.serial}; pending again.")
         return
-    if state_path is None:
-        raise UsageError("give --state FILE, or --db URL for a batch in the inventory "
-                         "database")
-    paths = BatchPaths.derive(state_path)
+    assert paths is not None
     with state_lock(paths):
-        state = _load_state(obj, state_path)
-        user = state.find(upn)
+        file_state = BatchState.load(paths.state)
+        user = file_state.find(upn)
         if user is None:
-            raise UsageError(f"{upn} is not in {state_path}")
+            raise UsageError(f"{upn} is not in {paths.state}")
         if user.status in (PENDING, DONE):
             raise UsageError(f"{upn} is {user.status}; only incomplete or failed users "
                              "can be released")
@@ -545,8 +659,7 @@ def batch_release(obj: CliContext, state_path: str | None, upn: str) -> None:
             raise click.exceptions.Exit(1)
         old = user.serial
         user.status, user.serial, user.attempts, user.error = PENDING, None, 0, None
-        state.save()
-        AuditLog(paths.audit, os.environ.get("USER") or "unknown").write(
-            "release", "done", serial=old, upn=user.upn)
+        file_state.save()
+        AuditLog(paths.audit, operator).write("release", "done", serial=old, upn=user.upn)
     obj.emit({"schema": RELEASE_SCHEMA, "upn": user.upn, "released_serial": old,
               "status": PENDING}, f"{upn} released from serial {old}; pending again.")

@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.errors import UsageError
 from .binds import GraphBinds
-from .engine import RoundTrips, check_schema, create_engine, db_call, display_url
+from .engine import (
+    RoundTrips,
+    check_schema,
+    create_engine,
+    db_call,
+    display_url,
+    durable,
+)
 from .records import (
     DONE,
     ENROLLING,
@@ -100,16 +107,20 @@ class Store(GraphBinds):
     # --- connections -----------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _auto(self) -> Iterator[Connection]:
+    def _auto(self, sync: bool = True) -> Iterator[Connection]:
         """A connection in autocommit: each statement is its own transaction (one round
-        trip on PostgreSQL, no BEGIN/COMMIT)."""
+        trip on PostgreSQL, no BEGIN/COMMIT). *sync*: its commits reach the disk before
+        they return (SQLite: see :func:`~pivtool.store.engine.durable`); False only for
+        rows a power cut may lose (progress, inventory, buffered audit)."""
         with self.engine.connect() as conn:
-            yield conn.execution_options(isolation_level="AUTOCOMMIT")
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            with durable(conn) if sync else contextlib.nullcontext():
+                yield conn
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[Connection]:
-        """One transaction (committed on success, rolled back on error)."""
-        with self.engine.begin() as conn:
+        """One transaction (committed on success, rolled back on error), durable."""
+        with self.engine.connect() as conn, durable(conn), conn.begin():
             yield conn
 
     def _insert(self, table: Any) -> Any:
@@ -136,7 +147,9 @@ class Store(GraphBinds):
 
         if not events:
             return
-        with self._auto() as conn:
+        # Not synced: the rows that matter sit before a durable status change, whose
+        # commit makes them durable too (a SQLite WAL is one sequence).
+        with self._auto(sync=False) as conn:
             conn.execute(audit.insert(), self._audit_rows(events))
 
     @db_call("reading the audit trail")
@@ -225,7 +238,7 @@ class Store(GraphBinds):
             not_before=cert.not_before, not_after=cert.not_after,
             certificate_user_ids=cert.certificate_user_ids, status="present", pem=cert.pem,
             recorded=now, updated=now)
-        with self._auto() as conn:
+        with self._auto(sync=False) as conn:  # the inventory; the user row is the record
             conn.execute(ins.on_conflict_do_update(index_elements=["serial"], set_={
                 k: ins.excluded[k] for k in ("model", "firmware", "owner_upn", "status",
                                              "last_seen", "last_desk")}))
@@ -320,6 +333,17 @@ class Store(GraphBinds):
             conn.execute(self._insert(meta).values(name=name, value=value)
                          .on_conflict_do_nothing(index_elements=["name"]))
             return conn.execute(meta.select().where(meta.c.name == name)).one().value
+
+    @db_call("writing a named value")
+    def meta_put(self, name: str, value: Any) -> None:
+        """Create or replace the value under *name* (one round trip). The database owner's
+        right: a PostgreSQL desk role may only add named values (``meta_create``)."""
+        from .schema import meta
+
+        ins = self._insert(meta).values(name=name, value=value)
+        with self._auto() as conn:
+            conn.execute(ins.on_conflict_do_update(index_elements=["name"],
+                                                   set_={"value": ins.excluded.value}))
 
     @db_call("reading the escrow")
     def escrow_rows(self, serial: int | None = None) -> list[EscrowRow]:
@@ -499,7 +523,7 @@ class Store(GraphBinds):
         from .schema import users
 
         now = utcnow()
-        with self._auto() as conn:
+        with self._auto(sync=False) as conn:
             return int(conn.execute(
                 users.update().where(users.c.status == ENROLLING,
                                      users.c.claim_desk == self.desk)
@@ -535,7 +559,8 @@ class Store(GraphBinds):
         values.setdefault("updated", utcnow())
         if values.get("status") in (DONE, FAILED, INCOMPLETE, PENDING, REASSIGNED):
             values.setdefault("lease_until", None)
-        with self._auto() as conn:
+        # A status change is what a re-run decides on: durable. Progress alone is not.
+        with self._auto(sync="status" in values or expect_status is not None) as conn:
             return bool(conn.execute(q.values(**values)).rowcount)
 
     @db_call("releasing a user")

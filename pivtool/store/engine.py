@@ -13,7 +13,7 @@ import contextlib
 import functools
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -86,7 +86,9 @@ def display_url(url: str) -> str:
 def create_engine(url: str, counter: RoundTrips | None = None) -> Engine:
     """An engine for *url* (see :func:`normalise_url`). SQLite: WAL journal, a 30 s busy
     timeout, and ``BEGIN IMMEDIATE`` for every transaction, so two desks on one file
-    serialise their writes instead of failing half-way. *counter* counts round trips."""
+    serialise their writes instead of failing half-way; ``synchronous=NORMAL``, with the
+    commits a re-run depends on made durable by :func:`durable`. *counter* counts round
+    trips."""
     import sqlalchemy as sa
 
     real = normalise_url(url)
@@ -111,6 +113,10 @@ def create_engine(url: str, counter: RoundTrips | None = None) -> Engine:
         def _pragmas(dbapi: Any, record: Any) -> None:
             cur = dbapi.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
+            # In WAL mode a NORMAL commit survives a crash of pivtool (SIGKILL included)
+            # but may not survive a power cut; it costs no fsync. The write-ahead records
+            # (claims, status changes, escrow) ask for FULL (durable() below).
+            cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
@@ -126,6 +132,29 @@ def create_engine(url: str, counter: RoundTrips | None = None) -> Engine:
     if counter is not None:
         _count(engine, counter)
     return engine
+
+
+@contextlib.contextmanager
+def durable(conn: Connection) -> Iterator[None]:
+    """Make the commits of *conn* in this block reach the disk before they return.
+
+    SQLite only (PostgreSQL commits are durable): ``synchronous=FULL`` fsyncs the WAL at
+    each commit, which also makes every earlier commit on the file durable. Used for the
+    records a re-run relies on after a power cut — a claim before the card changes, a
+    user's status, an escrowed PUK; per-step progress, the inventory rows and buffered audit
+    rows skip the fsync (a power cut may lose the last of them, never a claim). Call it
+    outside a transaction (SQLite refuses the change inside one); the PRAGMAs go to the
+    driver directly (not round trips, not counted)."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    raw.execute("PRAGMA synchronous=FULL")
+    try:
+        yield
+    finally:
+        raw.execute("PRAGMA synchronous=NORMAL")
 
 
 def _autocommit(conn: Connection) -> bool:

@@ -203,6 +203,9 @@ class ImportResult:
     certificates: int = 0
     audit: int = 0
     escrow: int = 0
+    #: A batch state's roster file and bad rows (not in the JSON form).
+    roster: str | None = None
+    invalid_rows: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """JSON form."""
@@ -211,14 +214,17 @@ class ImportResult:
                 "escrow": self.escrow}
 
 
-def import_batch_state(store: Store, path: str | Path) -> ImportResult:
+def import_batch_state(store: Store, path: str | Path, command: str = "inventory import",
+                       note: str = "") -> ImportResult:
     """Bring a batch state file (and its audit log beside it, if any) into the store: the
-    roster users with their status and key, each enrolled key and its 9a certificate."""
+    roster users with their status and key, each enrolled key and its 9a certificate. The
+    audit row of the import names *command* and ends with *note*."""
     from ..store.records import CertRecord, KeyRecord, RosterInput
     from .batch import BatchPaths, BatchState
 
     state = BatchState.load(Path(path))
-    result = ImportResult(str(path))
+    result = ImportResult(str(path), roster=state.doc.get("roster"),
+                          invalid_rows=list(state.doc.get("invalid_rows") or []))
     # The state file's own JSON form of each user record (what this import maps).
     users = [u.to_json() for u in state.users.values()]
     store.merge_roster(state.doc.get("roster") or str(path),
@@ -265,8 +271,8 @@ def import_batch_state(store: Store, path: str | Path) -> ImportResult:
         store.audit(events)
         result.audit = len(events)
     store.audit([audit_event("import", "done", None, detail=f"batch state {path}: "
-                             f"{result.users} users, {result.audit} audit rows",
-                             command="inventory import")])
+                             f"{result.users} users, {result.audit} audit rows{note}",
+                             command=command)])
     return result
 
 

@@ -151,6 +151,21 @@ def cert_upns(card_st: Any) -> list[str]:
     return get_upns(slot.certificate) if slot and slot.certificate is not None else []
 
 
+def read_batch_state(work: Path, name: str = "roster.state.db") -> dict[str, Any]:
+    """The batch's default state (the SQLite database beside ``roster.state.json``) in the
+    form of a JSON state file: ``{"invalid_rows": [...], "users": {upn: record}}``. Safe
+    while the batch runs (WAL: readers never block the writer)."""
+    from pivtool.store.api import Store
+    from pivtool.workflows.batch.dbstate import DbBatchState
+
+    db = work / name
+    assert db.is_file(), f"no database {db}"
+    with Store.open(f"sqlite:///{db}", create=False) as store:
+        state = DbBatchState(store)
+        return {"invalid_rows": state.doc["invalid_rows"],
+                "users": {upn: u.to_json() for upn, u in state.users.items()}}
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 

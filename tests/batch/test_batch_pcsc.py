@@ -24,6 +24,7 @@ from tests.batch.batchhelp import (
     gated_issuer_cmd,
     make_ca,
     output_texts,
+    read_batch_state,
     read_jsonl,
     run_batch,
     write_roster,
@@ -46,7 +47,7 @@ def _step_done(step: str, serial: int | None = None) -> Any:
 
 
 def _state(work: Path) -> dict[str, Any]:
-    return json.loads((work / "roster.state.json").read_text())
+    return read_batch_state(work)
 
 
 def test_parallel_three_readers(vcard_factory: Any, tmp_path: Path) -> None:
@@ -96,7 +97,7 @@ def test_parallel_three_readers(vcard_factory: Any, tmp_path: Path) -> None:
     users = state["users"]
     assert [u["status"] for u in users.values()] == ["done"] * 3
     assert users["bob@contoso.com"]["options"]["algorithm"] == "eccp384"
-    assert users["alice@contoso.com"]["steps"][-1]["step"] == "prove key"
+    assert users["alice@contoso.com"]["last_step"] == "prove key"
 
     # Audit: every line complete, the operator recorded, a fingerprint on each enrollment.
     audit = read_jsonl(work / "roster.audit.jsonl")
@@ -171,7 +172,8 @@ def test_card_pulled_mid_enrollment(vcard_factory: Any, tmp_path: Path) -> None:
     user = _state(work)["users"][upn]
     assert user["status"] == "incomplete" and user["serial"] == victim.serial
     assert user["last_step"] == "check certificate"
-    assert user["last_failed_step"] == "import certificate"
+    assert [a["step"] for a in read_jsonl(work / "roster.audit.jsonl")
+            if a["upn"] == upn and a["outcome"] == "failed"] == ["import certificate"]
 
     mark = len(p.events)
     victim.start()  # re-insert the same key (same state file)
@@ -282,7 +284,8 @@ def test_refusals_lock_and_reassign(vcard_factory: Any, tmp_path: Path) -> None:
     assert [a["upn"] for a in audit if a["step"] == "wipe"] == ["bob@contoso.com"]
     assert_no_secret(output_texts(work, "".join(p.lines + p3.lines), p.stderr, p3.stderr),
                      [SHARED_PIN, SHARED_PUK])
-    assert os.stat(work / "roster.state.json").st_mode & 0o077 == 0
+    assert not (work / "roster.state.json").exists()  # the state is the database beside it
+    assert os.stat(work / "roster.state.db").st_mode & 0o077 == 0
 
 
 def _enroll_sim(state_path: Path, upn: str, ca: Path) -> None:

@@ -12,9 +12,10 @@ code for one desk and for many. What changes is where the truth lives:
   enrolling. A desk that dies leaves its users ``enrolling``; its own re-run turns them
   ``incomplete`` (bound to their key) and finishes them when the key comes back; another
   desk takes such a user only once the lease ran out and the key is inserted there;
-* ``save`` writes only what changed in the users this desk holds, and not the per-step
-  progress (the audit rows carry the steps): a desk costs the database a handful of round
-  trips per key (docs/performance.md counts them);
+* ``save`` writes only what changed in the users this desk holds, and on PostgreSQL not
+  the per-step progress (the audit rows carry the steps): a desk costs the database a
+  handful of round trips per key (docs/performance.md counts them). On SQLite, the batch's
+  default state, the step reached is written too (no fsync, no network);
 * a database that fails or goes away makes the desk stop (:attr:`fatal`): the key in
   progress keeps its half-made enrollment, bound to its user in the database, and the
   re-run resumes it.
@@ -45,6 +46,10 @@ if TYPE_CHECKING:
 
 #: Default lease of a claim, seconds; the heartbeat renews it every third of that.
 LEASE = 60.0
+#: The ``meta`` row of a SQLite state: the roster file and its bad rows, for ``batch
+#: status`` and ``batch report`` (a state file keeps them; on PostgreSQL each desk reports
+#: the bad rows of its own roster file: a desk role may not replace named values).
+ROSTER_META = "batch.roster"
 #: User fields the database keeps (file-state name -> column).
 _COLUMNS = {"status": "status", "serial": "serial", "reader": "claim_reader",
             "attempts": "attempts", "error": "error", "started": "started",
@@ -78,12 +83,15 @@ def user_record(rec: DbUser) -> UserRecord:
 class DbBatchState(BatchState):
     """See the module docstring. Thread-safe like :class:`BatchState` (:attr:`lock`)."""
 
-    def __init__(self, store: Store, lease: float = LEASE) -> None:
+    def __init__(self, store: Store, lease: float = LEASE, path: Path | None = None,
+                 audit_file: Path | None = None) -> None:
         # Not BatchState.__init__: there is no file; the same attributes, from the database.
         self.store = store
         self.lease = lease
         self.lock = threading.RLock()
-        self.path = Path(store.display)
+        #: What messages and reports name: the database file of a default state, else
+        #: the URL (without a password).
+        self.path = path or Path(store.display)
         self.doc: dict[str, Any] = {"roster": None, "invalid_rows": []}
         self.fatal: BaseException | None = None
         self._held: dict[int, UserRecord] = {}  # user id -> the record the worker holds
@@ -91,14 +99,19 @@ class DbBatchState(BatchState):
         self._open: tuple[float, list[UserRecord]] | None = None
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
-        self.audit = StoreAudit(self)
+        self.audit = StoreAudit(self, audit_file)
         self.binding = 0  # binds of this desk in flight (their leases need the heartbeat)
+        self._sqlite = store.dialect == "sqlite"
+        if self._sqlite:
+            self.doc.update(self._guard(store.meta, ROSTER_META) or {})
 
     @classmethod
-    def open(cls, store: Store, lease: float = LEASE) -> DbBatchState:
+    def open(cls, store: Store, lease: float = LEASE, path: Path | None = None,
+             audit_file: Path | None = None) -> DbBatchState:
         """Take over this desk's claims left by a crash (they become ``incomplete``), and
-        start the heartbeat."""
-        state = cls(store, lease)
+        start the heartbeat. *audit_file*: also append the audit to this JSON-lines file
+        (the default state keeps the file a state file had)."""
+        state = cls(store, lease, path, audit_file)
         state._guard(store.interrupted)
         state._guard(store.bind_interrupted)
         state._beat = threading.Thread(target=state._heartbeat, daemon=True,
@@ -149,6 +162,8 @@ class DbBatchState(BatchState):
                                     for r in rows if r.error]
         self._guard(self.store.merge_roster, roster,
                     [RosterInput(r.row, r.upn, r.options_json()) for r in rows if not r.error])
+        if self._sqlite:
+            self._guard(self.store.meta_put, ROSTER_META, dict(self.doc))
 
     @property
     def users(self) -> dict[str, UserRecord]:  # type: ignore[override]
@@ -179,7 +194,8 @@ class DbBatchState(BatchState):
 
     def _hold(self, rec: DbUser, **shown: Any) -> UserRecord:
         user = user_record(rec)
-        self._written[rec.id] = user.to_json()
+        # A copy: the worker changes the record's lists in place (history).
+        self._written[rec.id] = copy.deepcopy(user.to_json())
         for name, value in shown.items():
             setattr(user, name, value)
         self._held[rec.id] = user
@@ -219,6 +235,10 @@ class DbBatchState(BatchState):
             for uid, record in list(self._held.items()):
                 user, old = record.to_json(), self._written[uid]
                 changed = {k for k in _COLUMNS if k != "last_step" and user.get(k) != old.get(k)}
+                if self._sqlite and user.get("last_step") != old.get("last_step"):
+                    # SQLite: the step reached, as a state file shows it (no fsync, no
+                    # network: cheap there, unlike a round trip to PostgreSQL).
+                    changed.add("last_step")
                 if old["status"] == user["status"] == ENROLLING:
                     changed.discard("started")  # the claim wrote it
                 if changed:
@@ -267,17 +287,21 @@ class StoreAudit(AuditLog):
     """The batch's audit log into the database: rows are buffered and written in one round
     trip at each outcome, each heartbeat and the end."""
 
-    def __init__(self, state: DbBatchState) -> None:
-        super().__init__(state.path, state.store.operator)
+    def __init__(self, state: DbBatchState, file: Path | None = None) -> None:
+        super().__init__(file or state.path, state.store.operator)
         self.state = state
+        self.file = file
         self._rows: list[AuditEvent] = []
 
     def write(self, step: str, outcome: str, reader: str | None = None,
               serial: int | None = None, upn: str | None = None, detail: str = "",
               fingerprint: str | None = None) -> None:
-        """Buffer one row (written with the next outcome, heartbeat or the end)."""
+        """Buffer one row (written with the next outcome, heartbeat or the end); with a
+        file, append it there at once as well."""
         from ...store.records import AuditEvent
 
+        if self.file is not None:
+            super().write(step, outcome, reader, serial, upn, detail, fingerprint)
         with self._lock:
             self._rows.append(AuditEvent(step=step, outcome=outcome, serial=serial, upn=upn,
                                          reader=reader, detail=detail,

@@ -67,16 +67,27 @@ class BatchPaths:
 
     @property
     def lock(self) -> Path:
-        """The lock file that keeps a second batch off this state file."""
+        """The lock file that keeps a second batch off this state (the JSON file's lock,
+        also for its database: an older pivtool still running on the file is kept off)."""
         return self.state.with_name(self.state.name + ".lock")
+
+    @property
+    def database(self) -> Path:
+        """The state's SQLite database (the default state): beside the JSON state file,
+        ``.json`` replaced by ``.db`` (``X.state.json`` -> ``X.state.db``), or ``.db``
+        appended to a name without ``.json``."""
+        return self.state.with_name(self.state.name.removesuffix(".json") + ".db")
 
     @classmethod
     def derive(cls, state: str | Path, audit: str | Path | None = None,
                report: str | Path | None = None, graph: str | Path | None = None,
                pin_letters: str | Path | None = None) -> BatchPaths:
         """Fill in the defaults: ``X.state.json`` gives ``X.audit.jsonl``, ``X.report.json``
-        and ``.csv``, ``X.graph-NNN.json`` and ``X.backups/``."""
+        and ``.csv``, ``X.graph-NNN.json`` and ``X.backups/``. A state named by its database
+        (``X.state.db``) stands for the JSON name beside it (``X.state.json``)."""
         state = Path(state)
+        if state.suffix == ".db":
+            state = state.with_suffix(".json")
         name = state.name
         for suffix in (".json", ".state"):
             name = name.removesuffix(suffix)
