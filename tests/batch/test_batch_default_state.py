@@ -114,6 +114,7 @@ def test_status_report_release_and_modes_on_the_default_state(tmp_path: Path) ->
     work, card = _desk(tmp_path, ["upn", "u1@contoso.com", "u2@contoso.com", "bad row"])
     rc, events, err = _enroll(work, "--issuer-cmd", "false")
     assert rc == 1, err
+    assert [e["user_status"] for e in _ok("failed", events)] == ["incomplete"]
     serial = load_state(card).serial
 
     # 0600 for the database and the -wal/-shm files SQLite makes beside it, whatever the
