@@ -313,7 +313,7 @@ def batch_enroll(obj: CliContext, roster: str, ca_dir: str | None, issuer_cmd: s
     issuer.preflight()  # the CA opens (passphrase), the command exists: before any key
     paths = BatchPaths.derive(state_path or _default_state(roster), audit_path, report_path,
                               graph_path, pin_letters)
-    fmt = _enroll_format(obj, state_format, graph_bind, paths)
+    fmt = _enroll_format(obj, state_format)
     escrow = None
     if escrow_path:
         from .stores import open_escrow
@@ -389,8 +389,7 @@ def batch_enroll(obj: CliContext, roster: str, ca_dir: str | None, issuer_cmd: s
         ctx.exit(1)
 
 
-def _enroll_format(obj: CliContext, state_format: str | None, graph_bind: bool,
-                   paths: BatchPaths) -> str:
+def _enroll_format(obj: CliContext, state_format: str | None) -> str:
     """Where ``batch enroll`` keeps its state: ``db`` (--db), ``sqlite`` (the default
     database beside --state) or ``json`` (the state file)."""
     from ..core.errors import UsageError
@@ -399,20 +398,7 @@ def _enroll_format(obj: CliContext, state_format: str | None, graph_bind: bool,
         if state_format is not None:
             raise UsageError("--state-format is for a state beside --state; with --db the "
                              "state is in that database")
-        if graph_bind:
-            # The database keeps no per-user Graph binding yet: lost between desks.
-            raise UsageError("--graph-bind does not work with --db yet: bind afterwards "
-                             "with the Graph files of 'batch report --db'")
         return "db"
-    if graph_bind and state_format != "json":
-        # Until the database keeps each user's Graph binding, --graph-bind keeps the
-        # state file (its binding records make the re-run bind only what is missing).
-        if state_format == "sqlite" or paths.database.exists():
-            raise UsageError("--graph-bind keeps the JSON state file (the database does not "
-                             "record Entra bindings yet): give --state-format json with a "
-                             f"new --state, or bind afterwards with the Graph files of "
-                             f"'batch report --state {paths.state}'")
-        return "json"
     return state_format or "sqlite"
 
 

@@ -242,6 +242,12 @@ def import_batch_state(store: Store, path: str | Path, command: str = "inventory
                           in_roster=bool(u.get("in_roster", True)),
                           claim_reader=u.get("reader"))
         result.users += 1
+        graph = u.get("graph") or {}
+        if graph.get("status") == "bound" and store.bind_claim(u["upn"], graph.get("values")
+                                                               or [], 60.0):
+            # Confirmed in Entra by the file's batch: a --graph-bind re-run need not ask.
+            store.bind_finish(u["upn"], True, bool(graph.get("patched")), graph.get("added"),
+                              None)
         if u["status"] == "done" and u["serial"] is not None:
             cert = u.get("certificate") or {}
             certs = []

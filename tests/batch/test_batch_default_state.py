@@ -154,3 +154,30 @@ def test_status_report_release_and_modes_on_the_default_state(tmp_path: Path) ->
     assert [u["status"] for u in status()["users"]] == ["pending", "pending"]
     released = [a for a in read_jsonl(work / "roster.audit.jsonl") if a["step"] == "release"]
     assert [(a["upn"], a["serial"]) for a in released] == [("u1@contoso.com", serial)]
+
+
+def test_import_keeps_bindings_and_bad_rows(tmp_path: Path) -> None:
+    """A state file's confirmed Entra bindings and bad roster rows come along: a
+    --graph-bind re-run does not ask Graph again, status and reports still list the rows."""
+    from pivtool.workflows.batch import BatchState
+    from pivtool.workflows.batch.dbstate import DbBatchState
+    from pivtool.workflows.batch.local import import_legacy, open_local
+    from pivtool.workflows.roster import RosterDefaults, load_roster
+
+    roster = write_roster(tmp_path / "r.csv", ["upn", "a@contoso.com", "b@contoso.com", "x"])
+    paths = BatchPaths.derive(tmp_path / "r.state.json")
+    old = BatchState.load(paths.state)
+    old.merge_roster(str(roster), load_roster(roster, RosterDefaults()))
+    a = old.users["a@contoso.com"]
+    a.status, a.serial = "done", 86000001
+    a.graph = {"status": "bound", "values": ["X509:<SKI>ab"], "patched": True,
+               "added": ["X509:<SKI>ab"], "attempts": 1, "error": None}
+    old.save()
+    with open_local(paths) as store:
+        done = import_legacy(store, paths)
+        assert done is not None and done[1] == tmp_path / "r.state.json.imported"
+        assert import_legacy(store, paths) is None  # renamed: never twice
+        state = DbBatchState(store, path=paths.database)
+        assert state.users["a@contoso.com"].graph["status"] == "bound"  # type: ignore[index]
+        assert state.users["b@contoso.com"].graph is None
+        assert [r["row"] for r in state.doc["invalid_rows"]] == [4]

@@ -1,6 +1,8 @@
 """``batch enroll --sim-pile ... --graph-bind``: every enrolled user bound exactly once in
 the Graph stand-in, across a batch killed mid-bind (the PATCH applied, its answer lost) and
-the re-run; a failing Graph never undoes an enrollment, and the re-run binds what is missing."""
+the re-run; a failing Graph never undoes an enrollment, and the re-run binds what is missing.
+On the JSON state file (``--state-format json``); test_batch_graph_bind_db.py runs the same
+on the database."""
 
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ def _desk(tmp_path: Path, standin: GraphStandIn) -> Path:
 def _args(*extra: str) -> list[str]:
     return ["batch", "enroll", "roster.csv", "--json", "--sim-pile", "pile", "--ca", "ca",
             "--sim-readers", "1", "--pin-letters", "letters", "--escrow", "escrow.json",
-            "--yes", "--graph-bind", *extra]
+            "--yes", "--graph-bind", "--state-format", "json", *extra]
 
 
 def _patches_per_user(standin: GraphStandIn) -> dict[str, int]:
