@@ -369,7 +369,7 @@ def batch_enroll(obj: CliContext, roster: str, ca_dir: str | None, issuer_cmd: s
             summary = runner.run()
         written = write_reports(state, paths)
     data = {"schema": SUMMARY_SCHEMA, "event": "summary", **summary.to_json(),
-            "state": str(state.path),
+            "state": state.name,
             "audit": str(paths.audit), "outputs": [str(p) for p in written]}
     if obj.json:
         click.echo(json.dumps(data))
@@ -559,7 +559,7 @@ def _status(obj: CliContext, state: BatchState) -> None:
               "reader": u.reader, "attempts": u.attempts, "last_step": u.last_step,
               "error": u.error, "graph": (u.graph or {}).get("status")}
              for u in records]
-    data = {"schema": STATUS_SCHEMA, "state": str(state.path), "counts": counts,
+    data = {"schema": STATUS_SCHEMA, "state": state.name, "counts": counts,
             "users": users, "invalid_rows": state.doc["invalid_rows"]}
     lines = [", ".join(f"{k}: {v}" for k, v in counts.items())]
     for u in records:
@@ -593,7 +593,7 @@ def batch_report(obj: CliContext, state_path: str | None, report_path: str | Non
     with contextlib.ExitStack() as stack:
         state = _load_state(obj, state_path, state_format, stack)
         written = write_reports(state, paths)
-    obj.emit({"schema": REPORT_SCHEMA, "state": str(state.path),
+    obj.emit({"schema": REPORT_SCHEMA, "state": state.name,
               "outputs": [str(p) for p in written]}, "\n".join(str(p) for p in written))
 
 
@@ -622,7 +622,7 @@ def batch_release(obj: CliContext, state_path: str | None, state_format: str | N
 
             state = _load_state(obj, state_path, state_format, stack)
             assert isinstance(state, DbBatchState)
-            where = "for any desk" if kind == "db" else f"in {state.path}"
+            where = "for any desk" if kind == "db" else f"in {state.name}"
             if not obj.prompter().confirm(f"Release {upn} {where}?"):
                 raise click.exceptions.Exit(1)
             was = state.release(upn, operator)

@@ -39,7 +39,7 @@ def _desk(tmp_path: Path, standin: GraphStandIn) -> Path:
 def _args(*extra: str) -> list[str]:
     return ["batch", "enroll", "roster.csv", "--json", "--sim-pile", "pile", "--ca", "ca",
             "--sim-readers", "1", "--pin-letters", "letters", "--escrow", "escrow.json",
-            "--yes", "--graph-bind", "--state-format", "json", *extra]
+            "--yes", "--state-format", "json", "--graph-bind", *extra]
 
 
 def _patches_per_user(standin: GraphStandIn) -> dict[str, int]:

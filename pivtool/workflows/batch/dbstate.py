@@ -89,9 +89,8 @@ class DbBatchState(BatchState):
         self.store = store
         self.lease = lease
         self.lock = threading.RLock()
-        #: What messages and reports name: the database file of a default state, else
-        #: the URL (without a password).
         self.path = path or Path(store.display)
+        self._name = str(path) if path is not None else store.display
         self.doc: dict[str, Any] = {"roster": None, "invalid_rows": []}
         self.fatal: BaseException | None = None
         self._held: dict[int, UserRecord] = {}  # user id -> the record the worker holds
@@ -104,6 +103,12 @@ class DbBatchState(BatchState):
         self._sqlite = store.dialect == "sqlite"
         if self._sqlite:
             self.doc.update(self._guard(store.meta, ROSTER_META) or {})
+
+    @property
+    def name(self) -> str:
+        """What messages and reports call this state: the database file of the default
+        state (*path*), else the URL without a password."""
+        return self._name
 
     @classmethod
     def open(cls, store: Store, lease: float = LEASE, path: Path | None = None,

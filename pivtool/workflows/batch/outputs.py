@@ -160,7 +160,7 @@ def report_json(state: BatchState) -> dict[str, Any]:
                       "certificate_user_ids": u.certificate_user_ids,
                       "pin_letter": u.pin_letter, "graph": u.graph})
     return {"schema": REPORT_SCHEMA, "generated": now_iso(), "roster": state.doc["roster"],
-            "state": str(state.path), "counts": state.counts(), "users": users,
+            "state": state.name, "counts": state.counts(), "users": users,
             "invalid_rows": state.doc["invalid_rows"]}
 
 

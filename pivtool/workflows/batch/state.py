@@ -278,6 +278,11 @@ class BatchState:
                 user.error = user.error or "interrupted (the batch stopped)"
         return state
 
+    @property
+    def name(self) -> str:
+        """What messages and reports call this state: its file."""
+        return str(self.path)
+
     def save(self) -> None:
         """Write the whole state atomically (0600: it names who holds which key)."""
         with self.lock:
