@@ -14,11 +14,14 @@ Every change (issue, revoke, CRL) holds an exclusive lock on ``.lock`` in the di
 (``flock``) from reading the index to writing it back, so parallel pivtool processes never
 lose each other's records and CRL numbers strictly increase; files are replaced atomically
 (write to a temporary file, fsync, rename).
+
+Beside it: ``cafiles.py`` (the directory's files, the lock, parsing what callers pass in),
+``carequest.py`` (what a request must pass before it is signed: CSR key and SAN, policies,
+the attestation requirement) and ``caindex.py`` (index.json, revocation, the CRL).
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import os
 import secrets
@@ -59,17 +62,22 @@ from .cafiles import (
     write_json,
     write_public,
 )
+from .caindex import IssuedIndex, build_crl, write_crl
+from .carequest import (
+    AttestationChain,
+    attestation_requirement,
+    check_attestation,
+    check_request_extensions,
+    check_request_key,
+    dropped_policies,
+)
 from .csr import SignatureHash, default_hash
-from .errors import CertInputError, CertMismatchError, CertRequestRefusedError, LabCAError
+from .errors import CertInputError, CertMismatchError, LabCAError
 from .inspect import iso_utc, load_certificate, load_private_key, public_key_matches, serial_hex
 from .profile import (
     ENTRA_SMARTCARD_LOGON,
-    UPN_OID,
-    decode_upn,
     key_usage_extension,
-    parse_email,
     parse_name,
-    parse_upn,
     upn_other_name,
 )
 
@@ -90,9 +98,7 @@ class LabCA:
         self._key = key
         self._cert = certificate
         self._config = config
-        self._bad_records: list[Any] = []
-        #: Malformed index records found by the last index read (one line each).
-        self.index_problems: list[str] = []
+        self._index = IssuedIndex(directory)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -250,6 +256,12 @@ class LabCA:
         return self._cert
 
     @property
+    def index_problems(self) -> list[str]:
+        """Malformed index records found by the last index read (one line each): kept in
+        index.json, ignored by listing, revocation and CRLs."""
+        return self._index.problems
+
+    @property
     def crl_url(self) -> str | None:
         """The CRL distribution point written into issued certificates."""
         value = self._config.get("crl_url")
@@ -270,14 +282,7 @@ class LabCA:
 
     def dropped_policies(self, csr: x509.CertificateSigningRequest | bytes) -> list[str]:
         """The policy OIDs *csr* asks for that this CA will not issue."""
-        try:
-            requested = load_csr(csr).extensions.get_extension_for_class(
-                x509.CertificatePolicies).value
-        except (x509.ExtensionNotFound, ValueError, CertInputError):
-            return []
-        allowed = set(self.allowed_policies)
-        return [p.policy_identifier.dotted_string for p in requested
-                if p.policy_identifier.dotted_string not in allowed]
+        return dropped_policies(csr, self.allowed_policies)
 
     @property
     def attestation_policy(self) -> dict[str, Any] | None:
@@ -292,103 +297,24 @@ class LabCA:
         """From now on, issue only for keys with a verified attestation (YubiKey: generated
         on the card), chaining to *roots_pem* (default: Yubico's PIV attestation roots),
         with at least these PIN and touch policies."""
-        from .attestation import PIN_STRENGTH, TOUCH_STRENGTH
-
-        if min_pin_policy is not None and min_pin_policy not in PIN_STRENGTH:
-            raise CertInputError(f"unknown PIN policy {min_pin_policy!r}")
-        if min_touch_policy is not None and min_touch_policy not in TOUCH_STRENGTH:
-            raise CertInputError(f"unknown touch policy {min_touch_policy!r}")
-        if roots_pem is not None:
-            try:
-                if not x509.load_pem_x509_certificates(roots_pem):
-                    raise ValueError
-            except ValueError:
-                raise CertInputError("the attestation roots file holds no PEM "
-                                     "certificate") from None
+        requirement = attestation_requirement(roots_pem, min_pin_policy, min_touch_policy)
         with locked(self._dir):
             if roots_pem is not None:
                 write_public(self._dir / ATTESTATION_ROOTS_FILE, roots_pem)
             config = read_json(self._dir / CONFIG_FILE)
-            config["attestation"] = {"roots": roots_pem is not None,
-                                     "min_pin_policy": min_pin_policy,
-                                     "min_touch_policy": min_touch_policy}
+            config["attestation"] = requirement
             write_json(self._dir / CONFIG_FILE, config)
             self._config = config
 
-    def _check_attestation(self, public_key: CertificatePublicKeyTypes,
-                           attestation: tuple[x509.Certificate, list[x509.Certificate]] | None,
-                           required: bool) -> dict[str, Any] | None:
-        from .attestation import check_attestation_for_key
-
-        policy = self.attestation_policy
-        if not required and policy is None:
-            return None
-        if attestation is None:
-            raise CertRequestRefusedError(
-                "this CA issues only for attested keys: give the key's attestation and f9 "
-                "certificate (ca issue --require-attestation ATTEST,F9)")
-        policy = policy or {}
-        roots = None
-        if policy.get("roots"):
-            try:
-                roots = x509.load_pem_x509_certificates(
-                    (self._dir / ATTESTATION_ROOTS_FILE).read_bytes())
-            except (OSError, ValueError) as e:
-                raise LabCAError(f"{ATTESTATION_ROOTS_FILE} in {self._dir} is missing or "
-                                 "unreadable") from e
-        chain, facts = check_attestation_for_key(
-            public_key, attestation[0], attestation[1], roots,
-            min_pin_policy=policy.get("min_pin_policy"),
-            min_touch_policy=policy.get("min_touch_policy"))
-        return {"yubikey_serial": facts.serial, "firmware": facts.firmware,
-                "pin_policy": facts.pin_policy, "touch_policy": facts.touch_policy,
-                "verified_to": chain.root}
-
     # ------------------------------------------------------------------ index
-
-    def _load_index(self) -> list[IssuedRecord]:
-        """The readable records. A malformed one (a hand-edited or tampered index) is set
-        aside in :attr:`index_problems` and written back unchanged: it must not block every
-        revoke and CRL of the others."""
-        data = read_json(self._dir / INDEX_FILE)
-        items = data.get("issued", [])
-        if not isinstance(items, list):
-            raise LabCAError(f"index.json in {self._dir} has no list of records")
-        records: list[IssuedRecord] = []
-        self._bad_records = []
-        self.index_problems = []
-        for n, item in enumerate(items, 1):
-            try:
-                record = IssuedRecord(**item)
-                record.serial_number  # noqa: B018 - hex, or the record is unusable
-                if record.status not in ("valid", "revoked"):
-                    raise ValueError(record.status)
-            except (TypeError, ValueError):
-                self._bad_records.append(item)
-                self.index_problems.append(f"index.json record {n} is malformed (kept in "
-                                           "the file, ignored)")
-                continue
-            records.append(record)
-        return records
-
-    def _save_index(self, records: list[IssuedRecord]) -> None:
-        write_json(
-            self._dir / INDEX_FILE,
-            {"version": FORMAT_VERSION,
-             "issued": [r.to_json() for r in records] + self._bad_records},
-        )
 
     def issued(self) -> list[IssuedRecord]:
         """Every certificate this CA issued, oldest first."""
-        return self._load_index()
+        return self._index.load()
 
     def get(self, serial: int | str) -> IssuedRecord:
         """The index record of ``serial`` (int or hex). Raises :class:`LabCAError` if unknown."""
-        number = parse_serial(serial)
-        for record in self._load_index():
-            if record.serial_number == number:
-                return record
-        raise LabCAError(f"no certificate with serial {serial_hex(number)} was issued by this CA")
+        return self._index.find(parse_serial(serial))
 
     def load_issued(self, serial: int | str) -> x509.Certificate:
         """The issued certificate with ``serial``."""
@@ -420,7 +346,7 @@ class LabCA:
         days: int = 365,
         *,
         now: _dt.datetime | None = None,
-        attestation: tuple[x509.Certificate, list[x509.Certificate]] | None = None,
+        attestation: AttestationChain | None = None,
         require_attestation: bool = False,
     ) -> x509.Certificate:
         """Issue a smart-card-logon certificate for ``csr`` (object, PEM or DER).
@@ -442,16 +368,13 @@ class LabCA:
         request = load_csr(csr)
         if days < 1:
             raise CertInputError("validity must be at least one day")
-        public_key = self._check_request_key(request)
-        minimum = int(self._config.get("min_rsa_bits") or MIN_RSA_BITS)
-        if isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size < minimum:
-            raise CertRequestRefusedError(
-                f"RSA key of {public_key.key_size} bits is too small (this CA wants at least "
-                f"{minimum}; 'ca init --min-rsa-bits 1024' makes one that takes less)")
-        upns, emails, requested = self._check_request_extensions(request)
+        public_key = check_request_key(
+            request, int(self._config.get("min_rsa_bits") or MIN_RSA_BITS))
+        upns, emails, requested = check_request_extensions(request)
         allowed = set(self.allowed_policies)
         policies = [p for p in requested if p.policy_identifier.dotted_string in allowed]
-        attested = self._check_attestation(public_key, attestation, require_attestation)
+        attested = check_attestation(self._dir, self.attestation_policy, public_key,
+                                     attestation, require_attestation)
         with locked(self._dir):
             return self._issue_locked(request, public_key, upns, emails, policies, days, now,
                                       attested)
@@ -461,7 +384,7 @@ class LabCA:
                       emails: list[str], policies: list[x509.PolicyInformation], days: int,
                       now: _dt.datetime | None, attested: dict[str, Any] | None
                       ) -> x509.Certificate:
-        records = self._load_index()
+        records = self._index.load()
         start = utc_now(now)
         not_after = min(start + _dt.timedelta(days=days), self._cert.not_valid_after_utc)
         if not_after <= start:
@@ -529,67 +452,8 @@ class LabCA:
             self._dir / CERTS_DIR / f"{record.serial}.pem",
             cert.public_bytes(serialization.Encoding.PEM),
         )
-        self._save_index([*records, record])
+        self._index.save([*records, record])
         return cert
-
-    @staticmethod
-    def _check_request_key(request: x509.CertificateSigningRequest) -> CertificatePublicKeyTypes:
-        try:
-            public_key = request.public_key()
-            valid = request.is_signature_valid
-        except Exception as e:  # any parse failure means "refuse"
-            raise CertRequestRefusedError("CSR public key or signature cannot be processed") from e
-        if not valid:
-            raise CertRequestRefusedError(
-                "CSR signature does not verify (proof of possession failed)"
-            )
-        if isinstance(public_key, rsa.RSAPublicKey):
-            if public_key.key_size < 1024:
-                raise CertRequestRefusedError(f"RSA key of {public_key.key_size} bits is too small")
-        elif isinstance(public_key, ec.EllipticCurvePublicKey):
-            if public_key.curve.name not in ("secp256r1", "secp384r1", "secp521r1"):
-                raise CertRequestRefusedError(f"EC curve {public_key.curve.name} is not supported")
-        elif not isinstance(public_key, ed25519.Ed25519PublicKey):
-            raise CertRequestRefusedError(
-                "CSR key type is not supported (use RSA, ECC P-256/P-384 or Ed25519)"
-            )
-        return public_key
-
-    @staticmethod
-    def _check_request_extensions(
-        request: x509.CertificateSigningRequest,
-    ) -> tuple[list[str], list[str], list[x509.PolicyInformation]]:
-        try:
-            extensions = request.extensions
-            san = extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        except x509.ExtensionNotFound as e:
-            raise CertRequestRefusedError(
-                "CSR has no subject alternative name (UPN or e-mail needed)"
-            ) from e
-        except ValueError as e:
-            raise CertRequestRefusedError("CSR has a malformed extension") from e
-        upns: list[str] = []
-        for other in san.get_values_for_type(x509.OtherName):
-            if other.type_id != UPN_OID:
-                continue
-            try:
-                upns.append(parse_upn(decode_upn(other.value)))
-            except CertInputError as e:
-                raise CertRequestRefusedError(f"CSR UPN rejected: {e}") from e
-        emails: list[str] = []
-        for email in san.get_values_for_type(x509.RFC822Name):
-            try:
-                emails.append(parse_email(email))
-            except CertInputError as e:
-                raise CertRequestRefusedError(f"CSR e-mail rejected: {e}") from e
-        if not upns and not emails:
-            raise CertRequestRefusedError("CSR SAN has neither a UPN nor an e-mail address")
-        policies: list[x509.PolicyInformation] = []
-        with contextlib.suppress(x509.ExtensionNotFound):
-            requested = extensions.get_extension_for_class(x509.CertificatePolicies).value
-            # Copy the policy OIDs only: qualifiers (CPS URLs, notices) are the CA's to set.
-            policies = [x509.PolicyInformation(p.policy_identifier, None) for p in requested]
-        return upns, emails, policies
 
     # ------------------------------------------------------------------ revocation
 
@@ -607,28 +471,7 @@ class LabCA:
         number = parse_serial(serial)
         flag = parse_reason(reason)
         with locked(self._dir):
-            return self._revoke_locked(number, flag, now)
-
-    def _revoke_locked(self, number: int, flag: x509.ReasonFlags,
-                       now: _dt.datetime | None) -> IssuedRecord:
-        records = self._load_index()
-        for i, record in enumerate(records):
-            if record.serial_number != number:
-                continue
-            if record.status == "revoked":
-                raise LabCAError(f"serial {record.serial} is already revoked")
-            updated = IssuedRecord(
-                **{
-                    **record.to_json(),
-                    "status": "revoked",
-                    "revoked_at": iso_utc(utc_now(now)),
-                    "reason": flag.value,
-                }
-            )
-            records[i] = updated
-            self._save_index(records)
-            return updated
-        raise LabCAError(f"no certificate with serial {serial_hex(number)} was issued by this CA")
+            return self._index.revoke(number, flag, now)
 
     def crl(
         self, days: int = 7, *, now: _dt.datetime | None = None
@@ -647,46 +490,11 @@ class LabCA:
         self._config = read_json(self._dir / CONFIG_FILE)
         start = utc_now(now)
         number = int(self._config.get("crl_number", 0)) + 1
-        ca_ski = self._cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        builder = (
-            x509.CertificateRevocationListBuilder()
-            .issuer_name(self._cert.subject)
-            .last_update(start)
-            .next_update(start + _dt.timedelta(days=days))
-            .add_extension(x509.CRLNumber(number), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
-                critical=False,
-            )
-        )
-        for record in self._load_index():
-            if record.status != "revoked":
-                continue
-            try:
-                revoked_at = _dt.datetime.strptime(
-                    str(record.revoked_at), "%Y-%m-%dT%H:%M:%SZ"
-                ).replace(tzinfo=_dt.timezone.utc)
-            except ValueError:  # a damaged date: the certificate is revoked all the same
-                revoked_at = start
-            entry = (
-                x509.RevokedCertificateBuilder()
-                .serial_number(record.serial_number)
-                .revocation_date(revoked_at)
-            )
-            try:
-                reason = (x509.ReasonFlags(record.reason) if record.reason
-                          else x509.ReasonFlags.unspecified)
-            except ValueError:
-                reason = x509.ReasonFlags.unspecified
-            if reason != x509.ReasonFlags.unspecified:
-                # RFC 5280 §5.3.1: omit the reason code rather than use "unspecified".
-                entry = entry.add_extension(x509.CRLReason(reason), critical=False)
-            builder = builder.add_revoked_certificate(entry.build())
-        crl = builder.sign(self._key, self._signing_hash())
+        crl = build_crl(self._cert, self._key, self._signing_hash(), self._index.load(),
+                        number, start, days)
 
         # The number first: a crash before the CRL files leaves a gap, never a reused number.
         self._config = {**self._config, "crl_number": number}
         write_json(self._dir / CONFIG_FILE, self._config)
-        write_public(self._dir / "crl.der", crl.public_bytes(serialization.Encoding.DER))
-        write_public(self._dir / "crl.pem", crl.public_bytes(serialization.Encoding.PEM))
+        write_crl(self._dir, crl)
         return crl
