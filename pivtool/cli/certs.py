@@ -15,13 +15,12 @@ from .context import CliContext, pass_ctx
 from .options import (
     SLOT,
     allow_last_try_option,
-    backup_dir_option,
     force_option,
     format_option,
     json_option,
-    keep_chuid_option,
     output_option,
     secret_options,
+    slot_change_options,
     yes_option,
 )
 
@@ -135,10 +134,7 @@ def certs_request(obj: CliContext, slot: Slot, subject: str | None, upns: tuple[
 @public_key_option
 @click.option("--compress", is_flag=True, help="Store the certificate compressed.")
 @force_option("Replace a certificate already in the slot (saved first); overwrite FILE.")
-@backup_dir_option()
-@keep_chuid_option
-@allow_last_try_option
-@secret_options("pin", "mgmt_key")
+@slot_change_options()
 @json_option
 @pass_ctx
 def certs_selfsign(obj: CliContext, slot: Slot, subject: str | None, upns: tuple[str, ...],
@@ -177,10 +173,7 @@ def certs_selfsign(obj: CliContext, slot: Slot, subject: str | None, upns: tuple
               help="Store the certificate compressed (lets large RSA certificates fit).")
 @force_option("Replace a certificate already in the slot (saved next to FILE first); import "
               "even when the card cannot report its key, so the match was not checked.")
-@backup_dir_option("next to FILE; the current directory when FILE is -")
-@keep_chuid_option
-@allow_last_try_option
-@secret_options("pin", "mgmt_key", "pfx_password")
+@slot_change_options("next to FILE; the current directory when FILE is -", pfx_password=True)
 @json_option
 @pass_ctx
 def certs_import(obj: CliContext, slot: Slot, file: str, compress: bool, force: bool,
@@ -240,10 +233,7 @@ def certs_export(obj: CliContext, slot: Slot, fmt: str, output: str | None,
 
 @certs.command("delete")
 @click.argument("slot", type=SLOT)
-@backup_dir_option()
-@keep_chuid_option
-@allow_last_try_option
-@secret_options("pin", "mgmt_key")
+@slot_change_options()
 @yes_option
 @json_option
 @pass_ctx

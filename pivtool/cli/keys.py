@@ -18,13 +18,12 @@ from .options import (
     SLOT,
     TOUCH_POLICY,
     allow_last_try_option,
-    backup_dir_option,
     force_option,
     format_option,
     json_option,
-    keep_chuid_option,
     output_option,
     secret_options,
+    slot_change_options,
     yes_option,
 )
 
@@ -112,10 +111,7 @@ def keys_generate(obj: CliContext, slot: Slot, algorithm: KeyType, pin_policy: P
 @click.option("--compress", is_flag=True, help="Store the certificate compressed.")
 @force_option("Replace a key (and certificate) already in the slot; the old certificate is "
               "saved first.")
-@backup_dir_option("next to FILE; the current directory when FILE is -")
-@keep_chuid_option
-@allow_last_try_option
-@secret_options("pin", "mgmt_key", "pfx_password")
+@slot_change_options("next to FILE; the current directory when FILE is -", pfx_password=True)
 @json_option
 @pass_ctx
 def keys_import(obj: CliContext, slot: Slot, file: str, pin_policy: PinPolicy,
@@ -306,10 +302,7 @@ def keys_verify_attestation(obj: CliContext, attestation: str, f9: str,
 @click.option("--no-cert", is_flag=True,
               help="Move only the key; leave the certificate where it is.")
 @force_option("Replace a key or certificate in DESTINATION (its certificate is saved first).")
-@backup_dir_option()
-@keep_chuid_option
-@allow_last_try_option
-@secret_options("pin", "mgmt_key")
+@slot_change_options()
 @json_option
 @pass_ctx
 def keys_move(obj: CliContext, source: Slot, destination: Slot, no_cert: bool, force: bool,
@@ -333,10 +326,7 @@ def keys_move(obj: CliContext, source: Slot, destination: Slot, no_cert: bool, f
 @keys.command("delete")
 @click.argument("slot", type=SLOT)
 @click.option("--keep-cert", is_flag=True, help="Delete only the key, keep the certificate.")
-@backup_dir_option()
-@keep_chuid_option
-@allow_last_try_option
-@secret_options("pin", "mgmt_key")
+@slot_change_options()
 @yes_option
 @json_option
 @pass_ctx

@@ -169,6 +169,24 @@ def backup_dir_option(default: str = "the current directory") -> Callable[[F], F
                              f"{default}).")
 
 
+def slot_change_options(backup_default: str = "the current directory", *,
+                        pfx_password: bool = False) -> Callable[[F], F]:
+    """What every command that replaces or deletes a slot's certificate takes, in this
+    order: ``--backup-dir`` (*backup_default* says where backups go without it),
+    ``--keep-chuid``, ``--allow-last-try`` and the PIN and management key files (and the
+    PFX password file with *pfx_password*)."""
+    names = ("pin", "mgmt_key", "pfx_password") if pfx_password else ("pin", "mgmt_key")
+    options = [backup_dir_option(backup_default), keep_chuid_option, allow_last_try_option,
+               secret_options(*names)]
+
+    def deco(f: F) -> F:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return deco
+
+
 def output_option(what: str) -> Callable[[F], F]:
     """``-o/--output FILE`` (``-`` or absent = standard output)."""
     return click.option("-o", "--output", metavar="FILE",
