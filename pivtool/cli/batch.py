@@ -15,12 +15,11 @@ import click
 
 from .context import CliContext, pass_ctx
 from .graph import graph_options
+from .issuer import build_issuer, issuer_options
 from .options import (
-    SET_PIN_POLICY,
-    SET_TOUCH_POLICY,
-    SIGNING_KEY_TYPE,
     allow_last_try_option,
     json_option,
+    new_key_options,
     secret_options,
     yes_option,
 )
@@ -161,16 +160,7 @@ def _collect_secrets(obj: CliContext, pin_letters: str | None, escrow: bool,
 
 @batch.command("enroll")
 @click.argument("roster", metavar="ROSTER.csv")
-@click.option("--ca", "ca_dir", metavar="DIR",
-              help="Issue with the lab CA in DIR (passphrase from $PIVTOOL_CA_PASSPHRASE).")
-@click.option("--issuer-cmd", metavar="CMD",
-              help="Issue with CMD: CSR PEM on stdin, certificate PEM on stdout (no shell). "
-                   "Runs once per key, in parallel across readers.")
-@click.option("--issuer-timeout", type=float, default=120.0, show_default=True,
-              help="Seconds to wait for --issuer-cmd.")
-@click.option("--ca-bundle", metavar="FILE",
-              help="CA certificate(s) to check each issued certificate's chain against.")
-@click.option("--days", type=int, default=365, show_default=True, help="Validity with --ca.")
+@issuer_options(csr_out=False, cmd_note=" Runs once per key, in parallel across readers.")
 @click.option("--readers", "readers", multiple=True, metavar="all|NAME",
               help="Readers to watch: 'all' (default) or a name substring; repeatable or "
                    "comma-separated. One worker per reader, in parallel.")
@@ -200,17 +190,7 @@ def _collect_secrets(obj: CliContext, pin_letters: str | None, escrow: bool,
                    "encrypted escrow FILE before it is set, with any management key not "
                    "stored PIN-protected. Without it, one PUK for all: $PIVTOOL_NEW_PUK.")
 @passphrase_file_option
-@click.option("--algorithm", "-a", type=SIGNING_KEY_TYPE, default="eccp256",
-              show_default=True, help="Key algorithm for rows without one.")
-@click.option("--pin-policy", type=SET_PIN_POLICY, default="default", show_default=True,
-              help="PIN policy for rows without one.")
-@click.option("--touch-policy", type=SET_TOUCH_POLICY, default="default", show_default=True,
-              help="Touch policy for rows without one.")
-@click.option("--policy", "policies", multiple=True, metavar="OID",
-              help="Certificate policy OID for rows without a policies column (repeatable).")
-@click.option("--macos", is_flag=True, help="Also enroll 9d (macOS smart-card pairing).")
-@click.option("--allow-non-ios", is_flag=True,
-              help="Allow algorithms iOS cannot use (RSA 3072/4096, Ed25519) in 9a.")
+@new_key_options(roster=True)
 @click.option("--operator", metavar="NAME",
               help="Who runs the batch, for the audit log (default: $USER).")
 @click.option("--reassign", is_flag=True,
@@ -295,7 +275,6 @@ def batch_enroll(obj: CliContext, roster: str, ca_dir: str | None, issuer_cmd: s
         write_reports,
     )
     from ..workflows.roster import RosterDefaults, load_roster
-    from .issuer import build_issuer
 
     if bool(ca_dir) == bool(issuer_cmd):
         raise UsageError("choose exactly one issuer: --ca DIR or --issuer-cmd CMD")

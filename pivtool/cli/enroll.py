@@ -10,11 +10,9 @@ from .common import StepPrinter
 from .context import CliContext, pass_ctx
 from .issuer import build_issuer, chosen_modes, issuer_options
 from .options import (
-    SET_PIN_POLICY,
-    SET_TOUCH_POLICY,
-    SIGNING_KEY_TYPE,
     allow_last_try_option,
     json_option,
+    new_key_options,
     secret_options,
 )
 from .stores import passphrase_file_option
@@ -30,18 +28,7 @@ if TYPE_CHECKING:
 @click.option("--email", "emails", multiple=True, metavar="ADDRESS",
               help="E-mail address for the SAN (rfc822Name; repeatable).")
 @click.option("--subject", metavar="DN", help="Subject, RFC 4514 (default: CN=<UPN>).")
-@click.option("--algorithm", "-a", type=SIGNING_KEY_TYPE, default="eccp256",
-              show_default=True,
-              help="Key algorithm (iOS takes RSA 1024/2048, P-256, P-384).")
-@click.option("--pin-policy", type=SET_PIN_POLICY, default="default", show_default=True,
-              help="When the card asks for the PIN before the key signs.")
-@click.option("--touch-policy", type=SET_TOUCH_POLICY, default="default", show_default=True,
-              help="When the card asks for a touch before the key signs.")
-@click.option("--macos", is_flag=True,
-              help="Also enroll 9d (macOS smart-card pairing needs 9a and 9d).")
-@click.option("--policy", "policies", multiple=True, metavar="OID",
-              help="Certificate policy OID for the CSR (Entra authentication-strength rules "
-                   "can match on it; repeatable).")
+@new_key_options()
 @issuer_options()
 @click.option("--random-pin", is_flag=True, help="Set a random 8-digit PIN (see --secrets-out).")
 @click.option("--random-puk", is_flag=True, help="Set a random 8-digit PUK (see --secrets-out).")
@@ -57,8 +44,6 @@ if TYPE_CHECKING:
 @click.option("--backup-dir", metavar="DIR", type=click.Path(file_okay=False),
               help="Where --force saves the old certificates (default: "
                    "./pivtool-backup-<serial>-<time>).")
-@click.option("--allow-non-ios", is_flag=True,
-              help="Allow algorithms iOS cannot use (RSA 3072/4096, Ed25519) in 9a.")
 @allow_last_try_option
 @click.option("--escrow", "escrow_path", metavar="FILE",
               help="Write the PUK (and a management key that is not stored PIN-protected) "

@@ -1,5 +1,5 @@
-"""The issuer options shared by ``enroll`` and ``recover --reenroll``, and the one place that
-turns them into an :class:`~pivtool.workflows.issuers.Issuer`."""
+"""The issuer options shared by ``enroll``, ``recover --reenroll`` and ``batch enroll``, and the
+one place that turns them into an :class:`~pivtool.workflows.issuers.Issuer`."""
 
 from __future__ import annotations
 
@@ -14,27 +14,37 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def issuer_options(context: str = "") -> Callable[[F], F]:
+def issuer_options(context: str = "", *, csr_out: bool = True,
+                   cmd_note: str = "") -> Callable[[F], F]:
     """``--ca DIR | --issuer-cmd CMD | --csr-out FILE`` with ``--issuer-timeout``,
-    ``--ca-bundle`` and ``--days``. *context* prefixes the help (e.g. ``"--reenroll: "``)."""
+    ``--ca-bundle`` and ``--days``. *context* prefixes the help (e.g. ``"--reenroll: "``);
+    without *csr_out* there is no two-step mode (``batch enroll``); *cmd_note* ends
+    ``--issuer-cmd``'s help."""
+
+    def lead(text: str) -> str:
+        return context + text if context else text[:1].upper() + text[1:]
+
     options = [
         click.option("--ca", "ca_dir", metavar="DIR",
-                     help=f"{context}issue with the lab CA in DIR (an encrypted CA key's "
-                          "passphrase from $PIVTOOL_CA_PASSPHRASE or a prompt)."),
+                     help=lead("issue with the lab CA in DIR (an encrypted CA key's "
+                               "passphrase from $PIVTOOL_CA_PASSPHRASE or a prompt).")),
         click.option("--issuer-cmd", metavar="CMD",
-                     help=f"{context}issue with CMD: CSR PEM on stdin, certificate PEM on "
-                          "stdout (run without a shell)."),
+                     help=lead("issue with CMD: CSR PEM on stdin, certificate PEM on stdout "
+                               f"(run without a shell).{cmd_note}")),
         click.option("--issuer-timeout", type=float, default=120.0, show_default=True,
                      help="Seconds to wait for --issuer-cmd."),
         click.option("--ca-bundle", metavar="FILE",
                      help="CA certificate(s) to check the issued certificate's chain "
                           "against."),
-        click.option("--csr-out", metavar="FILE",
-                     help=f"{context}two steps: write the CSR to FILE and stop; import the "
-                          "certificate later with 'pivtool certs import 9a CERT'."),
-        click.option("--days", type=int, default=365, show_default=True,
-                     help="Validity with --ca."),
     ]
+    if csr_out:
+        options.append(
+            click.option("--csr-out", metavar="FILE",
+                         help=lead("two steps: write the CSR to FILE and stop; import the "
+                                   "certificate later with 'pivtool certs import 9a "
+                                   "CERT'.")))
+    options.append(click.option("--days", type=int, default=365, show_default=True,
+                                help="Validity with --ca."))
 
     def deco(f: F) -> F:
         for opt in reversed(options):

@@ -187,6 +187,39 @@ def slot_change_options(backup_default: str = "the current directory", *,
     return deco
 
 
+def new_key_options(roster: bool = False) -> Callable[[F], F]:
+    """The new key's options, ``enroll``'s and ``batch enroll``'s: ``--algorithm``,
+    ``--pin-policy``, ``--touch-policy``, ``--policy``, ``--macos``, ``--allow-non-ios``.
+    With *roster* the help says the first four are defaults for roster rows without their
+    own value."""
+    note = " The default for roster rows without one." if roster else ""
+    options = [
+        click.option("--algorithm", "-a", type=SIGNING_KEY_TYPE, default="eccp256",
+                     show_default=True,
+                     help="Key algorithm (iOS takes RSA 1024/2048, P-256, P-384)." + note),
+        click.option("--pin-policy", type=SET_PIN_POLICY, default="default",
+                     show_default=True,
+                     help="When the card asks for the PIN before the key signs." + note),
+        click.option("--touch-policy", type=SET_TOUCH_POLICY, default="default",
+                     show_default=True,
+                     help="When the card asks for a touch before the key signs." + note),
+        click.option("--policy", "policies", multiple=True, metavar="OID",
+                     help="Certificate policy OID for the CSR (Entra authentication-strength "
+                          "rules can match on it; repeatable)." + note),
+        click.option("--macos", is_flag=True,
+                     help="Also enroll 9d (macOS smart-card pairing needs 9a and 9d)."),
+        click.option("--allow-non-ios", is_flag=True,
+                     help="Allow algorithms iOS cannot use (RSA 3072/4096, Ed25519) in 9a."),
+    ]
+
+    def deco(f: F) -> F:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return deco
+
+
 def output_option(what: str) -> Callable[[F], F]:
     """``-o/--output FILE`` (``-`` or absent = standard output)."""
     return click.option("-o", "--output", metavar="FILE",
