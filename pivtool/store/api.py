@@ -72,12 +72,14 @@ class Store(GraphBinds):
 
     @classmethod
     def open(cls, url: str, desk: str | None = None, operator: str | None = None,
-             create: bool = True, counter: RoundTrips | None = None) -> Store:
+             create: bool = True, counter: RoundTrips | None = None,
+             upgrade_older: bool = False) -> Store:
         """Connect and check the schema (a fresh database gets the newest one when
-        *create*; an older or newer schema is refused, see :func:`check_schema`)."""
+        *create*; an older schema is upgraded when *upgrade_older*, else refused, as a newer
+        one is: see :func:`check_schema`)."""
         engine = create_engine(url, counter)
         try:
-            check_schema(engine, create=create)
+            check_schema(engine, create=create, upgrade_older=upgrade_older)
         except BaseException:
             engine.dispose()
             raise

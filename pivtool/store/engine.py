@@ -244,9 +244,10 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     return before, after
 
 
-def check_schema(engine: Engine, create: bool = True) -> str:
+def check_schema(engine: Engine, create: bool = True, upgrade_older: bool = False) -> str:
     """Refuse a database whose schema is not this pivtool's newest; create the schema in an
-    empty one when *create*. Returns the revision."""
+    empty one when *create*; bring an older one up to date when *upgrade_older* (a
+    database of pivtool's own, like a batch's default state). Returns the revision."""
     import sqlalchemy as sa
 
     head = head_revision()
@@ -278,6 +279,9 @@ def check_schema(engine: Engine, create: bool = True) -> str:
     if not known:
         raise SchemaError(f"the database schema is at revision {rev}, newer than this "
                           f"pivtool knows ({head}): upgrade pivtool on this desk")
+    if upgrade_older:
+        upgrade(engine)
+        return head
     raise SchemaError(f"the database schema is at revision {rev}, this pivtool needs {head}: "
                       "run 'pivtool db upgrade' (as the database owner) first")
 

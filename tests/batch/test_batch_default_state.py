@@ -181,3 +181,24 @@ def test_import_keeps_bindings_and_bad_rows(tmp_path: Path) -> None:
         assert state.users["a@contoso.com"].graph["status"] == "bound"  # type: ignore[index]
         assert state.users["b@contoso.com"].graph is None
         assert [r["row"] for r in state.doc["invalid_rows"]] == [4]
+
+
+def test_default_database_of_an_older_pivtool_is_upgraded(tmp_path: Path) -> None:
+    """The default state's file is the batch's own: an older schema is brought up to date
+    when the batch opens it (a --db database is refused until 'pivtool db upgrade')."""
+    import pytest
+
+    from pivtool.store.api import Store
+    from pivtool.store.engine import SchemaError, create_engine, head_revision, upgrade
+    from pivtool.workflows.batch.local import open_local, sqlite_url
+
+    paths = BatchPaths.derive(tmp_path / "r.state.json")
+    engine = create_engine(sqlite_url(paths.database))
+    upgrade(engine, "0002")
+    engine.dispose()
+    with pytest.raises(SchemaError, match="db upgrade"):
+        Store.open(sqlite_url(paths.database))
+    with open_local(paths) as store, store.engine.connect() as conn:
+        from pivtool.store.engine import current_revision
+
+        assert current_revision(conn) == head_revision() != "0002"

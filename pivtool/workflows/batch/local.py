@@ -39,11 +39,13 @@ def sqlite_url(path: Path) -> str:
 
 def open_local(paths: BatchPaths, desk: str | None = None, operator: str | None = None,
                create: bool = True) -> Store:
-    """Open (with *create*, create 0600 with the newest schema) the state's database."""
+    """Open (with *create*, create 0600 with the newest schema) the state's database. A
+    schema an older pivtool made is upgraded in place: the file is the batch's own, as a
+    state file was (``--db`` databases are upgraded only by 'pivtool db upgrade')."""
     from ...store.api import Store
 
     return Store.open(sqlite_url(paths.database), desk=desk, operator=operator,
-                      create=create)
+                      create=create, upgrade_older=True)
 
 
 def imported_name(legacy: Path) -> Path:
