@@ -12,8 +12,9 @@ factory-fresh virtual YubiKeys (in process: no pcscd), the lab CA as issuer, one
 escrowed PUK per key. PostgreSQL is a private server started like the tests'
 (``tests/pg_stack.py``: as the ``postgres`` user, Unix socket, stopped by PID); SQLite is one
 file all desks share. "file" is today's way: each desk its own state file and its own part
-of the roster (files cannot be shared), with the escrow file (``--state-format json``: the
-batch's default state is a SQLite file beside the state's name).
+of the roster (files cannot be shared), with the escrow file (``--state-format json``).
+"default" is the same per-desk setup with the batch's default state: a SQLite file beside
+each desk's state name, no ``--db`` (its audit log file as well as the database's).
 
 Measured per configuration: enrollments per minute (all desks, from start to the last desk's
 exit), database round trips per enrollment (statements plus BEGIN/COMMIT, counted in each
@@ -134,15 +135,18 @@ def run_config(engine: str, desks: int, users: int, url: str | None, work: Path
     t0 = time.monotonic()
     for d in range(desks):
         make_pile(work / f"pile{d}", per, 10_000_000 * (d + 1))
-        roster = work / f"roster{d}.csv" if engine == "file" else work / "roster.csv"
-        rows = upns[d * per:(d + 1) * per] if engine == "file" else upns
+        own = engine in ("file", "default")  # each desk its own state and roster part
+        roster = work / f"roster{d}.csv" if own else work / "roster.csv"
+        rows = upns[d * per:(d + 1) * per] if own else upns
         roster.write_text("upn\n" + "".join(f"{u}\n" for u in rows))
         args = ["batch", "enroll", roster.name, "--json", "--sim-pile", f"pile{d}",
                 "--sim-readers", str(READERS), "--ca", "ca", "--yes",
                 "--state", f"desk{d}.state.json"]
         desk_env = dict(env)
-        if engine == "file":
-            args += ["--escrow", f"escrow{d}.json", "--state-format", "json"]
+        if own:
+            args += ["--escrow", f"escrow{d}.json"]
+            if engine == "file":
+                args += ["--state-format", "json"]
         else:
             args += ["--escrow", "db"]
             desk_env.update(PIVTOOL_DB=url or "", PIVTOOL_DESK=f"desk-{d}")
@@ -206,7 +210,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--users", type=int, default=400)
     ap.add_argument("--desks", type=int, nargs="+", default=[1, 2, 4])
-    ap.add_argument("--engines", nargs="+", default=["postgresql", "sqlite", "file"])
+    ap.add_argument("--engines", nargs="+", default=["postgresql", "sqlite", "file"],
+                    help="postgresql, sqlite, file and/or default")
     ap.add_argument("--update-doc", action="store_true")
     a = ap.parse_args()
     sys.path.insert(0, str(REPO / "tests"))

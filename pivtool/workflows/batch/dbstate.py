@@ -288,9 +288,17 @@ class DbBatchState(BatchState):
         return user_record(rec)
 
 
+#: Audit steps written through at once: into the database, and fsynced in the default
+#: state's file (with every line before them). Failures too.
+OUTCOME_STEPS = frozenset({"enrolled", "batch", "wipe"})
+
+
 class StoreAudit(AuditLog):
     """The batch's audit log into the database: rows are buffered and written in one round
-    trip at each outcome, each heartbeat and the end."""
+    trip at each outcome (:data:`OUTCOME_STEPS`, a failure), each heartbeat and the end.
+    With *file* (the default state) every row is also appended to that JSON-lines file at
+    once, fsynced at each outcome: a crash loses nothing, a power cut at most the lines of
+    the enrollment in progress — a dozen fsyncs per key fewer than the state file's log."""
 
     def __init__(self, state: DbBatchState, file: Path | None = None) -> None:
         super().__init__(file or state.path, state.store.operator)
@@ -305,14 +313,16 @@ class StoreAudit(AuditLog):
         file, append it there at once as well."""
         from ...store.records import AuditEvent
 
+        outcome_row = step in OUTCOME_STEPS or outcome == "failed"
         if self.file is not None:
-            super().write(step, outcome, reader, serial, upn, detail, fingerprint)
+            self.append(step, outcome, reader, serial, upn, detail, fingerprint,
+                        sync=outcome_row)
         with self._lock:
             self._rows.append(AuditEvent(step=step, outcome=outcome, serial=serial, upn=upn,
                                          reader=reader, detail=detail,
                                          fingerprint=fingerprint, command="batch enroll",
                                          operator=self.operator))
-        if step in ("enrolled", "batch") or outcome == "failed":
+        if outcome_row:
             # Never raises: a database failure stops the desk through DbBatchState.fatal.
             with contextlib.suppress(PivToolError):
                 self.flush()

@@ -43,7 +43,14 @@ class AuditLog:
     def write(self, step: str, outcome: str, reader: str | None = None,
               serial: int | None = None, upn: str | None = None, detail: str = "",
               fingerprint: str | None = None) -> None:
-        """Append one line."""
+        """Append one line, fsynced."""
+        self.append(step, outcome, reader, serial, upn, detail, fingerprint, sync=True)
+
+    def append(self, step: str, outcome: str, reader: str | None, serial: int | None,
+               upn: str | None, detail: str, fingerprint: str | None, sync: bool) -> None:
+        """Append one line; *sync*: fsync it (and every line before it) before returning.
+        Unsynced, a crash of pivtool loses nothing (the line is the kernel's); a power cut
+        may lose the lines since the last fsync."""
         line = json.dumps({"time": now_iso(), "operator": self.operator, "reader": reader,
                            "serial": serial, "upn": upn, "step": step, "outcome": outcome,
                            "detail": detail, "fingerprint": fingerprint}) + "\n"
@@ -51,7 +58,8 @@ class AuditLog:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             try:
                 os.write(fd, line.encode())
-                os.fsync(fd)
+                if sync:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
 
