@@ -16,13 +16,14 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .core.errors import CardRemovedError, NoCardError, TransportError, UsageError
 from .core.events import CardEvent, EventKind
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from . import pcsc
     from .core.connection import Connection
     from .sim.attach import Faults, SimConnection
@@ -188,6 +189,8 @@ class SimPileSource:
     def __init__(self, directory: str | Path, readers: int = 2,
                  faults: Callable[[], Faults | None] | None = None,
                  pace: float = 0.0) -> None:
+        from pathlib import Path  # here: opening one card (info...) does not need it
+
         directory = Path(directory)
         if not directory.is_dir():
             raise UsageError(f"--sim-pile: {directory} is not a directory")

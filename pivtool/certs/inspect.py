@@ -26,7 +26,6 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 
 from .errors import CertInputError
-from .profile import UPN_OID, decode_upn
 
 __all__ = [
     "SUMMARY_SCHEMA",
@@ -240,6 +239,9 @@ def get_upns(cert: x509.Certificate, *, strict: bool = False) -> list[str]:
     san = get_extension(cert, x509.SubjectAlternativeName)
     if san is None:
         return []
+    # Imported here: the Entra profile module is not needed for a certificate without a SAN.
+    from .profile import UPN_OID, decode_upn
+
     upns: list[str] = []
     for other in san.get_values_for_type(x509.OtherName):
         if other.type_id != UPN_OID:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -50,6 +48,8 @@ class CliContext:
         """``-v`` shows pivtool's debug log and the APDU trace (secrets redacted)."""
         if not self.verbose:
             return
+        import logging  # only here: an ordinary run never loads the logging package
+
         root = logging.getLogger("pivtool")
         # One handler per process: a second invocation in the same process (tests, batch)
         # replaces the first instead of doubling every line.
@@ -95,6 +95,8 @@ class CliContext:
     def emit(self, data: Mapping[str, object], text: str | None = None) -> None:
         """Print *data* as JSON under ``--json``, else *text* (or nothing)."""
         if self.json:
+            import json
+
             click.echo(json.dumps(data, indent=2, sort_keys=False))
         elif text is not None:
             from .render import terminal_safe

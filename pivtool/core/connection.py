@@ -7,17 +7,35 @@ retry, extended length where the card supports it, and a redacting APDU trace.
 
 from __future__ import annotations
 
-import logging
-from typing import Protocol, runtime_checkable
+import sys
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from .apdu import SHORT_MAX_DATA, Apdu
 from .errors import BadResponseError, error_for_sw
 from .sw import SW
 
+if TYPE_CHECKING:
+    import logging
+
 #: Below DEBUG so that ``-v`` can show a trace without flooding ordinary debug logs.
 TRACE = 5
-logging.addLevelName(TRACE, "TRACE")
-apdu_log = logging.getLogger("pivtool.apdu")
+#: The logger of the APDU trace.
+APDU_LOGGER = "pivtool.apdu"
+_apdu_log: logging.Logger | None = None
+
+
+def _trace_log() -> logging.Logger | None:
+    """The APDU trace's logger, or None while no code has imported :mod:`logging`: then
+    nobody can have asked for the trace, and a command that is not traced does not pay for
+    importing the logging package (a few milliseconds of every ``pivtool`` run)."""
+    global _apdu_log
+    if _apdu_log is None:
+        logging = sys.modules.get("logging")
+        if logging is None:
+            return None
+        logging.addLevelName(TRACE, "TRACE")
+        _apdu_log = logging.getLogger(APDU_LOGGER)
+    return _apdu_log
 
 INS_GET_RESPONSE = 0xC0
 CHAIN_BIT = 0x10
@@ -49,7 +67,8 @@ class Connection(Protocol):
 
 
 def _trace(direction: str, data: bytes, sensitive: bool, header: int = 4) -> None:
-    if not apdu_log.isEnabledFor(TRACE):
+    apdu_log = _trace_log()
+    if apdu_log is None or not apdu_log.isEnabledFor(TRACE):
         return
     if sensitive and len(data) > header:
         # Keep the header (command) or SW (response) so the trace stays useful, drop the rest.

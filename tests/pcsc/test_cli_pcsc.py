@@ -36,3 +36,21 @@ def test_select_by_serial_and_change_pin(vcard_factory: Any) -> None:
     assert other.load_state().pin == b"24681357"
     r = run(None, "--serial", "99999999", "info")
     assert r.exit_code == 5
+
+
+def test_info_through_pcscd_loads_only_what_it_needs(vcard_factory: Any) -> None:
+    """Start-up cost (bench/run.py: info against ykman): the reader path of ``info`` loads
+    neither the emulator, the database, Graph, nor standard modules only other commands need
+    (logging: -v; json: --json; pathlib)."""
+    import subprocess
+    import sys
+
+    yk = vcard_factory(serial=7001004)
+    code = ("import sys\nfrom pivtool.cli.main import main\n"
+            f"rc = main(['--reader', {yk.substring!r}, 'info'])\n"
+            "print(rc, sorted(m for m in sys.modules if m in ('logging', 'json', 'pathlib') or "
+            "m.startswith(('pivtool.sim', 'pivtool.store', 'pivtool.graph', 'sqlalchemy'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    assert "serial 7001004" in out
+    assert out.strip().endswith("0 []"), out
