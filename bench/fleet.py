@@ -213,7 +213,14 @@ def main() -> int:
     ap.add_argument("--engines", nargs="+", default=["postgresql", "sqlite", "file"],
                     help="postgresql, sqlite, file and/or default")
     ap.add_argument("--update-doc", action="store_true")
+    ap.add_argument("--rows", nargs="+", type=Path, metavar="FILE",
+                    help="run nothing: make the table from the JSON rows earlier runs "
+                         "printed (one per line), e.g. engines run at different times")
     a = ap.parse_args()
+    if a.rows:
+        rows = [json.loads(line) for f in a.rows for line in f.read_text().splitlines()
+                if line.startswith("{")]
+        return report(rows, rows[0]["users"], a.update_doc)
     sys.path.insert(0, str(REPO / "tests"))
     import pg_stack
 
@@ -236,9 +243,14 @@ def main() -> int:
     finally:
         if server is not None:
             pg_stack.stop_server(server)
-    text = table(rows, a.users)
+    return report(rows, a.users, a.update_doc)
+
+
+def report(rows: list[dict[str, Any]], users: int, update_doc: bool) -> int:
+    """Print the table; with *update_doc* also put it into docs/performance.md."""
+    text = table(rows, users)
     print(text)
-    if a.update_doc:
+    if update_doc:
         doc = DOC.read_text()
         new = f"{BEGIN}\n{text}\n{END}"
         if BEGIN in doc:
