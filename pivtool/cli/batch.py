@@ -158,6 +158,16 @@ def _collect_secrets(obj: CliContext, pin_letters: str | None, escrow: bool,
                                optional, ask)
 
 
+# The outputs batch enroll writes and batch report rewrites: one spelling for both.
+REPORT_OPTION = click.option(
+    "--report", "report_path", metavar="FILE",
+    help="Report base name: writes FILE.json and FILE.csv (default: <state>.report.*).")
+GRAPH_OUT_OPTION = click.option(
+    "--graph-out", "graph_path", metavar="PREFIX",
+    help="Microsoft Graph $batch bodies, 20 PATCH requests per file: PREFIX-001.json... "
+         "(default: <state>.graph-NNN.json).")
+
+
 @batch.command("enroll")
 @click.argument("roster", metavar="ROSTER.csv")
 @issuer_options(csr_out=False, cmd_note=" Runs once per key, in parallel across readers.")
@@ -175,12 +185,8 @@ def _collect_secrets(obj: CliContext, pin_letters: str | None, escrow: bool,
                    "every step, as before pivtool kept it in SQLite). Not with --db.")
 @click.option("--audit", "audit_path", metavar="FILE",
               help="Audit log, JSON lines (default: <state>.audit.jsonl).")
-@click.option("--report", "report_path", metavar="FILE",
-              help="Report base name: writes FILE.json and FILE.csv (default: "
-                   "<state>.report.*).")
-@click.option("--graph-out", "graph_path", metavar="PREFIX",
-              help="Microsoft Graph $batch bodies, 20 PATCH requests per file: "
-                   "PREFIX-001.json... (default: <state>.graph-NNN.json).")
+@REPORT_OPTION
+@GRAPH_OUT_OPTION
 @click.option("--pin-letters", metavar="DIR",
               help="A random 8-digit PIN per user, written to a 0600 PIN letter in DIR "
                    "(created 0700) before it is set. Without it, one PIN for all: "
@@ -553,12 +559,8 @@ def _status(obj: CliContext, state: BatchState) -> None:
 
 @batch.command("report")
 @click.option("--state", "state_path", metavar="FILE", help=STATE_HELP)
-@click.option("--report", "report_path", metavar="FILE",
-              help="Report base name: writes FILE.json and FILE.csv (default: "
-                   "<state>.report.*).")
-@click.option("--graph-out", "graph_path", metavar="PREFIX",
-              help="Microsoft Graph $batch bodies PREFIX-001.json... (default: "
-                   "<state>.graph-NNN.json).")
+@REPORT_OPTION
+@GRAPH_OUT_OPTION
 @FORMAT_OPTION
 @json_option
 @pass_ctx
