@@ -221,8 +221,11 @@ def current_revision(conn: Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
-    """Bring the schema up to *revision* in place; return (before, after)."""
+def upgrade(engine: Engine, revision: str = "head", *, fresh: bool = False
+            ) -> tuple[str | None, str]:
+    """Bring the schema up to *revision* in place; return (before, after). With *fresh*
+    (creating a schema in what looked like an empty database) a database that, once the
+    lock is held, has tables but no pivtool version is refused instead."""
     from alembic import command
 
     try:
@@ -234,6 +237,8 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
 
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK})
             before = current_revision(conn)
+            if fresh and before is None and _has_tables(conn):
+                raise SchemaError(FOREIGN_DATABASE)
             command.upgrade(_alembic_config(conn), revision)
             after = current_revision(conn)
     except PivToolError:
@@ -242,6 +247,16 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
         raise translate(e, "upgrading the schema") from None
     assert after is not None
     return before, after
+
+
+FOREIGN_DATABASE = ("the database holds tables but no pivtool schema version; "
+                    "give pivtool a database of its own")
+
+
+def _has_tables(conn: Connection) -> bool:
+    import sqlalchemy as sa
+
+    return bool(sa.inspect(conn).get_table_names())
 
 
 def check_schema(engine: Engine, create: bool = True, upgrade_older: bool = False) -> str:
@@ -262,13 +277,14 @@ def check_schema(engine: Engine, create: bool = True, upgrade_older: bool = Fals
     if rev == head:
         return rev
     if rev is None:
-        if not empty:
-            raise SchemaError("the database holds tables but no pivtool schema version; "
-                              "give pivtool a database of its own")
         if not create:
-            raise SchemaError("the database has no pivtool schema yet: run 'pivtool db "
+            raise SchemaError(FOREIGN_DATABASE if not empty else
+                              "the database has no pivtool schema yet: run 'pivtool db "
                               "upgrade' first")
-        upgrade(engine)
+        # Decided again under the schema lock: the version and the table list were read
+        # in two queries, and a desk started at the same moment may have created the
+        # schema between them (it then looks "foreign" here, though it is current).
+        upgrade(engine, fresh=True)
         return head
     from alembic.util import CommandError
 

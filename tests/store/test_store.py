@@ -48,6 +48,36 @@ def test_fresh_database_gets_the_newest_schema(db_url: str) -> None:
         assert os.stat(path).st_mode & 0o777 == 0o600  # who holds which key: private
 
 
+def test_a_desk_started_with_another_finds_the_schema_it_created(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Desks started together on an empty database: one reads "no version", then the
+    other creates the schema before the first lists the tables. The first must not take
+    the now-full database for a foreign one (exit 2 at a fleet's start, seen in CI).
+    PostgreSQL only: READ COMMITTED gives each query its own snapshot, while SQLite's two
+    reads share one read transaction (the other desk's write waits for it to end)."""
+    db_url = pg_url
+    import pivtool.store.engine as engine_mod
+
+    real = engine_mod.current_revision
+    raced: list[str | None] = []
+
+    def other_desk_wins_between_the_reads(conn: sa.Connection) -> str | None:
+        rev = real(conn)
+        if not raced:
+            raced.append(rev)
+            other = create_engine(db_url)
+            try:
+                upgrade(other)  # the other desk creates the schema here
+            finally:
+                other.dispose()
+        return rev
+
+    monkeypatch.setattr(engine_mod, "current_revision", other_desk_wins_between_the_reads)
+    with Store.open(db_url) as store, store.engine.connect() as conn:
+        assert real(conn) == head_revision()
+    assert raced == [None]  # the interleaving really happened
+
+
 def test_stale_schema_is_refused_until_upgraded(db_url: str) -> None:
     engine = create_engine(db_url)
     upgrade(engine, "0001")
